@@ -1,0 +1,160 @@
+"""The seam between the HTTP API and the daemon: the engine Protocol, the
+objects it returns, and the errors it raises.
+
+Error hierarchy (each maps to one HTTP status in ``admin_api.errors``)::
+
+    AdminError
+    ├── NotFound            404
+    │   ├── JobNotFound
+    │   └── RunNotFound
+    └── Conflict            409
+        ├── JobBusy         a run is in progress and overlap is forbidden
+        └── RunEnded        the run is no longer in progress
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import AwareDatetime, BaseModel, PlainSerializer
+
+Role = Literal["viewer", "operator"]
+RunTrigger = Literal["schedule", "manual", "catch_up", "retry"]
+RunStatus = Literal["running", "succeeded", "failed", "cancelled", "timed_out", "lost", "skipped", "missed"]
+# Times go out as ISO 8601 with a numeric offset ("+00:00", never "Z"), as the contract says.
+Timestamp = Annotated[AwareDatetime, PlainSerializer(lambda value: value.isoformat(), return_type=str)]
+ENDED_STATUSES: frozenset[str] = frozenset(
+    {"succeeded", "failed", "cancelled", "timed_out", "lost", "skipped", "missed"}
+)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who calls a route: the token's principal and role, and the client address."""
+
+    name: str
+    role: Role
+    client: str | None = None
+
+
+class RunOut(BaseModel):
+    """One run of a job, or one fire that did not run (``skipped``/``missed``)."""
+
+    id: int
+    job_id: str
+    trigger: RunTrigger
+    status: RunStatus
+    scheduled_for: Timestamp | None
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    duration_s: float | None
+    result: Any = None
+    error: str | None = None
+    triggered_by: str | None = None
+    node: str
+    attempt: int = 1
+    progress: dict[str, Any] | None = None
+
+
+class JobOut(BaseModel):
+    """A configured job with its live state."""
+
+    id: str
+    task: str
+    schedule: str
+    timezone: str
+    paused: bool
+    running: bool
+    next_run_time: Timestamp | None
+    upcoming: list[Timestamp]
+    last_run: RunOut | None
+    timeout_s: float | None = None
+    overlap: Literal["forbid", "allow"] = "forbid"
+    catch_up: Literal["once", "none"] = "once"
+    retries: int = 0
+
+
+class TriggerOut(BaseModel):
+    """A run just started by a trigger."""
+
+    job_id: str
+    run_id: int
+    status: RunStatus
+
+
+class AuditOut(BaseModel):
+    """One admin action: who did what to which target, when, from where."""
+
+    id: int
+    at: Timestamp
+    principal: str
+    action: str
+    target: str
+    client: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+class AdminError(Exception):
+    """Base of the errors the engine raises to the API."""
+
+
+class NotFound(AdminError):
+    """The job or run does not exist."""
+
+
+class Conflict(AdminError):
+    """The request conflicts with the state of a job or run."""
+
+
+class JobNotFound(NotFound):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id!r}")
+        self.job_id = job_id
+
+
+class RunNotFound(NotFound):
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"no run {run_id}")
+        self.run_id = run_id
+
+
+class JobBusy(Conflict):
+    def __init__(self, job_id: str, run_id: int | None = None) -> None:
+        where = f" (run {run_id})" if run_id is not None else ""
+        super().__init__(f"job {job_id!r} is already running{where} and its overlap is 'forbid'")
+        self.job_id = job_id
+        self.run_id = run_id
+
+
+class RunEnded(Conflict):
+    def __init__(self, run_id: int, status: str) -> None:
+        super().__init__(f"run {run_id} has already ended ({status})")
+        self.run_id = run_id
+        self.status = status
+
+
+class AdminEngine(Protocol):
+    """What the API needs from the daemon. Mutating calls record an audit row."""
+
+    async def list_jobs(self) -> list[JobOut]: ...
+
+    async def get_job(self, job_id: str) -> JobOut: ...
+
+    async def trigger(self, job_id: str, actor: Actor) -> TriggerOut: ...
+
+    async def pause(self, job_id: str, actor: Actor) -> JobOut: ...
+
+    async def resume(self, job_id: str, actor: Actor) -> JobOut: ...
+
+    async def list_runs(self, *, job_id: str | None, status: str | None, limit: int) -> list[RunOut]: ...
+
+    async def get_run(self, run_id: int) -> RunOut: ...
+
+    async def cancel_run(self, run_id: int, actor: Actor) -> RunOut: ...
+
+    async def list_audit(self, *, limit: int) -> list[AuditOut]: ...
+
+    async def readiness(self) -> list[str]:
+        """Reasons the daemon is not ready; empty when it is."""
+        ...

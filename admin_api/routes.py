@@ -1,0 +1,98 @@
+"""The ``/admin/*`` routes of the contract, and :func:`build_routers`, everything the daemon mounts.
+
+Reads need any known token, mutations the operator role; the engine records
+the audit row for each mutation from the :class:`~admin_api.interface.Actor`
+passed to it.
+"""
+
+# No `from __future__ import annotations` here: FastAPI must resolve the
+# Viewer/Operator aliases, which are local to admin_router, at definition time.
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi import status as http_status
+
+from admin_api import health
+from admin_api.auth import TokenTable
+from admin_api.errors import responses
+from admin_api.interface import Actor, AdminEngine, AuditOut, JobOut, RunOut, RunStatus, TriggerOut
+from admin_api.state import require_engine
+
+# Run ids are PostgreSQL bigints: a larger number is not a run (and must not
+# reach the database as an overflow, a 500).
+_BIGINT_MAX = 2**63 - 1
+
+Engine = Annotated[AdminEngine, Depends(require_engine)]
+RunId = Annotated[int, Path(ge=1, le=_BIGINT_MAX)]
+Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many rows, newest first.")]
+
+
+def admin_router(tokens: TokenTable) -> APIRouter:
+    """The ``/admin/*`` routes, authenticated against ``tokens``."""
+    # Parameter order matters: the actor comes before the engine so an
+    # unauthenticated caller gets 401 even while the daemon starts.
+    Viewer = Annotated[Actor, Depends(tokens.require_viewer)]
+    Operator = Annotated[Actor, Depends(tokens.require_operator)]
+
+    router = APIRouter(prefix="/admin", tags=["admin"], responses=responses(401, 503))
+    # Every mutation names a job or run (404); trigger and cancel can also conflict (409).
+    mutating = responses(403, 404)
+    conflicting = responses(403, 404, 409)
+
+    @router.get("/jobs")
+    async def list_jobs(_: Viewer, engine: Engine) -> list[JobOut]:
+        """All configured jobs with their live state."""
+        return await engine.list_jobs()
+
+    @router.get("/jobs/{job_id}", responses=responses(404))
+    async def get_job(job_id: str, _: Viewer, engine: Engine) -> JobOut:
+        """One job with its next fire times and last run."""
+        return await engine.get_job(job_id)
+
+    @router.post("/trigger/{job_id}", status_code=http_status.HTTP_202_ACCEPTED, responses=conflicting)
+    async def trigger(job_id: str, actor: Operator, engine: Engine) -> TriggerOut:
+        """Start a run now; 409 when the job forbids overlap and a run is in progress anywhere."""
+        return await engine.trigger(job_id, actor)
+
+    @router.post("/jobs/{job_id}/pause", responses=mutating)
+    async def pause(job_id: str, actor: Operator, engine: Engine) -> JobOut:
+        """Stop scheduled fires on every replica, across restarts, until resumed."""
+        return await engine.pause(job_id, actor)
+
+    @router.post("/jobs/{job_id}/resume", responses=mutating)
+    async def resume(job_id: str, actor: Operator, engine: Engine) -> JobOut:
+        """Undo a pause."""
+        return await engine.resume(job_id, actor)
+
+    @router.get("/runs")
+    async def list_runs(
+        _: Viewer,
+        engine: Engine,
+        job_id: str | None = None,
+        status: RunStatus | None = None,
+        limit: Limit = 50,
+    ) -> list[RunOut]:
+        """Runs, newest first, optionally of one job and in one status."""
+        return await engine.list_runs(job_id=job_id, status=status, limit=limit)
+
+    @router.get("/runs/{run_id}", responses=responses(404))
+    async def get_run(run_id: RunId, _: Viewer, engine: Engine) -> RunOut:
+        """One run, with its result or error."""
+        return await engine.get_run(run_id)
+
+    @router.post("/runs/{run_id}/cancel", status_code=http_status.HTTP_202_ACCEPTED, responses=conflicting)
+    async def cancel_run(run_id: RunId, actor: Operator, engine: Engine) -> RunOut:
+        """Ask the replica running it to cancel the run; 409 when it has already ended."""
+        return await engine.cancel_run(run_id, actor)
+
+    @router.get("/audit")
+    async def list_audit(_: Viewer, engine: Engine, limit: Limit = 50) -> list[AuditOut]:
+        """Admin actions, newest first: who did what to which target, when."""
+        return await engine.list_audit(limit=limit)
+
+    return router
+
+
+def build_routers(tokens: TokenTable) -> list[APIRouter]:
+    """Every router of the API: the open health routes and the admin routes guarded by ``tokens``."""
+    return [health.router, admin_router(tokens)]

@@ -1,0 +1,115 @@
+"""The task registry: the ``@task`` decorator and lookup of a config's ``task`` value.
+
+A config's ``task`` is either a built-in name (``sql``, ``cleanup_sessions``, ...)
+or ``package.module:function`` naming an operator's own task, decorated the same
+way. Params are a pydantic model taken from the function's ``params`` annotation,
+so config values are validated at start, not at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from jobs.context import JobContext
+
+TaskFunc = Callable[..., Awaitable[Any]]
+
+_MARK = "__maintd_task__"
+# Modules holding the built-in tasks; imported on first lookup so that
+# importing the registry stays cheap and free of cycles.
+_BUILTIN_MODULES = ("jobs.sql",)
+_builtins: dict[str, TaskSpec] = {}
+
+
+class NoParams(BaseModel):
+    """Params of a task that takes none: any key given is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task the daemon can run: its name, function and params model."""
+
+    name: str
+    func: TaskFunc
+    params_model: type[BaseModel]
+    description: str
+
+    async def __call__(self, ctx: JobContext, params: BaseModel) -> Any:
+        return await self.func(ctx, params)
+
+
+class TaskLookupError(LookupError):
+    """A config's ``task`` names nothing runnable."""
+
+    def __init__(self, ref: str, reason: str) -> None:
+        super().__init__(f"unknown task {ref!r}: {reason}")
+        self.ref = ref
+        self.reason = reason
+
+
+def task(name: str | None = None) -> Callable[[TaskFunc], TaskFunc]:
+    """Mark an async function ``(ctx, params)`` as a maintd task.
+
+    The params model is the annotation of the ``params`` argument (a pydantic
+    model); a function without one takes no params.
+    """
+
+    def mark(func: TaskFunc) -> TaskFunc:
+        if not inspect.iscoroutinefunction(func):
+            raise TypeError(f"task {func.__qualname__} must be an async function")
+        hints = typing.get_type_hints(func)
+        model = hints.get("params", NoParams)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f"task {func.__qualname__}: params must be annotated with a pydantic model")
+        spec = TaskSpec(
+            name=name or func.__name__,
+            func=func,
+            params_model=model,
+            description=inspect.getdoc(func) or "",
+        )
+        setattr(func, _MARK, spec)
+        if func.__module__ in _BUILTIN_MODULES:
+            _builtins[spec.name] = spec
+        return func
+
+    return mark
+
+
+def builtin_tasks() -> dict[str, TaskSpec]:
+    """The built-in tasks by name."""
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+    return dict(_builtins)
+
+
+def resolve_task(ref: str) -> TaskSpec:
+    """Find the task a config names, importing an operator's module if needed."""
+    if ":" not in ref:
+        specs = builtin_tasks()
+        if ref not in specs:
+            known = ", ".join(sorted(specs))
+            raise TaskLookupError(ref, f"not a built-in task ({known}) nor 'package.module:function'")
+        return specs[ref]
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise TaskLookupError(ref, "expected 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import-time failure is the operator's to see
+        raise TaskLookupError(ref, f"cannot import {module_name!r}: {exc}") from exc
+    func = getattr(module, attr, None)
+    if func is None:
+        raise TaskLookupError(ref, f"module {module_name!r} has no attribute {attr!r}")
+    spec = getattr(func, _MARK, None)
+    if not isinstance(spec, TaskSpec):
+        raise TaskLookupError(ref, "not decorated with @jobs.task")
+    return spec

@@ -1,0 +1,1 @@
+"""maintd, the daemon: config, schedules, the engine around APScheduler, the run store and the CLI."""

@@ -1,0 +1,46 @@
+"""The composition root: the one place that wires config, database, engine and API together."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from admin_api import build_routers, install_error_handlers
+from admin_api.auth import TokenEntry, TokenTable
+from scheduler.config import Config
+from scheduler.database import open_store
+from scheduler.engine import Engine
+from scheduler.metrics import Metrics
+
+
+def node_name(config: Config) -> str:
+    """The name recorded on runs this process owns: configured, else host:pid."""
+    return config.scheduler.node or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def create_app(config: Config) -> FastAPI:
+    """Build the daemon's ASGI app; its lifespan opens the database and runs the engine."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_store(config) as store:
+            engine = Engine(config, store, node=node_name(config), metrics=metrics)
+            await engine.start()
+            app.state.engine = engine
+            try:
+                yield
+            finally:
+                await engine.stop(config.scheduler.shutdown_grace)
+
+    app = FastAPI(title="maintd", summary="Scheduler daemon for periodic maintenance jobs", lifespan=lifespan)
+    app.state.metrics_registry = metrics.registry
+    install_error_handlers(app)
+    tokens = TokenTable([TokenEntry(name=t.name, role=t.role, sha256=t.sha256.lower()) for t in config.admin.tokens])
+    for router in build_routers(tokens):
+        app.include_router(router)
+    return app

@@ -1,0 +1,159 @@
+"""The ``maintd`` command line: the daemon, config checks, migrations, previews and admin commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import uvicorn
+
+from scheduler.config import Config, ConfigError, default_config_path, load_config
+
+# sysexits.h: what systemd units and shell scripts expect.
+EX_OK = 0
+EX_USAGE = 64
+EX_UNAVAILABLE = 69
+EX_CONFIG = 78
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or EX_OK)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maintd", description="Scheduler daemon for periodic maintenance jobs.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: object, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def with_config(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--config", type=Path, help="config file (default: $MAINTD_CONFIG, else ./config.toml)")
+
+    with_config(command("run", cmd_run, "run the daemon: scheduler and HTTP API"))
+    with_config(command("check-config", cmd_check_config, "validate a config file; exit 78 on any problem"))
+    with_config(command("migrate", cmd_migrate, "apply the daemon's schema migrations and exit"))
+
+    preview = command("preview", cmd_preview, "print the next fire times of a schedule expression")
+    preview.add_argument("expression", metavar="EXPR", help="crontab, @alias or 'every N'")
+    preview.add_argument("--timezone", default="UTC", help="IANA zone (default UTC)")
+    preview.add_argument("--count", type=int, default=5, help="how many fire times (default 5)")
+    preview.add_argument("--after", help="ISO 8601 instant; fire times strictly after it (default now)")
+
+    token = command("token", cmd_token, "print a fresh admin token and the config lines to paste")
+    token.add_argument("--name", default="ops", help="principal recorded in the audit log (default ops)")
+    token.add_argument("--role", choices=["viewer", "operator"], default="operator")
+
+    from scheduler.client_cli import add_client_commands
+
+    add_client_commands(command, with_config)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(args.config or default_config_path())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    print(f"{config.path}: OK ({len(config.jobs)} jobs)")
+    return EX_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args)  # exits 78 before anything binds a port
+    from scheduler.app import create_app
+    from scheduler.logs import configure_logging
+
+    configure_logging()
+    server = _Server(
+        uvicorn.Config(
+            create_app(config),
+            host=config.server.host,
+            port=config.server.port,
+            log_config=None,  # our structlog handler renders uvicorn's records too
+            access_log=False,
+            lifespan="on",
+        )
+    )
+    asyncio.run(server.serve())
+    return EX_OK if server.started else EX_UNAVAILABLE
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a drained stop on SIGTERM exits 0 instead of re-raising the signal."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    config = _load(args)
+    from scheduler.database import DatabaseUnavailable, open_store
+
+    async def migrate() -> None:
+        async with open_store(config):
+            pass
+
+    try:
+        asyncio.run(migrate())
+    except DatabaseUnavailable as exc:
+        print(f"maintd migrate: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    print("migrations applied")
+    return EX_OK
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from scheduler.schedules import ScheduleError, parse_timezone, preview
+
+    try:
+        zone = parse_timezone(args.timezone)
+        after = datetime.now(zone) if args.after is None else datetime.fromisoformat(args.after)
+        if after.tzinfo is None:
+            after = after.replace(tzinfo=zone)
+        if args.count < 1:
+            raise ValueError("--count must be at least 1")
+        times = preview(args.expression, zone, args.count, after)
+    except (ScheduleError, ValueError) as exc:
+        print(f"maintd preview: {exc}", file=sys.stderr)
+        return EX_USAGE
+    for fire in times:
+        print(fire.isoformat())
+    return EX_OK
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from admin_api.auth import new_token
+
+    token, digest = new_token()
+    print(f"# Bearer token for {args.name!r} (shown once; keep it secret, e.g. export MAINTD_TOKEN=...):")
+    print(f"# {token}")
+    print("[[admin.tokens]]")
+    print(f'name = "{args.name}"')
+    print(f'role = "{args.role}"')
+    print(f'sha256 = "{digest}"')
+    return EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

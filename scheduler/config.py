@@ -1,0 +1,289 @@
+"""config.toml, parsed once into frozen, validated objects.
+
+Every default is named here. Every problem is reported with its key path
+(``jobs.cleanup.schedule: invalid cron expression ...``), all of them at once,
+so an operator fixes a config in one round; unknown keys are errors, because a
+typo such as ``shedule`` must not silently drop a schedule.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from jobs.registry import TaskLookupError, TaskSpec, resolve_task
+from scheduler.durations import parse_duration
+from scheduler.schedules import Schedule, ScheduleError, parse_schedule, parse_timezone
+
+DEFAULT_CONFIG_PATH = Path("config.toml")
+CONFIG_ENV = "MAINTD_CONFIG"
+DSN_ENV = "MAINTD_DATABASE_DSN"
+EMBEDDED = "embedded"
+# A job id is a URL path segment and a metric label: keep it plain.
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class ConfigError(Exception):
+    """The config cannot be used; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration string such as '30s', got {value!r}")
+    return parse_duration(value)
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than 0s")
+    return value
+
+
+def _timezone(value: Any) -> ZoneInfo:
+    if isinstance(value, ZoneInfo):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a timezone name such as 'Europe/Berlin', got {value!r}")
+    return parse_timezone(value)
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+TimeZone = Annotated[ZoneInfo, BeforeValidator(_timezone)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)  # 0 lets the OS pick (tests)
+
+
+class DatabaseConfig(_Section):
+    dsn: str = EMBEDDED
+    data_dir: Path = Path("var/postgres")
+    pool_size: int = Field(10, ge=2, le=200)
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_scheme(cls, value: str) -> str:
+        if value != EMBEDDED and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"must be 'embedded' or a 'postgresql://' URL, got {value.split('://')[0]!r}")
+        return value
+
+
+class SchedulerConfig(_Section):
+    timezone: TimeZone = ZoneInfo("UTC")
+    shutdown_grace: Duration = timedelta(seconds=30)
+    lease: Duration = timedelta(seconds=30)
+    node: str | None = None  # name recorded on runs; default host:pid
+
+    _lease_positive = field_validator("lease")(_positive)
+
+
+class TokenConfig(_Section):
+    name: str = Field(min_length=1)
+    role: Literal["viewer", "operator"]
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+
+
+class AdminConfig(_Section):
+    tokens: list[TokenConfig] = []
+
+
+class JobTable(_Section):
+    """A ``[jobs.<id>]`` table as written; resolved into :class:`JobConfig`."""
+
+    task: str
+    schedule: str
+    timezone: str | None = None
+    timeout: Duration | None = None
+    overlap: Literal["forbid", "allow"] = "forbid"
+    catch_up: Literal["once", "none"] = "once"
+    retries: int = Field(0, ge=0, le=100)
+    params: dict[str, Any] = {}
+
+    _timeout_positive = field_validator("timeout")(lambda v: v if v is None else _positive(v))
+
+
+class _Document(_Section):
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    admin: AdminConfig = AdminConfig()
+    jobs: dict[str, JobTable] = {}
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """One job, with its task resolved, schedule parsed and params validated."""
+
+    id: str
+    task_ref: str
+    task: TaskSpec
+    schedule: Schedule
+    timeout: timedelta | None
+    overlap: Literal["forbid", "allow"]
+    catch_up: Literal["once", "none"]
+    retries: int
+    params: BaseModel
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return self.schedule.timezone
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    database: DatabaseConfig
+    scheduler: SchedulerConfig
+    admin: AdminConfig
+    jobs: Mapping[str, JobConfig]
+    path: Path | None = None
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database.dsn == EMBEDDED
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, parse and validate a config file; raise :class:`ConfigError` listing every problem."""
+    path = path or default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from exc
+    return parse_config(raw, path=path, environ=os.environ if environ is None else environ)
+
+
+def parse_config(raw: Mapping[str, Any], *, path: Path | None = None, environ: Mapping[str, str] = {}) -> Config:
+    """Validate an already parsed TOML document."""
+    try:
+        doc = _Document.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    problems: list[str] = []
+    jobs = {job_id: job for job_id, table in doc.jobs.items() if (job := _resolve_job(job_id, table, doc, problems))}
+    problems += _check_tokens(doc.admin.tokens)
+    if problems:
+        raise ConfigError(problems)
+    database = doc.database
+    if dsn := environ.get(DSN_ENV):
+        database = database.model_copy(update={"dsn": dsn})
+    database = database.model_copy(update={"data_dir": _state_path(database.data_dir, path, environ)})
+    return Config(doc.server, database, doc.scheduler, doc.admin, jobs, path)
+
+
+def _resolve_job(job_id: str, table: JobTable, doc: _Document, problems: list[str]) -> JobConfig | None:
+    prefix = f"jobs.{job_id}"
+    before = len(problems)
+    if not JOB_ID_PATTERN.match(job_id):
+        problems.append(f"{prefix}: invalid job id: use letters, digits, '_', '.', '-' (at most 100)")
+    timezone = doc.scheduler.timezone
+    if table.timezone is not None:
+        try:
+            timezone = parse_timezone(table.timezone)
+        except ValueError as exc:
+            problems.append(f"{prefix}.timezone: {exc}")
+    schedule = None
+    try:
+        schedule = parse_schedule(table.schedule, timezone)
+    except ScheduleError as exc:
+        problems.append(f"{prefix}.schedule: {exc}")
+    spec = None
+    try:
+        spec = resolve_task(table.task)
+    except TaskLookupError as exc:
+        problems.append(f"{prefix}.task: {exc}")
+    params = None
+    if spec is not None:
+        try:
+            params = spec.params_model.model_validate(table.params)
+        except ValidationError as exc:
+            problems += _describe(exc, prefix=f"{prefix}.params")
+    if len(problems) > before or schedule is None or spec is None or params is None:
+        return None
+    return JobConfig(
+        id=job_id,
+        task_ref=table.task,
+        task=spec,
+        schedule=schedule,
+        timeout=table.timeout,
+        overlap=table.overlap,
+        catch_up=table.catch_up,
+        retries=table.retries,
+        params=params,
+    )
+
+
+def _check_tokens(tokens: list[TokenConfig]) -> list[str]:
+    problems = []
+    seen: dict[str, int] = {}
+    for index, token in enumerate(tokens):
+        digest = token.sha256.lower()
+        if digest in seen:
+            problems.append(f"admin.tokens[{index}].sha256: same token as admin.tokens[{seen[digest]}]")
+        seen.setdefault(digest, index)
+    return problems
+
+
+def _state_path(path: Path, config_path: Path | None, environ: Mapping[str, str]) -> Path:
+    """Resolve a relative state path: under systemd against $STATE_DIRECTORY, else beside the config."""
+    if path.is_absolute():
+        return path
+    if state := environ.get("STATE_DIRECTORY"):
+        # systemd may list several directories separated by ':'; the first is ours.
+        return Path(state.split(":")[0]) / path
+    base = config_path.parent if config_path is not None else Path.cwd()
+    return (base / path).resolve()
+
+
+def _describe(exc: ValidationError, prefix: str = "") -> list[str]:
+    """One line per pydantic error: key path, then a message an operator understands."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = prefix
+        for part in error["loc"]:
+            loc = f"{loc}[{part}]" if isinstance(part, int) else (f"{loc}.{part}" if loc else str(part))
+        lines.append(f"{loc or '(top level)'}: {_message(error)}")
+    return lines
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind, value = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    if kind == "literal_error":
+        return f"must be {error['ctx']['expected']}, got {value!r}"
+    if kind == "string_pattern_mismatch" and error["loc"][-1] == "sha256":
+        return "must be 64 hex digits (the sha256 of the token; `maintd token` prints one)"
+    return f"{error['msg'][0].lower()}{error['msg'][1:]}, got {value!r}"

@@ -1,0 +1,489 @@
+"""The engine: APScheduler does the timing, PostgreSQL decides what runs.
+
+For every fire APScheduler reports, the engine claims ``(job, fire time,
+attempt)`` in the database; only the replica whose insert wins runs it, and a
+fire that does not run (previous run still going, job paused, daemon too busy)
+is recorded as ``skipped`` or ``missed``. Runs heartbeat while they run, and
+any replica declares lost those whose owner stopped heartbeating for longer
+than the lease. The engine implements :class:`admin_api.interface.AdminEngine`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import traceback
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.job import Job as APJob
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
+
+from admin_api.interface import (
+    Actor,
+    AuditOut,
+    JobBusy,
+    JobNotFound,
+    JobOut,
+    RunEnded,
+    RunNotFound,
+    RunOut,
+    TriggerOut,
+)
+from jobs.context import JobCancelled, JobContext
+from scheduler.clock import utcnow
+from scheduler.config import Config, JobConfig
+from scheduler.durations import format_duration
+from scheduler.fire_executor import FireExecutor, fire_placeholder
+from scheduler.metrics import Metrics
+from scheduler.schedules import ScheduleTrigger
+from scheduler.store import AuditEntry, Claim, RunStore
+
+_EXECUTOR = "maintd"
+# A cancelled job gets this long to stop at its next check before it is interrupted.
+CANCEL_GRACE = timedelta(seconds=2)
+# Retry backoff: base * 2**(attempt-1), capped, times a jitter in [0.5, 1.5).
+RETRY_BASE = timedelta(seconds=10)
+RETRY_CAP = timedelta(hours=1)
+# After downtime, look back at most this far and record at most this many missed fires one by one.
+CATCH_UP_HORIZON = timedelta(days=31)
+CATCH_UP_MAX_ROWS = 100
+READINESS_TIMEOUT_S = 2.0
+UPCOMING = 5
+
+
+@dataclass
+class ActiveRun:
+    """A run in progress on this replica."""
+
+    run: RunOut
+    job: JobConfig
+    ctx: JobContext
+    task: asyncio.Task[None] | None = None
+    cancelled_by: str | None = None
+    hard_cancel: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class Engine:
+    """Schedules the configured jobs, claims and runs their fires, and serves the admin API."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: RunStore,
+        *,
+        node: str,
+        metrics: Metrics | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.jobs = dict(config.jobs)
+        self.store = store
+        self.node = node
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.lease = config.scheduler.lease
+        # Three beats per lease: one late beat never loses a run.
+        self.heartbeat_interval = config.scheduler.lease / 3
+        self.log = structlog.get_logger("maintd.engine").bind(node=node)
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._active: dict[int, ActiveRun] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._accepting = False
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def start(self) -> None:
+        """Register jobs, record fires missed while down, then start firing."""
+        now = self.clock()
+        await self.store.register_jobs(list(self.jobs), now)
+        self._scheduler.add_executor(FireExecutor(self._on_fire), alias=_EXECUTOR)
+        for job in self.jobs.values():
+            self._scheduler.add_job(
+                fire_placeholder,
+                trigger=ScheduleTrigger(job.schedule),
+                id=job.id,
+                name=job.id,
+                executor=_EXECUTOR,
+                # Late fires are never dropped by APScheduler: the engine records them.
+                misfire_grace_time=None,
+                coalesce=False,
+            )
+        self._accepting = True
+        await self._catch_up(now)
+        self._scheduler.start()
+        self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="maintd-heartbeat")
+        self.log.info("engine_started", jobs=len(self.jobs))
+
+    async def stop(self, grace: timedelta) -> None:
+        """Stop firing, let running jobs finish for up to ``grace``, then cancel and record the rest."""
+        self._accepting = False
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        # Fires already being claimed finish claiming (and start nothing new).
+        await self._wait_tasks(t for t in self._tasks if t.get_name().startswith("fire:"))
+        running = [a.task for a in self._active.values() if a.task]
+        if running:
+            self.log.info("drain_started", running=len(running), grace_s=grace.total_seconds())
+            _, pending = await asyncio.wait(running, timeout=grace.total_seconds())
+            for active in list(self._active.values()):
+                if active.task in pending:
+                    self._cancel_active(active, "shutdown", grace=timedelta(0))
+            await self._wait_tasks(pending)
+        await self.idle()
+        if self._heartbeat_task:
+            self._heartbeat_task.cancel()
+            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
+        self.log.info("engine_stopped")
+
+    async def idle(self) -> None:
+        """Wait until no fire is being handled and no run is in progress on this replica."""
+        while self._tasks:
+            await self._wait_tasks(list(self._tasks))
+
+    @staticmethod
+    async def _wait_tasks(tasks: Iterable[asyncio.Task[Any]]) -> None:
+        tasks = list(tasks)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
+    def wakeup(self) -> None:
+        """Make APScheduler look for due fires now (after a test moved the clock)."""
+        self._scheduler.wakeup()
+
+    def next_fire_time(self) -> datetime | None:
+        """The earliest pending fire, retries included."""
+        times = [j.next_run_time for j in self._scheduler.get_jobs() if j.next_run_time]
+        return min(times, default=None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- fires -----------------------------------------------------------
+
+    def _on_fire(self, apjob: APJob, run_times: list[datetime]) -> None:
+        """Called by APScheduler (FireExecutor) in the loop when fires are due."""
+        retry_of: RunOut | None = apjob.kwargs.get("retry_of")
+        job = self.jobs[retry_of.job_id if retry_of else apjob.id]
+        self._spawn(self._handle_fire(job, run_times, retry_of), name=f"fire:{apjob.id}")
+
+    async def _handle_fire(self, job: JobConfig, run_times: list[datetime], retry_of: RunOut | None) -> None:
+        log = self.log.bind(job_id=job.id)
+        try:
+            if retry_of is not None:
+                assert retry_of.scheduled_for is not None
+                await self._claim_fire(job, "retry", retry_of.scheduled_for, retry_of.attempt + 1, retry_of)
+                return
+            *late, due = run_times
+            # Fires APScheduler reports together came late (the loop was blocked):
+            # all but the newest are recorded as missed, the newest runs.
+            for fire in late:
+                await self._record_unrun(job, "missed", fire, "missed: the daemon was too busy to fire on time")
+            await self._claim_fire(job, "schedule", due, 1, None)
+        except Exception as exc:
+            log.error("fire_failed", run_times=[t.isoformat() for t in run_times], error=repr(exc))
+
+    async def _claim_fire(
+        self, job: JobConfig, trigger: str, fire: datetime, attempt: int, retry_of: RunOut | None
+    ) -> None:
+        if not self._accepting:
+            return
+        run = await self.store.claim_run(
+            Claim(
+                job_id=job.id,
+                trigger=trigger,
+                scheduled_for=fire,
+                attempt=attempt,
+                exclusive=job.overlap == "forbid",
+                started_at=self.clock(),
+                triggered_by=f"retry of run {retry_of.id}" if retry_of else None,
+                node=self.node,
+                ignore_pause=retry_of is not None and retry_of.trigger == "manual",
+            )
+        )
+        if run is not None:
+            self.metrics.fires.labels(job.id, "ran").inc()
+            self.metrics.fire_lateness.labels(job.id).observe(max(0.0, (self.clock() - fire).total_seconds()))
+            self._start_run(job, run)
+            return
+        if await self.store.get_fire(job.id, fire, attempt):
+            self.metrics.fires.labels(job.id, "taken").inc()
+            return
+        busy = await self.store.running_run_of_job(job.id) if job.overlap == "forbid" else None
+        reason = (
+            f"skipped: run {busy.id} was still running (overlap = 'forbid')" if busy else "skipped: the job is paused"
+        )
+        await self._record_unrun(job, "skipped", fire, reason, trigger=trigger, attempt=attempt)
+
+    async def _record_unrun(
+        self, job: JobConfig, status: str, fire: datetime, reason: str, *, trigger: str = "schedule", attempt: int = 1
+    ) -> None:
+        row = await self.store.record_unrun_fire(
+            job.id, trigger, status, fire, attempt, self.clock(), reason, self.node
+        )
+        if row is not None:
+            self.metrics.fires.labels(job.id, status).inc()
+            self.log.info(f"fire_{status}", job_id=job.id, run_id=row.id, scheduled_for=fire.isoformat(), reason=reason)
+
+    async def _catch_up(self, now: datetime) -> None:
+        """Record the fires missed while no replica ran, and run one catch-up per job if configured."""
+        states = await self.store.job_states()
+        for job in self.jobs.values():
+            last = await self.store.last_fire(job.id)
+            since = max(last or states[job.id]["first_seen"], now - CATCH_UP_HORIZON)
+            missed: deque[datetime] = deque(maxlen=CATCH_UP_MAX_ROWS)
+            count = 0
+            fire = job.schedule.next_after(since)
+            while fire < now:
+                missed.append(fire)
+                count += 1
+                fire = job.schedule.next_after(fire)
+            if not count:
+                continue
+            self.log.warning("fires_missed", job_id=job.id, count=count, first=missed[0].isoformat(), catch_up=job.catch_up)
+            runs_one = job.catch_up == "once"
+            latest = missed.pop() if runs_one else None
+            for fire in missed:
+                await self._record_unrun(job, "missed", fire, "missed: no replica was running")
+            if latest is not None:
+                await self._claim_fire(job, "catch_up", latest, 1, None)
+
+    # -- runs ------------------------------------------------------------
+
+    def _start_run(self, job: JobConfig, run: RunOut) -> None:
+        assert run.scheduled_for is not None
+        log = structlog.get_logger("maintd.run").bind(job_id=job.id, run_id=run.id, node=self.node)
+        ctx = JobContext(
+            job_id=job.id,
+            run_id=run.id,
+            scheduled_for=run.scheduled_for,
+            pool=self.store.pool,
+            log=log,
+            now=self.clock,
+            _progress=lambda progress: self.store.set_progress(run.id, progress),
+        )
+        active = ActiveRun(run=run, job=job, ctx=ctx)
+        self._active[run.id] = active
+        self.metrics.running.labels(job.id).inc()
+        active.task = self._spawn(self._execute(active), name=f"run:{run.id}")
+
+    async def _execute(self, active: ActiveRun) -> None:
+        job, run, log = active.job, active.run, active.ctx.log
+        log.info("run_started", trigger=run.trigger, attempt=run.attempt, scheduled_for=str(run.scheduled_for))
+        status, result, error = "succeeded", None, None
+        timeout = job.timeout.total_seconds() if job.timeout else None
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                result = await job.task(active.ctx, job.params)
+        except (asyncio.CancelledError, JobCancelled):
+            if (task := asyncio.current_task()) is not None:
+                task.uncancel()
+            status, error = "cancelled", f"cancelled by {active.cancelled_by or 'the event loop'}"
+        except TimeoutError:
+            if deadline.expired():
+                status, error = "timed_out", f"timed out after {format_duration(job.timeout)}"  # type: ignore[arg-type]
+            else:
+                status, error = "failed", traceback.format_exc()
+        except Exception:
+            status, error = "failed", traceback.format_exc()
+        finally:
+            if active.hard_cancel:
+                active.hard_cancel.cancel()
+        await self._finish(active, status, result, error)
+
+    async def _finish(self, active: ActiveRun, status: str, result: Any, error: str | None) -> None:
+        job, run, log = active.job, active.run, active.ctx.log
+        finished_at = self.clock()
+        try:
+            ended = await self.store.finish_run(run.id, status, finished_at, result, error)
+        except Exception as exc:
+            # The lease will declare it lost on any replica; nothing stays running forever.
+            log.error("run_finish_not_recorded", status=status, error=repr(exc))
+            ended = None
+        finally:
+            self._active.pop(run.id, None)
+            self.metrics.running.labels(job.id).dec()
+        duration = (finished_at - run.started_at).total_seconds() if run.started_at else 0.0
+        self.metrics.runs.labels(job.id, status).inc()
+        self.metrics.run_duration.labels(job.id).observe(duration)
+        if status == "succeeded":
+            self.metrics.last_success.labels(job.id).set(finished_at.timestamp())
+            log.info("run_succeeded", duration_s=round(duration, 3), result=result)
+        else:
+            log.warning(f"run_{status}", duration_s=round(duration, 3), error=error)
+        if status in ("failed", "timed_out") and run.attempt <= job.retries and ended is not None and self._accepting:
+            self._schedule_retry(job, ended)
+
+    def _schedule_retry(self, job: JobConfig, run: RunOut) -> None:
+        base = min(RETRY_BASE * 2 ** (run.attempt - 1), RETRY_CAP)
+        delay = base * random.uniform(0.5, 1.5)
+        at = self.clock() + delay
+        self._scheduler.add_job(
+            fire_placeholder,
+            trigger=DateTrigger(run_date=at, timezone=UTC),
+            id=f"{job.id}#retry-of-{run.id}",
+            executor=_EXECUTOR,
+            misfire_grace_time=None,
+            kwargs={"retry_of": run},
+        )
+        self.log.info("retry_scheduled", job_id=job.id, run_id=run.id, attempt=run.attempt + 1, at=at.isoformat())
+
+    def _cancel_active(self, active: ActiveRun, by: str, *, grace: timedelta = CANCEL_GRACE) -> None:
+        """Ask a local run to stop; interrupt it if it has not stopped after ``grace``."""
+        if active.cancelled_by is not None and grace > timedelta(0):
+            return
+        active.cancelled_by = active.cancelled_by or by
+        active.ctx.cancelled.set()
+        task = active.task
+        if task is None or task.done():
+            return
+        if grace <= timedelta(0):
+            task.cancel()
+        else:
+            active.hard_cancel = asyncio.get_running_loop().call_later(grace.total_seconds(), task.cancel)
+
+    # -- heartbeat and reaper ----------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval.total_seconds())
+            try:
+                await self.beat()
+            except Exception as exc:
+                self.log.warning("heartbeat_failed", error=repr(exc))
+
+    async def beat(self) -> None:
+        """Heartbeat this replica's runs, pick up cancel requests, and reap lost runs cluster-wide."""
+        if self._active:
+            for run_id, cancelled_by in (await self.store.heartbeat(list(self._active))).items():
+                if cancelled_by and (active := self._active.get(run_id)):
+                    self._cancel_active(active, cancelled_by)
+        for run in await self.store.reap_lost_runs(self.lease):
+            self.metrics.runs.labels(run.job_id, "lost").inc()
+            self.log.warning("run_lost", job_id=run.job_id, run_id=run.id, owner=run.node, error=run.error)
+
+    # -- admin API (AdminEngine) -----------------------------------------
+
+    def _job(self, job_id: str) -> JobConfig:
+        try:
+            return self.jobs[job_id]
+        except KeyError:
+            raise JobNotFound(job_id) from None
+
+    async def list_jobs(self) -> list[JobOut]:
+        return await self._job_outs(list(self.jobs))
+
+    async def get_job(self, job_id: str) -> JobOut:
+        self._job(job_id)
+        return (await self._job_outs([job_id]))[0]
+
+    async def _job_outs(self, job_ids: list[str]) -> list[JobOut]:
+        states = await self.store.job_states()
+        last = await self.store.last_runs(job_ids)
+        running = await self.store.running_counts()
+        now = self.clock()
+        outs = []
+        for job_id in job_ids:
+            job = self.jobs[job_id]
+            paused = bool(states.get(job_id) and states[job_id]["paused"])
+            upcoming = job.schedule.upcoming(now, UPCOMING)
+            outs.append(
+                JobOut(
+                    id=job.id,
+                    task=job.task_ref,
+                    schedule=job.schedule.expression,
+                    timezone=job.timezone.key,
+                    paused=paused,
+                    running=running.get(job_id, 0) > 0,
+                    next_run_time=None if paused else upcoming[0],
+                    upcoming=upcoming,
+                    last_run=last.get(job_id),
+                    timeout_s=job.timeout.total_seconds() if job.timeout else None,
+                    overlap=job.overlap,
+                    catch_up=job.catch_up,
+                    retries=job.retries,
+                )
+            )
+        return outs
+
+    async def trigger(self, job_id: str, actor: Actor) -> TriggerOut:
+        job = self._job(job_id)
+        now = self.clock()
+        run = await self.store.claim_run(
+            Claim(
+                job_id=job.id,
+                trigger="manual",
+                scheduled_for=now,
+                attempt=1,
+                exclusive=job.overlap == "forbid",
+                started_at=now,
+                triggered_by=actor.name,
+                node=self.node,
+                ignore_pause=True,
+            )
+        )
+        if run is None:
+            busy = await self.store.running_run_of_job(job.id)
+            raise JobBusy(job.id, busy.id if busy else None)
+        await self.store.add_audit(AuditEntry(now, actor.name, "trigger", job.id, actor.client, {"run_id": run.id}))
+        self._start_run(job, run)
+        return TriggerOut(job_id=job.id, run_id=run.id, status=run.status)
+
+    async def pause(self, job_id: str, actor: Actor) -> JobOut:
+        return await self._set_paused(job_id, True, actor)
+
+    async def resume(self, job_id: str, actor: Actor) -> JobOut:
+        return await self._set_paused(job_id, False, actor)
+
+    async def _set_paused(self, job_id: str, paused: bool, actor: Actor) -> JobOut:
+        self._job(job_id)
+        now = self.clock()
+        action = "pause" if paused else "resume"
+        await self.store.set_paused(job_id, paused, now, actor.name, AuditEntry(now, actor.name, action, job_id, actor.client))
+        self.log.info(f"job_{action}d", job_id=job_id, by=actor.name)
+        return await self.get_job(job_id)
+
+    async def list_runs(self, *, job_id: str | None, status: str | None, limit: int) -> list[RunOut]:
+        return await self.store.list_runs(job_id=job_id, status=status, limit=limit)
+
+    async def get_run(self, run_id: int) -> RunOut:
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return run
+
+    async def cancel_run(self, run_id: int, actor: Actor) -> RunOut:
+        run = await self.store.request_cancel(run_id, actor.name)
+        if run is None:
+            ended = await self.get_run(run_id)
+            raise RunEnded(run_id, ended.status)
+        await self.store.add_audit(AuditEntry(self.clock(), actor.name, "cancel", f"run:{run_id}", actor.client, {"job_id": run.job_id}))
+        if active := self._active.get(run_id):
+            self._cancel_active(active, actor.name)
+        return run
+
+    async def list_audit(self, *, limit: int) -> list[AuditOut]:
+        return await self.store.list_audit(limit)
+
+    async def readiness(self) -> list[str]:
+        reasons = []
+        if not self.running:
+            reasons.append("scheduler: not running")
+        try:
+            await self.store.ping(timeout=READINESS_TIMEOUT_S)
+        except Exception as exc:
+            reasons.append(f"database: {exc.__class__.__name__}: {exc}".rstrip(": "))
+        self.metrics.ready.set(0 if reasons else 1)
+        return reasons

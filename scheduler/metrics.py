@@ -1,0 +1,58 @@
+"""Prometheus metrics the daemon keeps; ``/metrics`` serves this registry."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+# Maintenance jobs run from milliseconds to hours.
+_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, 7200, float("inf"))
+# A fire is late by scheduler lag (ms) plus the claim round trip.
+_LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, float("inf"))
+
+
+class Metrics:
+    """The daemon's metrics, in a registry of their own (tests build several daemons)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.runs = Counter(
+            "maintd_runs", "Runs that ended, by job and final status", ["job_id", "status"], registry=self.registry
+        )
+        self.run_duration = Histogram(
+            "maintd_run_duration_seconds",
+            "Duration of ended runs",
+            ["job_id"],
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.fire_lateness = Histogram(
+            "maintd_fire_lateness_seconds",
+            "Delay from a fire time to the start of its run",
+            ["job_id"],
+            buckets=_LATENESS_BUCKETS,
+            registry=self.registry,
+        )
+        self.fires = Counter(
+            "maintd_fires",
+            "Scheduled fires seen by this replica, by outcome (ran, taken by another replica, skipped, missed)",
+            ["job_id", "outcome"],
+            registry=self.registry,
+        )
+        self.running = Gauge("maintd_running_runs", "Runs in progress on this replica", ["job_id"], registry=self.registry)
+        self.last_success = Gauge(
+            "maintd_last_success_timestamp_seconds",
+            "Unix time of the last successful run ended on this replica",
+            ["job_id"],
+            registry=self.registry,
+        )
+        self.ready = Gauge("maintd_ready", "1 when the database answers and the scheduler runs", registry=self.registry)
+        Info("maintd_build", "maintd version", registry=self.registry).info({"version": _version()})
+
+
+def _version() -> str:
+    try:
+        return version("maintd")
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,113 @@
+-- name: claim_run
+-- Claim a run of a job: insert it as running unless another replica holds the same
+-- fire key, an exclusive run of the job is in progress, or (for fires) the job is paused.
+-- Returns the new run, or no row.
+INSERT INTO maintd.runs (job_id, trigger, status, scheduled_for, attempt, exclusive,
+                         started_at, heartbeat_at, triggered_by, node)
+SELECT $1, $2, 'running', $3, $4, $5, $6, now(), $7, $8
+WHERE $9::boolean OR NOT EXISTS (SELECT 1 FROM maintd.job_state s WHERE s.job_id = $1 AND s.paused)
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: get_fire
+-- The row holding a fire key, if any replica claimed or recorded it.
+SELECT * FROM maintd.runs
+WHERE job_id = $1 AND scheduled_for = $2 AND attempt = $3 AND trigger <> 'manual';
+
+-- name: running_run_of_job
+-- The exclusive run of a job in progress, if any.
+SELECT * FROM maintd.runs WHERE job_id = $1 AND status = 'running' AND exclusive;
+
+-- name: record_unrun_fire
+-- Record a fire that did not run (skipped, missed); a no-op when the fire key is taken.
+INSERT INTO maintd.runs (job_id, trigger, status, scheduled_for, attempt, exclusive,
+                         finished_at, error, node)
+VALUES ($1, $2, $3, $4, $5, false, $6, $7, $8)
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: finish_run
+-- Record how a run ended. A run the reaper declared lost may still report its real outcome.
+UPDATE maintd.runs
+SET status = $2, finished_at = $3, result = $4, error = $5
+WHERE id = $1 AND status IN ('running', 'lost')
+RETURNING *;
+
+-- name: set_progress
+-- Publish a running run's progress.
+UPDATE maintd.runs SET progress = $2 WHERE id = $1 AND status = 'running';
+
+-- name: heartbeat
+-- Keep this node's runs alive; returns those whose cancellation was requested.
+UPDATE maintd.runs SET heartbeat_at = now()
+WHERE id = ANY($1::bigint[]) AND status = 'running'
+RETURNING id, cancel_requested_by;
+
+-- name: reap_lost_runs
+-- Declare lost the runs whose owner stopped heartbeating for longer than the lease.
+UPDATE maintd.runs
+SET status = 'lost', finished_at = now(),
+    error = 'lost: node ' || node || ' stopped heartbeating (last at ' || heartbeat_at || ')'
+WHERE status = 'running' AND heartbeat_at < now() - $1::interval
+RETURNING *;
+
+-- name: request_cancel
+-- Ask the owner of a running run to cancel it; no row when the run is not running.
+UPDATE maintd.runs SET cancel_requested_by = $2
+WHERE id = $1 AND status = 'running'
+RETURNING *;
+
+-- name: get_run
+-- One run by id.
+SELECT * FROM maintd.runs WHERE id = $1;
+
+-- name: list_runs
+-- Runs newest first, optionally of one job and/or one status.
+SELECT * FROM maintd.runs
+WHERE ($1::text IS NULL OR job_id = $1) AND ($2::text IS NULL OR status = $2)
+ORDER BY id DESC
+LIMIT $3;
+
+-- name: last_runs
+-- The newest run of each of the given jobs.
+SELECT DISTINCT ON (job_id) * FROM maintd.runs
+WHERE job_id = ANY($1::text[])
+ORDER BY job_id, id DESC;
+
+-- name: running_counts
+-- How many runs of each job are in progress, cluster-wide.
+SELECT job_id, count(*) AS running FROM maintd.runs WHERE status = 'running' GROUP BY job_id;
+
+-- name: last_fire
+-- The latest scheduled fire of a job recorded by any replica (run or not).
+SELECT max(scheduled_for) FROM maintd.runs WHERE job_id = $1 AND trigger IN ('schedule', 'catch_up');
+
+-- name: register_jobs
+-- Note when each configured job was first seen; returns every job's state.
+INSERT INTO maintd.job_state AS s (job_id, first_seen)
+SELECT unnest($1::text[]), $2
+ON CONFLICT (job_id) DO NOTHING;
+
+-- name: job_states
+-- Pause state and first sighting of every job.
+SELECT job_id, paused, first_seen, changed_at, changed_by FROM maintd.job_state;
+
+-- name: set_paused
+-- Pause or resume a job, cluster-wide.
+INSERT INTO maintd.job_state (job_id, paused, first_seen, changed_at, changed_by)
+VALUES ($1, $2, $3, $3, $4)
+ON CONFLICT (job_id) DO UPDATE
+SET paused = EXCLUDED.paused, changed_at = EXCLUDED.changed_at, changed_by = EXCLUDED.changed_by;
+
+-- name: add_audit
+-- Record one admin action.
+INSERT INTO maintd.audit (at, principal, action, target, client, detail)
+VALUES ($1, $2, $3, $4, $5, $6);
+
+-- name: list_audit
+-- Admin actions newest first.
+SELECT * FROM maintd.audit ORDER BY id DESC LIMIT $1;
+
+-- name: ping
+-- Readiness: the database answers; also returns its clock.
+SELECT now();

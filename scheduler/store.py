@@ -1,0 +1,200 @@
+"""The run store: one typed async function per query of ``sql/queries.sql``.
+
+Everything that changes at run time (runs, pause state, audit) lives in
+PostgreSQL, in the ``maintd`` schema; this module is the only one that talks
+to it on the daemon's behalf.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from admin_api.interface import AuditOut, RunOut
+from scheduler.sql import QUERIES as Q
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Per-connection setup: jsonb as Python values, UTC session time zone."""
+    await conn.set_type_codec("jsonb", encoder=_dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=_dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def _dumps(value: Any) -> str:
+    # A task's result is "JSON-able"; anything else (dates, decimals) is shown as text.
+    return json.dumps(value, default=str)
+
+
+async def create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        init=init_connection,
+        server_settings={"application_name": "maintd", "timezone": "UTC"},
+    )
+
+
+def run_from_row(row: asyncpg.Record) -> RunOut:
+    started, finished = row["started_at"], row["finished_at"]
+    return RunOut(
+        id=row["id"],
+        job_id=row["job_id"],
+        trigger=row["trigger"],
+        status=row["status"],
+        scheduled_for=row["scheduled_for"],
+        started_at=started,
+        finished_at=finished,
+        duration_s=(finished - started).total_seconds() if started and finished else None,
+        result=row["result"],
+        error=row["error"],
+        triggered_by=row["triggered_by"],
+        node=row["node"],
+        attempt=row["attempt"],
+        progress=row["progress"],
+    )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What to insert when claiming a run."""
+
+    job_id: str
+    trigger: str
+    scheduled_for: datetime
+    attempt: int
+    exclusive: bool
+    started_at: datetime
+    triggered_by: str | None
+    node: str
+    ignore_pause: bool
+
+
+class RunStore:
+    """Typed access to the ``maintd`` schema through a pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def claim_run(self, claim: Claim) -> RunOut | None:
+        row = await self.pool.fetchrow(
+            Q["claim_run"],
+            claim.job_id,
+            claim.trigger,
+            claim.scheduled_for,
+            claim.attempt,
+            claim.exclusive,
+            claim.started_at,
+            claim.triggered_by,
+            claim.node,
+            claim.ignore_pause,
+        )
+        return run_from_row(row) if row else None
+
+    async def get_fire(self, job_id: str, scheduled_for: datetime, attempt: int = 1) -> RunOut | None:
+        row = await self.pool.fetchrow(Q["get_fire"], job_id, scheduled_for, attempt)
+        return run_from_row(row) if row else None
+
+    async def running_run_of_job(self, job_id: str) -> RunOut | None:
+        row = await self.pool.fetchrow(Q["running_run_of_job"], job_id)
+        return run_from_row(row) if row else None
+
+    async def record_unrun_fire(
+        self,
+        job_id: str,
+        trigger: str,
+        status: str,
+        scheduled_for: datetime,
+        attempt: int,
+        at: datetime,
+        reason: str,
+        node: str,
+    ) -> RunOut | None:
+        row = await self.pool.fetchrow(
+            Q["record_unrun_fire"], job_id, trigger, status, scheduled_for, attempt, at, reason, node
+        )
+        return run_from_row(row) if row else None
+
+    async def finish_run(
+        self, run_id: int, status: str, at: datetime, result: Any, error: str | None
+    ) -> RunOut | None:
+        row = await self.pool.fetchrow(Q["finish_run"], run_id, status, at, result, error)
+        return run_from_row(row) if row else None
+
+    async def set_progress(self, run_id: int, progress: dict[str, Any]) -> None:
+        await self.pool.execute(Q["set_progress"], run_id, progress)
+
+    async def heartbeat(self, run_ids: Sequence[int]) -> dict[int, str | None]:
+        """Refresh the given runs; map each still running one to who asked to cancel it."""
+        rows = await self.pool.fetch(Q["heartbeat"], list(run_ids))
+        return {row["id"]: row["cancel_requested_by"] for row in rows}
+
+    async def reap_lost_runs(self, lease: timedelta) -> list[RunOut]:
+        return [run_from_row(row) for row in await self.pool.fetch(Q["reap_lost_runs"], lease)]
+
+    async def request_cancel(self, run_id: int, by: str) -> RunOut | None:
+        row = await self.pool.fetchrow(Q["request_cancel"], run_id, by)
+        return run_from_row(row) if row else None
+
+    async def get_run(self, run_id: int) -> RunOut | None:
+        row = await self.pool.fetchrow(Q["get_run"], run_id)
+        return run_from_row(row) if row else None
+
+    async def list_runs(self, *, job_id: str | None, status: str | None, limit: int) -> list[RunOut]:
+        return [run_from_row(row) for row in await self.pool.fetch(Q["list_runs"], job_id, status, limit)]
+
+    async def last_runs(self, job_ids: Sequence[str]) -> dict[str, RunOut]:
+        rows = await self.pool.fetch(Q["last_runs"], list(job_ids))
+        return {row["job_id"]: run_from_row(row) for row in rows}
+
+    async def running_counts(self) -> dict[str, int]:
+        return {row["job_id"]: row["running"] for row in await self.pool.fetch(Q["running_counts"])}
+
+    async def last_fire(self, job_id: str) -> datetime | None:
+        return await self.pool.fetchval(Q["last_fire"], job_id)
+
+    async def register_jobs(self, job_ids: Sequence[str], at: datetime) -> None:
+        await self.pool.execute(Q["register_jobs"], list(job_ids), at)
+
+    async def job_states(self) -> dict[str, asyncpg.Record]:
+        return {row["job_id"]: row for row in await self.pool.fetch(Q["job_states"])}
+
+    async def set_paused(
+        self, job_id: str, paused: bool, at: datetime, by: str, audit: AuditEntry
+    ) -> None:
+        """Change the pause state and record who did it, in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(Q["set_paused"], job_id, paused, at, by)
+            await _add_audit(conn, audit)
+
+    async def add_audit(self, audit: AuditEntry) -> None:
+        async with self.pool.acquire() as conn:
+            await _add_audit(conn, audit)
+
+    async def list_audit(self, limit: int) -> list[AuditOut]:
+        return [AuditOut(**dict(row)) for row in await self.pool.fetch(Q["list_audit"], limit)]
+
+    async def ping(self, timeout: float) -> datetime:
+        """The database's clock; raises when it does not answer within ``timeout``."""
+        return await self.pool.fetchval(Q["ping"], timeout=timeout)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    principal: str
+    action: str
+    target: str
+    client: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+async def _add_audit(conn: asyncpg.Connection, audit: AuditEntry) -> None:
+    await conn.execute(
+        Q["add_audit"], audit.at, audit.principal, audit.action, audit.target, audit.client, audit.detail
+    )

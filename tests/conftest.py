@@ -1,0 +1,114 @@
+"""Shared fixtures: a PostgreSQL server for the integration and end-to-end rings.
+
+The server is ``$MAINTD_TEST_DSN`` (default: the local one on 127.0.0.1:5432);
+where none answers, an embedded server is started for the session, so the
+suite also passes on a machine without PostgreSQL. Each test gets a database
+of its own, cloned from a template that already holds the migrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from scheduler.migrate import apply_migrations
+from scheduler.store import RunStore, create_pool
+
+DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _with_database(dsn: str, database: str) -> str:
+    """The same server, another database (works for host and unix-socket DSNs)."""
+    base, _, query = dsn.partition("?")
+    base = base.rsplit("/", 1)[0]
+    return f"{base}/{database}" + (f"?{query}" if query else "")
+
+
+async def _answers(dsn: str) -> bool:
+    try:
+        conn = await asyncpg.connect(dsn, timeout=3)
+    except (OSError, asyncpg.PostgresError):
+        return False
+    await conn.close()
+    return True
+
+
+async def _admin(dsn: str, *statements: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A DSN with the right to create databases."""
+    dsn = os.environ.get("MAINTD_TEST_DSN", DEFAULT_TEST_DSN)
+    if asyncio.run(_answers(dsn)):
+        yield dsn
+        return
+    from scheduler.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", database="postgres")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_admin_dsn: str) -> Iterator[str]:
+    """A database with the migrations applied, cloned by every test."""
+    name = f"maintd_tpl_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(pg_admin_dsn, f'CREATE DATABASE "{name}"'))
+
+    async def migrate() -> None:
+        conn = await asyncpg.connect(_with_database(pg_admin_dsn, name))
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(migrate())
+    yield name
+    asyncio.run(_admin(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def db_dsn(pg_admin_dsn: str, template_db: str) -> Iterator[str]:
+    """A fresh database with the daemon's schema, dropped after the test."""
+    name = f"maintd_t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(pg_admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
+    yield _with_database(pg_admin_dsn, name)
+    asyncio.run(_admin(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def empty_db_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    """A fresh database without the daemon's schema."""
+    name = f"maintd_e_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(pg_admin_dsn, f'CREATE DATABASE "{name}"'))
+    yield _with_database(pg_admin_dsn, name)
+    asyncio.run(_admin(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def store(db_dsn: str) -> AsyncIterator[RunStore]:
+    pool = await create_pool(db_dsn, max_size=5)
+    try:
+        yield RunStore(pool)
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,518 @@
+"""The admin HTTP API against an in-memory engine: routes, auth per route, errors, health, metrics."""
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
+
+from admin_api import build_routers, install_error_handlers
+from admin_api.auth import TokenEntry, TokenTable
+from admin_api.interface import (
+    ENDED_STATUSES,
+    Actor,
+    AdminEngine,
+    AuditOut,
+    JobBusy,
+    JobNotFound,
+    JobOut,
+    RunEnded,
+    RunNotFound,
+    RunOut,
+    TriggerOut,
+)
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2025, 3, 30, 0, 30, tzinfo=UTC)
+CLIENT_HOST = "203.0.113.7"
+VIEWER_TOKEN = "viewer-token"
+OPERATOR_TOKEN = "operator-token"
+
+
+def run(run_id: int, job_id: str, status: str = "succeeded") -> RunOut:
+    ended = status in ENDED_STATUSES
+    return RunOut(
+        id=run_id,
+        job_id=job_id,
+        trigger="schedule",
+        status=status,  # type: ignore[arg-type]
+        scheduled_for=NOW,
+        started_at=NOW,
+        finished_at=NOW + timedelta(seconds=2) if ended else None,
+        duration_s=2.0 if ended else None,
+        node="node-a",
+    )
+
+
+def job(job_id: str) -> JobOut:
+    fires = [NOW + timedelta(hours=h) for h in range(1, 6)]
+    return JobOut(
+        id=job_id,
+        task="cleanup_sessions",
+        schedule="@hourly",
+        timezone="UTC",
+        paused=False,
+        running=False,
+        next_run_time=fires[0],
+        upcoming=fires,
+        last_run=None,
+    )
+
+
+@dataclass
+class FakeEngine:
+    """An in-memory AdminEngine that records what the API asked of it."""
+
+    jobs: dict[str, JobOut] = field(default_factory=lambda: {"cleanup": job("cleanup"), "report": job("report")})
+    runs: dict[int, RunOut] = field(
+        default_factory=lambda: {1: run(1, "cleanup"), 2: run(2, "report", "running"), 3: run(3, "cleanup", "failed")}
+    )
+    audit: list[AuditOut] = field(default_factory=list)
+    not_ready: list[str] = field(default_factory=list)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def _job(self, job_id: str) -> JobOut:
+        if job_id not in self.jobs:
+            raise JobNotFound(job_id)
+        return self.jobs[job_id]
+
+    def _run(self, run_id: int) -> RunOut:
+        if run_id not in self.runs:
+            raise RunNotFound(run_id)
+        return self.runs[run_id]
+
+    def _record(self, action: str, target: str, actor: Actor) -> None:
+        self.calls.append((action, {"target": target, "actor": actor}))
+        self.audit.append(
+            AuditOut(id=len(self.audit) + 1, at=NOW, principal=actor.name, action=action, target=target, client=actor.client)
+        )
+
+    async def list_jobs(self) -> list[JobOut]:
+        return list(self.jobs.values())
+
+    async def get_job(self, job_id: str) -> JobOut:
+        return self._job(job_id)
+
+    async def trigger(self, job_id: str, actor: Actor) -> TriggerOut:
+        current = self._job(job_id)
+        running = [r.id for r in self.runs.values() if r.job_id == job_id and r.status == "running"]
+        if running:
+            raise JobBusy(job_id, running[0])
+        new = run(max(self.runs) + 1, job_id, "running").model_copy(update={"trigger": "manual", "triggered_by": actor.name})
+        self.runs[new.id] = new
+        self.jobs[job_id] = current.model_copy(update={"running": True})
+        self._record("trigger", job_id, actor)
+        return TriggerOut(job_id=job_id, run_id=new.id, status=new.status)
+
+    async def _set_paused(self, job_id: str, actor: Actor, paused: bool) -> JobOut:
+        self.jobs[job_id] = self._job(job_id).model_copy(update={"paused": paused})
+        self._record("pause" if paused else "resume", job_id, actor)
+        return self.jobs[job_id]
+
+    async def pause(self, job_id: str, actor: Actor) -> JobOut:
+        return await self._set_paused(job_id, actor, True)
+
+    async def resume(self, job_id: str, actor: Actor) -> JobOut:
+        return await self._set_paused(job_id, actor, False)
+
+    async def list_runs(self, *, job_id: str | None, status: str | None, limit: int) -> list[RunOut]:
+        self.calls.append(("list_runs", {"job_id": job_id, "status": status, "limit": limit}))
+        runs = [r for r in self.runs.values() if job_id in (None, r.job_id) and status in (None, r.status)]
+        return sorted(runs, key=lambda r: r.id, reverse=True)[:limit]
+
+    async def get_run(self, run_id: int) -> RunOut:
+        return self._run(run_id)
+
+    async def cancel_run(self, run_id: int, actor: Actor) -> RunOut:
+        current = self._run(run_id)
+        if current.status != "running":
+            raise RunEnded(run_id, current.status)
+        self._record("cancel", str(run_id), actor)
+        return current
+
+    async def list_audit(self, *, limit: int) -> list[AuditOut]:
+        self.calls.append(("list_audit", {"limit": limit}))
+        return self.audit[::-1][:limit]
+
+    async def readiness(self) -> list[str]:
+        return self.not_ready
+
+
+def sha256_hex(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def build_app(engine: AdminEngine | None, registry: CollectorRegistry | None) -> FastAPI:
+    """The app wired the way the daemon wires it."""
+    tokens = TokenTable(
+        [
+            TokenEntry(name="alice", role="viewer", sha256=sha256_hex(VIEWER_TOKEN)),
+            TokenEntry(name="ops", role="operator", sha256=sha256_hex(OPERATOR_TOKEN)),
+        ]
+    )
+    app = FastAPI()
+    if engine is not None:
+        app.state.engine = engine
+    if registry is not None:
+        app.state.metrics_registry = registry
+    install_error_handlers(app)
+    for router in build_routers(tokens):
+        app.include_router(router)
+    return app
+
+
+def open_client(app: FastAPI) -> httpx.AsyncClient:
+    # raise_app_exceptions=False: Starlette re-raises after answering a 500 (so the
+    # server logs it); the test wants the answer the client got.
+    transport = httpx.ASGITransport(app=app, client=(CLIENT_HOST, 40000), raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://maintd")
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def app(engine: FakeEngine, registry: CollectorRegistry) -> FastAPI:
+    return build_app(engine, registry)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with open_client(app) as client:
+        yield client
+
+
+@pytest.fixture
+async def viewer(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with open_client(app) as client:
+        client.headers["Authorization"] = f"Bearer {VIEWER_TOKEN}"
+        yield client
+
+
+@pytest.fixture
+async def operator(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with open_client(app) as client:
+        client.headers["Authorization"] = f"Bearer {OPERATOR_TOKEN}"
+        yield client
+
+
+READS = [
+    ("GET", "/admin/jobs"),
+    ("GET", "/admin/jobs/cleanup"),
+    ("GET", "/admin/runs"),
+    ("GET", "/admin/runs/1"),
+    ("GET", "/admin/audit"),
+]
+MUTATIONS = [
+    ("POST", "/admin/trigger/cleanup"),
+    ("POST", "/admin/jobs/cleanup/pause"),
+    ("POST", "/admin/jobs/cleanup/resume"),
+    ("POST", "/admin/runs/2/cancel"),
+]
+
+
+class TestAuthorization:
+    @pytest.mark.parametrize("method, path", READS + MUTATIONS)
+    @pytest.mark.parametrize(
+        "authorization", [None, "Bearer wrong-token", f"Basic {VIEWER_TOKEN}", "Bearer"], ids=["none", "wrong", "basic", "empty"]
+    )
+    async def test_every_admin_route_is_401_without_a_valid_token(
+        self, client: httpx.AsyncClient, engine: FakeEngine, method: str, path: str, authorization: str | None
+    ) -> None:
+        headers = {"Authorization": authorization} if authorization else {}
+        response = await client.request(method, path, headers=headers)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert isinstance(response.json()["detail"], str)
+        assert engine.calls == []
+
+    @pytest.mark.parametrize("method, path", MUTATIONS)
+    async def test_a_viewer_gets_403_on_every_mutating_route(
+        self, viewer: httpx.AsyncClient, engine: FakeEngine, method: str, path: str
+    ) -> None:
+        response = await viewer.request(method, path)
+        assert response.status_code == 403
+        assert isinstance(response.json()["detail"], str)
+        assert engine.calls == []
+
+    @pytest.mark.parametrize("method, path", READS)
+    async def test_a_viewer_reads_every_read_route(self, viewer: httpx.AsyncClient, method: str, path: str) -> None:
+        response = await viewer.request(method, path)
+        assert response.status_code == 200
+
+    @pytest.mark.parametrize("method, path", MUTATIONS)
+    async def test_the_engine_gets_the_tokens_principal_and_the_client_address(
+        self, operator: httpx.AsyncClient, engine: FakeEngine, method: str, path: str
+    ) -> None:
+        response = await operator.request(method, path)
+        assert response.status_code < 300
+        [(_, args)] = engine.calls
+        assert args["actor"] == Actor(name="ops", role="operator", client=CLIENT_HOST)
+
+    @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+    async def test_health_routes_are_open(self, client: httpx.AsyncClient, path: str) -> None:
+        response = await client.get(path)
+        assert response.status_code == 200
+
+
+class TestJobs:
+    async def test_list(self, viewer: httpx.AsyncClient) -> None:
+        response = await viewer.get("/admin/jobs")
+        assert [j["id"] for j in response.json()] == ["cleanup", "report"]
+
+    async def test_get_returns_the_job_object(self, viewer: httpx.AsyncClient) -> None:
+        body = (await viewer.get("/admin/jobs/cleanup")).json()
+        assert body["id"] == "cleanup"
+        assert len(body["upcoming"]) == 5
+        assert datetime.fromisoformat(body["next_run_time"]) == NOW + timedelta(hours=1)
+        assert {"task", "schedule", "timezone", "paused", "running", "last_run"} <= body.keys()
+
+    async def test_trigger_answers_202_with_job_run_and_status(self, operator: httpx.AsyncClient) -> None:
+        response = await operator.post("/admin/trigger/cleanup")
+        assert response.status_code == 202
+        assert response.json() == {"job_id": "cleanup", "run_id": 4, "status": "running"}
+
+    async def test_trigger_is_409_while_a_run_is_in_progress(
+        self, operator: httpx.AsyncClient, engine: FakeEngine
+    ) -> None:
+        response = await operator.post("/admin/trigger/report")
+        assert response.status_code == 409
+        assert "already running" in response.json()["detail"]
+        assert max(engine.runs) == 3
+
+    async def test_pause_then_resume_answer_the_job_object(self, operator: httpx.AsyncClient) -> None:
+        paused = await operator.post("/admin/jobs/cleanup/pause")
+        assert (paused.status_code, paused.json()["id"], paused.json()["paused"]) == (200, "cleanup", True)
+        resumed = await operator.post("/admin/jobs/cleanup/resume")
+        assert (resumed.status_code, resumed.json()["paused"]) == (200, False)
+
+    @pytest.mark.parametrize(
+        "method, path",
+        [
+            ("GET", "/admin/jobs/nope"),
+            ("POST", "/admin/trigger/nope"),
+            ("POST", "/admin/jobs/nope/pause"),
+            ("POST", "/admin/jobs/nope/resume"),
+        ],
+    )
+    async def test_unknown_job_is_404_json(self, operator: httpx.AsyncClient, method: str, path: str) -> None:
+        response = await operator.request(method, path)
+        assert response.status_code == 404
+        assert response.json() == {"detail": "no job 'nope'"}
+
+
+class TestRuns:
+    async def test_list_defaults_to_50_of_any_job_and_status(
+        self, viewer: httpx.AsyncClient, engine: FakeEngine
+    ) -> None:
+        response = await viewer.get("/admin/runs")
+        assert [r["id"] for r in response.json()] == [3, 2, 1]
+        assert engine.calls == [("list_runs", {"job_id": None, "status": None, "limit": 50})]
+
+    async def test_list_passes_its_filters_to_the_engine(self, viewer: httpx.AsyncClient, engine: FakeEngine) -> None:
+        response = await viewer.get("/admin/runs", params={"job_id": "cleanup", "status": "failed", "limit": 1000})
+        assert [r["id"] for r in response.json()] == [3]
+        assert engine.calls == [("list_runs", {"job_id": "cleanup", "status": "failed", "limit": 1000})]
+
+    @pytest.mark.parametrize(
+        "params",
+        [{"limit": 0}, {"limit": 1001}, {"limit": -1}, {"limit": "ten"}, {"status": "bogus"}, {"status": "RUNNING"}],
+    )
+    async def test_list_rejects_bad_filters_with_422(
+        self, viewer: httpx.AsyncClient, engine: FakeEngine, params: dict[str, Any]
+    ) -> None:
+        response = await viewer.get("/admin/runs", params=params)
+        assert response.status_code == 422
+        assert response.json()["detail"]
+        assert engine.calls == []
+
+    async def test_get_returns_the_run_object(self, viewer: httpx.AsyncClient) -> None:
+        body = (await viewer.get("/admin/runs/3")).json()
+        assert (body["id"], body["job_id"], body["status"], body["node"]) == (3, "cleanup", "failed", "node-a")
+
+    @pytest.mark.parametrize("method, suffix", [("GET", ""), ("POST", "/cancel")])
+    async def test_unknown_run_is_404_json(self, operator: httpx.AsyncClient, method: str, suffix: str) -> None:
+        response = await operator.request(method, f"/admin/runs/99{suffix}")
+        assert response.status_code == 404
+        assert response.json() == {"detail": "no run 99"}
+
+    @pytest.mark.parametrize("run_id", ["abc", "1.5", "0", "-1", str(2**63), "9" * 40])
+    @pytest.mark.parametrize("method, suffix", [("GET", ""), ("POST", "/cancel")])
+    async def test_a_run_id_that_is_not_a_bigint_is_422(
+        self, operator: httpx.AsyncClient, engine: FakeEngine, run_id: str, method: str, suffix: str
+    ) -> None:
+        response = await operator.request(method, f"/admin/runs/{run_id}{suffix}")
+        assert response.status_code == 422
+        assert engine.calls == []
+
+    async def test_cancel_of_a_run_in_progress_is_202_with_the_run(self, operator: httpx.AsyncClient) -> None:
+        response = await operator.post("/admin/runs/2/cancel")
+        assert response.status_code == 202
+        assert (response.json()["id"], response.json()["job_id"]) == (2, "report")
+
+    async def test_cancel_of_an_ended_run_is_409(self, operator: httpx.AsyncClient) -> None:
+        response = await operator.post("/admin/runs/1/cancel")
+        assert response.status_code == 409
+        assert response.json() == {"detail": "run 1 has already ended (succeeded)"}
+
+
+class TestAudit:
+    async def test_lists_admin_actions_newest_first(self, operator: httpx.AsyncClient) -> None:
+        await operator.post("/admin/jobs/cleanup/pause")
+        await operator.post("/admin/jobs/cleanup/resume")
+        body = (await operator.get("/admin/audit", params={"limit": 1})).json()
+        assert [(a["principal"], a["action"], a["target"], a["client"]) for a in body] == [
+            ("ops", "resume", "cleanup", CLIENT_HOST)
+        ]
+
+    async def test_limit_defaults_to_50(self, viewer: httpx.AsyncClient, engine: FakeEngine) -> None:
+        await viewer.get("/admin/audit")
+        assert engine.calls == [("list_audit", {"limit": 50})]
+
+    @pytest.mark.parametrize("limit", ["0", "1001", "x"])
+    async def test_bad_limit_is_422(self, viewer: httpx.AsyncClient, limit: str) -> None:
+        response = await viewer.get("/admin/audit", params={"limit": limit})
+        assert response.status_code == 422
+
+
+class TestErrors:
+    @pytest.mark.parametrize("path", ["/nope", "/admin/nope"])
+    async def test_unknown_route_is_404_json(self, viewer: httpx.AsyncClient, path: str) -> None:
+        response = await viewer.get(path)
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/json"
+        assert "detail" in response.json()
+
+    async def test_wrong_method_is_405_json(self, operator: httpx.AsyncClient) -> None:
+        response = await operator.delete("/admin/jobs/cleanup")
+        assert response.status_code == 405
+        assert "detail" in response.json()
+
+    async def test_an_unexpected_engine_error_is_500_json_without_internals(
+        self, operator: httpx.AsyncClient, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async def broken() -> list[JobOut]:
+            raise RuntimeError("connection string postgresql://secret@db")
+
+        monkeypatch.setattr(engine, "list_jobs", broken)
+        response = await operator.get("/admin/jobs")
+        assert response.status_code == 500
+        assert response.json() == {"detail": "internal error"}
+
+    async def test_admin_routes_are_503_json_until_the_engine_is_set(self) -> None:
+        app = build_app(engine=None, registry=None)
+        async with open_client(app) as client:
+            anonymous = await client.get("/admin/jobs")
+            client.headers["Authorization"] = f"Bearer {VIEWER_TOKEN}"
+            starting = await client.get("/admin/jobs")
+            app.state.engine = FakeEngine()
+            started = await client.get("/admin/jobs")
+        # Authentication comes first: a starting daemon tells strangers nothing.
+        assert anonymous.status_code == 401
+        assert (starting.status_code, starting.json()) == (503, {"detail": "starting"})
+        assert started.status_code == 200
+
+
+class TestHealth:
+    async def test_healthz(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/healthz")
+        assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+    async def test_readyz_is_200_when_the_engine_has_no_reasons(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/readyz")
+        assert (response.status_code, response.json()) == (200, {"status": "ready"})
+
+    async def test_readyz_is_503_with_the_engines_reasons(self, client: httpx.AsyncClient, engine: FakeEngine) -> None:
+        engine.not_ready = ["database: connection refused", "scheduler: not running"]
+        response = await client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json() == {"status": "not ready", "reasons": engine.not_ready}
+
+    async def test_readyz_is_503_when_the_check_itself_fails(
+        self, client: httpx.AsyncClient, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async def broken() -> list[str]:
+            raise OSError("pool closed")
+
+        monkeypatch.setattr(engine, "readiness", broken)
+        response = await client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json() == {"status": "not ready", "reasons": ["readiness check failed: OSError"]}
+
+    async def test_readyz_is_503_starting_until_the_engine_is_set(self) -> None:
+        async with open_client(build_app(engine=None, registry=None)) as client:
+            response = await client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json() == {"status": "not ready", "reasons": ["starting"]}
+
+    async def test_metrics_serves_the_registry_in_prometheus_text_format(
+        self, client: httpx.AsyncClient, registry: CollectorRegistry
+    ) -> None:
+        Counter("maintd_test_runs", "Runs seen by this test.", ["job_id"], registry=registry).labels("cleanup").inc(3)
+        response = await client.get("/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == CONTENT_TYPE_LATEST
+        assert 'maintd_test_runs_total{job_id="cleanup"} 3.0' in response.text.splitlines()
+
+    async def test_metrics_is_503_json_until_the_registry_is_set(self, engine: FakeEngine) -> None:
+        async with open_client(build_app(engine=engine, registry=None)) as client:
+            response = await client.get("/metrics")
+        assert (response.status_code, response.json()) == (503, {"detail": "starting"})
+
+
+class TestOpenAPI:
+    CONTRACT = {
+        "/healthz": {"get"},
+        "/readyz": {"get"},
+        "/metrics": {"get"},
+        "/admin/jobs": {"get"},
+        "/admin/jobs/{job_id}": {"get"},
+        "/admin/trigger/{job_id}": {"post"},
+        "/admin/jobs/{job_id}/pause": {"post"},
+        "/admin/jobs/{job_id}/resume": {"post"},
+        "/admin/runs": {"get"},
+        "/admin/runs/{run_id}": {"get"},
+        "/admin/runs/{run_id}/cancel": {"post"},
+        "/admin/audit": {"get"},
+    }
+
+    def test_schema_has_every_contract_route(self, app: FastAPI) -> None:
+        paths = app.openapi()["paths"]
+        assert {path: set(ops) for path, ops in paths.items()} == self.CONTRACT
+
+    def test_admin_routes_declare_bearer_auth_and_health_routes_do_not(self, app: FastAPI) -> None:
+        schema = app.openapi()
+        assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+        for path, ops in schema["paths"].items():
+            for op in ops.values():
+                assert ("security" in op) == path.startswith("/admin/"), path
+
+    @pytest.mark.parametrize(
+        "path, method, code, model",
+        [
+            ("/admin/jobs/{job_id}", "get", "200", "JobOut"),
+            ("/admin/trigger/{job_id}", "post", "202", "TriggerOut"),
+            ("/admin/jobs/{job_id}/pause", "post", "200", "JobOut"),
+            ("/admin/runs/{run_id}", "get", "200", "RunOut"),
+            ("/admin/runs/{run_id}/cancel", "post", "202", "RunOut"),
+            ("/admin/trigger/{job_id}", "post", "409", "ErrorOut"),
+            ("/admin/jobs/{job_id}", "get", "404", "ErrorOut"),
+            ("/readyz", "get", "503", "NotReady"),
+        ],
+    )
+    def test_responses_declare_their_models(self, app: FastAPI, path: str, method: str, code: str, model: str) -> None:
+        response = app.openapi()["paths"][path][method]["responses"][code]
+        assert response["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{model}"}
