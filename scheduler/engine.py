@@ -162,7 +162,8 @@ class Engine:
 
     def next_fire_time(self) -> datetime | None:
         """The earliest pending fire, retries included."""
-        times = [j.next_run_time for j in self._scheduler.get_jobs() if j.next_run_time]
+        # In UTC: aware datetimes sharing a zone compare by wall time, ignoring DST's fold.
+        times = [j.next_run_time.astimezone(UTC) for j in self._scheduler.get_jobs() if j.next_run_time]
         return min(times, default=None)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -192,7 +193,7 @@ class Engine:
             for fire in late:
                 await self._record_unrun(job, "missed", fire, "missed: the daemon was too busy to fire on time")
             await self._claim_fire(job, "schedule", due, 1, None)
-        except Exception as exc:
+        except Exception as exc:  # a fire must never take the daemon down
             log.error("fire_failed", run_times=[t.isoformat() for t in run_times], error=repr(exc))
 
     async def _claim_fire(

@@ -30,6 +30,6 @@ class FireExecutor(BaseExecutor):
         self._on_fire(job, list(run_times))
 
 
-def fire_placeholder() -> None:
-    """APScheduler requires a callable per job; the FireExecutor never calls it."""
+def fire_placeholder(**_: object) -> None:
+    """APScheduler requires a callable per job (taking its kwargs); the FireExecutor never calls it."""
     raise AssertionError("fires are handled by FireExecutor")

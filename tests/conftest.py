@@ -17,10 +17,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from scheduler.logs import configure_logging
 from scheduler.migrate import apply_migrations
 from scheduler.store import RunStore, create_pool
 
 DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # structlog through the stdlib, as in the daemon, so caplog sees job events.
+    configure_logging(json=False)
 
 
 def _with_database(dsn: str, database: str) -> str:
