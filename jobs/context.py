@@ -27,6 +27,9 @@ class JobContext:
     pool: Any  # asyncpg.Pool; typed loosely so jobs stay importable without a database
     log: Any  # structlog BoundLogger with job_id and run_id bound
     now: Callable[[], datetime]
+    trigger: str = "manual"  # schedule, manual, catch_up or retry
+    attempt: int = 1
+    smtp: Any = None  # jobs.mail.SmtpSettings from [smtp], or None when not configured
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     _progress: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 

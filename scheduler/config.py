@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from jobs.mail import SmtpSettings
 from jobs.registry import TaskLookupError, TaskSpec, resolve_task
 from scheduler.durations import parse_duration
 from scheduler.schedules import Schedule, ScheduleError, parse_schedule, parse_timezone
@@ -124,6 +125,7 @@ class JobTable(_Section):
 
 class _Document(_Section):
     server: ServerConfig = ServerConfig()
+    smtp: SmtpSettings | None = None
     database: DatabaseConfig = DatabaseConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     admin: AdminConfig = AdminConfig()
@@ -156,6 +158,7 @@ class Config:
     scheduler: SchedulerConfig
     admin: AdminConfig
     jobs: Mapping[str, JobConfig]
+    smtp: SmtpSettings | None = None
     path: Path | None = None
 
     @property
@@ -196,7 +199,7 @@ def parse_config(raw: Mapping[str, Any], *, path: Path | None = None, environ: M
     if dsn := environ.get(DSN_ENV):
         database = database.model_copy(update={"dsn": dsn})
     database = database.model_copy(update={"data_dir": _state_path(database.data_dir, path, environ)})
-    return Config(doc.server, database, doc.scheduler, doc.admin, jobs, path)
+    return Config(doc.server, database, doc.scheduler, doc.admin, jobs, doc.smtp, path)
 
 
 def _resolve_job(job_id: str, table: JobTable, doc: _Document, problems: list[str]) -> JobConfig | None:

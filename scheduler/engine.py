@@ -82,6 +82,7 @@ class Engine:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.jobs = dict(config.jobs)
+        self.smtp = config.smtp
         self.store = store
         self.node = node
         self.metrics = metrics or Metrics()
@@ -273,6 +274,9 @@ class Engine:
             pool=self.store.pool,
             log=log,
             now=self.clock,
+            trigger=run.trigger,
+            attempt=run.attempt,
+            smtp=self.smtp,
             _progress=lambda progress: self.store.set_progress(run.id, progress),
         )
         active = ActiveRun(run=run, job=job, ctx=ctx)

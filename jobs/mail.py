@@ -1,0 +1,33 @@
+"""Outgoing mail settings, the ``[smtp]`` section of config.toml, as jobs receive them."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class SmtpSettings(BaseModel):
+    """How to reach the mail server. The password comes from an environment variable, never the file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(25, ge=1, le=65535)
+    from_address: str = Field("maintd@localhost", alias="from", min_length=3)
+    # "starttls": upgrade a plain connection; "tls": implicit TLS (port 465); "none": plain (local relays).
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password_env: str | None = Field(None, description="name of the environment variable holding the password")
+    timeout_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _credentials_together(self) -> SmtpSettings:
+        if (self.username is None) != (self.password_env is None):
+            raise ValueError("username and password_env go together")
+        return self
+
+    def password(self) -> str | None:
+        """The password, read at send time so a rotated secret needs no restart."""
+        return os.environ.get(self.password_env) if self.password_env else None
