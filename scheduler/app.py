@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 
 from admin_api import build_routers, install_error_handlers
@@ -15,6 +16,8 @@ from scheduler.config import Config
 from scheduler.database import open_store
 from scheduler.engine import Engine
 from scheduler.metrics import Metrics
+
+log = structlog.get_logger("maintd.app")
 
 
 def node_name(config: Config) -> str:
@@ -28,6 +31,8 @@ def create_app(config: Config) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not config.admin.tokens:
+            log.warning("no_admin_tokens", hint="every /admin call answers 401; `maintd token` prints one to add")
         async with open_store(config) as store:
             engine = Engine(config, store, node=node_name(config), metrics=metrics)
             await engine.start()

@@ -133,7 +133,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
             after = after.replace(tzinfo=zone)
         if args.count < 1:
             raise ValueError("--count must be at least 1")
-        times = preview(args.expression, zone, args.count, after)
+        times = preview(args.expression, args.timezone, args.count, after)
     except (ScheduleError, ValueError) as exc:
         print(f"maintd preview: {exc}", file=sys.stderr)
         return EX_USAGE

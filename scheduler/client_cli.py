@@ -53,7 +53,8 @@ def add_client_commands(command: Callable[..., argparse.ArgumentParser], with_co
 def _with_client(handler: Callable[[argparse.Namespace, httpx.Client], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         url = args.url or _url_from_config(args)
-        headers = {"Authorization": f"Bearer {os.environ.get(TOKEN_ENV, '')}"}
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             with httpx.Client(base_url=url, headers=headers, timeout=10) as http:
                 return handler(args, http)

@@ -129,7 +129,7 @@ class _Document(_Section):
     database: DatabaseConfig = DatabaseConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     admin: AdminConfig = AdminConfig()
-    jobs: dict[str, JobTable] = {}
+    jobs: dict[str, dict[str, Any]] = {}  # each checked by _resolve_job
 
 
 @dataclass(frozen=True)
@@ -185,15 +185,24 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
 
 
 def parse_config(raw: Mapping[str, Any], *, path: Path | None = None, environ: Mapping[str, str] = {}) -> Config:
-    """Validate an already parsed TOML document."""
+    """Validate an already parsed TOML document, reporting every problem at once."""
+    problems: list[str] = []
+    doc: _Document | None = None
     try:
         doc = _Document.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
-    problems: list[str] = []
-    jobs = {job_id: job for job_id, table in doc.jobs.items() if (job := _resolve_job(job_id, table, doc, problems))}
-    problems += _check_tokens(doc.admin.tokens)
-    if problems:
+        problems += _describe(exc)
+    # Jobs are checked one by one, even when another section is wrong, so that
+    # one round of fixes is enough.
+    default_zone = doc.scheduler.timezone if doc else ZoneInfo("UTC")
+    tables = raw.get("jobs")
+    jobs: dict[str, JobConfig] = {}
+    for job_id, table in tables.items() if isinstance(tables, dict) else ():
+        if job := _resolve_job(job_id, table, default_zone, problems):
+            jobs[job_id] = job
+    if doc is not None:
+        problems += _check_tokens(doc.admin.tokens)
+    if problems or doc is None:
         raise ConfigError(problems)
     database = doc.database
     if dsn := environ.get(DSN_ENV):
@@ -202,34 +211,46 @@ def parse_config(raw: Mapping[str, Any], *, path: Path | None = None, environ: M
     return Config(doc.server, database, doc.scheduler, doc.admin, jobs, doc.smtp, path)
 
 
-def _resolve_job(job_id: str, table: JobTable, doc: _Document, problems: list[str]) -> JobConfig | None:
+def _resolve_job(job_id: str, raw: Any, default_zone: ZoneInfo, problems: list[str]) -> JobConfig | None:
+    """Check one ``[jobs.<id>]`` table: its shape, then what its values mean."""
     prefix = f"jobs.{job_id}"
     before = len(problems)
     if not JOB_ID_PATTERN.match(job_id):
         problems.append(f"{prefix}: invalid job id: use letters, digits, '_', '.', '-' (at most 100)")
-    timezone = doc.scheduler.timezone
-    if table.timezone is not None:
+    if not isinstance(raw, dict):
+        problems.append(f"{prefix}: must be a table")
+        return None
+    table = None
+    try:
+        table = JobTable.model_validate(raw)
+    except ValidationError as exc:
+        problems += _describe(exc, prefix=prefix)
+    # The meaning of each value is checked even when another key is wrong.
+    timezone = default_zone
+    if isinstance(raw.get("timezone"), str):
         try:
-            timezone = parse_timezone(table.timezone)
+            timezone = parse_timezone(raw["timezone"])
         except ValueError as exc:
             problems.append(f"{prefix}.timezone: {exc}")
     schedule = None
-    try:
-        schedule = parse_schedule(table.schedule, timezone)
-    except ScheduleError as exc:
-        problems.append(f"{prefix}.schedule: {exc}")
-    spec = None
-    try:
-        spec = resolve_task(table.task)
-    except TaskLookupError as exc:
-        problems.append(f"{prefix}.task: {exc}")
-    params = None
-    if spec is not None:
+    if isinstance(raw.get("schedule"), str):
         try:
-            params = spec.params_model.model_validate(table.params)
+            schedule = parse_schedule(raw["schedule"], timezone)
+        except ScheduleError as exc:
+            problems.append(f"{prefix}.schedule: {exc}")
+    spec = None
+    if isinstance(raw.get("task"), str):
+        try:
+            spec = resolve_task(raw["task"])
+        except TaskLookupError as exc:
+            problems.append(f"{prefix}.task: {exc}")
+    params = None
+    if spec is not None and isinstance(raw.get("params", {}), dict):
+        try:
+            params = spec.params_model.model_validate(raw.get("params", {}))
         except ValidationError as exc:
             problems += _describe(exc, prefix=f"{prefix}.params")
-    if len(problems) > before or schedule is None or spec is None or params is None:
+    if len(problems) > before or table is None or schedule is None or spec is None or params is None:
         return None
     return JobConfig(
         id=job_id,
