@@ -286,6 +286,8 @@ class Engine:
 
     async def _execute(self, active: ActiveRun) -> None:
         job, run, log = active.job, active.run, active.ctx.log
+        # This task's context only: whatever the job logs, through any logger, names its run.
+        structlog.contextvars.bind_contextvars(job_id=job.id, run_id=run.id)
         log.info("run_started", trigger=run.trigger, attempt=run.attempt, scheduled_for=str(run.scheduled_for))
         status, result, error = "succeeded", None, None
         timeout = job.timeout.total_seconds() if job.timeout else None
