@@ -1,0 +1,66 @@
+"""Small pure pieces: durations, SQL blocks, the sql task's status parsing, the task registry."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from jobs.queries import load_queries
+from jobs.registry import TaskLookupError, builtin_tasks, resolve_task
+from jobs.sql import parse_status
+from scheduler.durations import format_duration, parse_duration
+from scheduler.sql import QUERIES
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("500ms", timedelta(milliseconds=500)), ("30s", timedelta(seconds=30)), ("10m", timedelta(minutes=10)),
+     ("2h", timedelta(hours=2)), ("1d", timedelta(days=1)), ("1.5s", timedelta(seconds=1.5)), (" 5 m ", timedelta(minutes=5))],
+)
+def test_parse_duration(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["10", "10 minutes", "-5s", "s", "", "1w"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+def test_format_duration_is_exact_and_short() -> None:
+    assert [format_duration(parse_duration(t)) for t in ("200ms", "90s", "10m", "2h", "1d", "1500ms")] == [
+        "200ms", "90s", "10m", "2h", "1d", "1500ms",
+    ]
+
+
+def test_sql_blocks_need_a_description_and_are_unique() -> None:
+    assert load_queries("-- name: a\n-- does a\nSELECT 1;\n-- name: b\n-- does b\nSELECT 2;\n") == {
+        "a": "SELECT 1", "b": "SELECT 2",
+    }
+    with pytest.raises(ValueError, match="description"):
+        load_queries("-- name: a\nSELECT 1;\n")
+    with pytest.raises(ValueError, match="twice"):
+        load_queries("-- name: a\n-- x\nSELECT 1;\n-- name: a\n-- y\nSELECT 2;\n")
+
+
+def test_daemon_queries_load() -> None:
+    assert "claim_run" in QUERIES and QUERIES["claim_run"].startswith("INSERT INTO maintd.runs")
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [("DELETE 42", {"status": "DELETE 42", "rows": 42}), ("INSERT 0 3", {"status": "INSERT 0 3", "rows": 3}),
+     ("VACUUM", {"status": "VACUUM"}), ("CREATE TABLE", {"status": "CREATE TABLE"})],
+)
+def test_sql_task_status(status: str, expected: dict) -> None:
+    assert parse_status(status) == expected
+
+
+def test_builtin_tasks_are_registered() -> None:
+    assert "sql" in builtin_tasks()
+    assert resolve_task("sql").params_model.__name__ == "SqlParams"
+    with pytest.raises(TaskLookupError, match="expected 'package.module:function'"):
+        resolve_task("pkg:")
