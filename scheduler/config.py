@@ -93,6 +93,8 @@ class SchedulerConfig(_Section):
     timezone: TimeZone = ZoneInfo("UTC")
     shutdown_grace: Duration = timedelta(seconds=30)
     lease: Duration = timedelta(seconds=30)
+    # Replicas agree on fire times only if their clocks do: beyond this, /readyz says so.
+    max_clock_skew: Duration = timedelta(seconds=2)
     node: str | None = None  # name recorded on runs; default host:pid
 
     _lease_positive = field_validator("lease")(_positive)

@@ -53,6 +53,6 @@ async def open_store(config: Config) -> AsyncIterator[RunStore]:
                 applied = await apply_migrations(conn)
             if applied:
                 log.info("migrations_applied", versions=[m.version for m in applied])
-            yield RunStore(pool)
+            yield RunStore(pool, dsn)
         finally:
             await pool.close()

@@ -11,6 +11,7 @@ than the lease. The engine implements :class:`admin_api.interface.AdminEngine`.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import traceback
 from collections import deque
@@ -55,6 +56,19 @@ CATCH_UP_HORIZON = timedelta(days=31)
 CATCH_UP_MAX_ROWS = 100
 READINESS_TIMEOUT_S = 2.0
 UPCOMING = 5
+# Failed runs are picked up for retry by any replica for this long after they ended.
+RETRY_LOOKBACK = timedelta(days=1)
+CANCEL_CHANNEL = "maintd_cancel"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, kept until the database has recorded it."""
+
+    status: str
+    result: Any
+    error: str | None
+    finished_at: datetime
 
 
 @dataclass
@@ -67,6 +81,8 @@ class ActiveRun:
     task: asyncio.Task[None] | None = None
     cancelled_by: str | None = None
     hard_cancel: asyncio.TimerHandle | None = field(default=None, repr=False)
+    # Set when the job has ended but the database could not be told yet.
+    outcome: Outcome | None = None
 
 
 class Engine:
@@ -90,12 +106,16 @@ class Engine:
         self.lease = config.scheduler.lease
         # Three beats per lease: one late beat never loses a run.
         self.heartbeat_interval = config.scheduler.lease / 3
+        self.max_clock_skew = config.scheduler.max_clock_skew
+        self.clock_skew: timedelta | None = None
         self.log = structlog.get_logger("maintd.engine").bind(node=node)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._active: dict[int, ActiveRun] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self._accepting = False
+        # False after a database call failed; the next successful beat recovers.
+        self._database_ok = True
 
     # -- lifecycle -------------------------------------------------------
 
@@ -118,7 +138,12 @@ class Engine:
         self._accepting = True
         await self._catch_up(now)
         self._scheduler.start()
-        self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="maintd-heartbeat")
+        await self._check_clock()
+        await self._sweep_retries()
+        self._background = [
+            asyncio.create_task(self._heartbeat_loop(), name="maintd-heartbeat"),
+            asyncio.create_task(self._listen_loop(), name="maintd-listen"),
+        ]
         self.log.info("engine_started", jobs=len(self.jobs))
 
     async def stop(self, grace: timedelta) -> None:
@@ -137,9 +162,11 @@ class Engine:
                     self._cancel_active(active, "shutdown", grace=timedelta(0))
             await self._wait_tasks(pending)
         await self.idle()
-        if self._heartbeat_task:
-            self._heartbeat_task.cancel()
-            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if unrecorded := await self._flush_outcomes():
+            self.log.error("runs_not_recorded_at_stop", run_ids=unrecorded)
         self.log.info("engine_stopped")
 
     async def idle(self) -> None:
@@ -195,6 +222,8 @@ class Engine:
                 await self._record_unrun(job, "missed", fire, "missed: the daemon was too busy to fire on time")
             await self._claim_fire(job, "schedule", due, 1, None)
         except Exception as exc:  # a fire must never take the daemon down
+            # Recorded as missed (and caught up, if configured) once the database is back.
+            self._database_ok = False
             log.error("fire_failed", run_times=[t.isoformat() for t in run_times], error=repr(exc))
 
     async def _claim_fire(
@@ -308,44 +337,70 @@ class Engine:
         finally:
             if active.hard_cancel:
                 active.hard_cancel.cancel()
-        await self._finish(active, status, result, error)
-
-    async def _finish(self, active: ActiveRun, status: str, result: Any, error: str | None) -> None:
-        job, run, log = active.job, active.run, active.ctx.log
-        finished_at = self.clock()
-        try:
-            ended = await self.store.finish_run(run.id, status, finished_at, result, error)
-        except Exception as exc:
-            # The lease will declare it lost on any replica; nothing stays running forever.
-            log.error("run_finish_not_recorded", status=status, error=repr(exc))
-            ended = None
-        finally:
-            self._active.pop(run.id, None)
-            self.metrics.running.labels(job.id).dec()
-        duration = (finished_at - run.started_at).total_seconds() if run.started_at else 0.0
+        active.outcome = Outcome(status, result, error, self.clock())
+        self.metrics.running.labels(job.id).dec()
+        duration = (active.outcome.finished_at - run.started_at).total_seconds() if run.started_at else 0.0
         self.metrics.runs.labels(job.id, status).inc()
         self.metrics.run_duration.labels(job.id).observe(duration)
         if status == "succeeded":
-            self.metrics.last_success.labels(job.id).set(finished_at.timestamp())
+            self.metrics.last_success.labels(job.id).set(active.outcome.finished_at.timestamp())
             log.info("run_succeeded", duration_s=round(duration, 3), result=result)
         else:
             log.warning(f"run_{status}", duration_s=round(duration, 3), error=error)
-        if status in ("failed", "timed_out") and run.attempt <= job.retries and ended is not None and self._accepting:
+        await self._record_outcome(active)
+
+    async def _record_outcome(self, active: ActiveRun) -> bool:
+        """Tell the database how a run ended. If it cannot be told, the run stays
+        heartbeated (so no replica declares it lost) and each beat tries again."""
+        run, outcome = active.run, active.outcome
+        assert outcome is not None
+        try:
+            ended = await self.store.finish_run(
+                run.id, outcome.status, outcome.finished_at, outcome.result, outcome.error
+            )
+        except Exception as exc:
+            self._database_ok = False
+            active.ctx.log.error("run_outcome_not_recorded", status=outcome.status, error=repr(exc))
+            return False
+        self._active.pop(run.id, None)
+        job = active.job
+        if ended and ended.status in ("failed", "timed_out") and run.attempt <= job.retries and self._accepting:
             self._schedule_retry(job, ended)
+        return True
+
+    async def _flush_outcomes(self) -> list[int]:
+        """Record the outcomes the database missed; return the runs still unrecorded."""
+        for active in [a for a in self._active.values() if a.outcome is not None]:
+            await self._record_outcome(active)
+        return [run_id for run_id, a in self._active.items() if a.outcome is not None]
 
     def _schedule_retry(self, job: JobConfig, run: RunOut) -> None:
+        """Fire the next attempt after a backoff every replica computes alike (seeded by the run id),
+        so whichever replica schedules it, the retry is claimed once at the same time."""
+        retry_id = f"{job.id}#retry-of-{run.id}"
+        if self._scheduler.get_job(retry_id) is not None:
+            return
         base = min(RETRY_BASE * 2 ** (run.attempt - 1), RETRY_CAP)
-        delay = base * random.uniform(0.5, 1.5)
-        at = self.clock() + delay
+        delay = base * random.Random(run.id).uniform(0.5, 1.5)
+        at = (run.finished_at or self.clock()) + delay
         self._scheduler.add_job(
             fire_placeholder,
             trigger=DateTrigger(run_date=at, timezone=UTC),
-            id=f"{job.id}#retry-of-{run.id}",
+            id=retry_id,
             executor=_EXECUTOR,
             misfire_grace_time=None,
             kwargs={"retry_of": run},
         )
         self.log.info("retry_scheduled", job_id=job.id, run_id=run.id, attempt=run.attempt + 1, at=at.isoformat())
+
+    async def _sweep_retries(self) -> None:
+        """Schedule retries of failed runs whose owner is gone (died, or declared them lost)."""
+        retrying = [job.id for job in self.jobs.values() if job.retries > 0]
+        if not retrying or not self._accepting:
+            return
+        for run in await self.store.runs_to_retry(retrying, self.clock() - RETRY_LOOKBACK):
+            if run.attempt <= self.jobs[run.job_id].retries:
+                self._schedule_retry(self.jobs[run.job_id], run)
 
     def _cancel_active(self, active: ActiveRun, by: str, *, grace: timedelta = CANCEL_GRACE) -> None:
         """Ask a local run to stop; interrupt it if it has not stopped after ``grace``."""
@@ -369,17 +424,70 @@ class Engine:
             try:
                 await self.beat()
             except Exception as exc:
+                self._database_ok = False
                 self.log.warning("heartbeat_failed", error=repr(exc))
 
     async def beat(self) -> None:
-        """Heartbeat this replica's runs, pick up cancel requests, and reap lost runs cluster-wide."""
+        """One heartbeat: keep this replica's runs alive and pick up cancel requests (a
+        fallback for NOTIFY), reap lost runs cluster-wide, check the clock, and after a
+        database outage record what it made this replica miss."""
         if self._active:
             for run_id, cancelled_by in (await self.store.heartbeat(list(self._active))).items():
-                if cancelled_by and (active := self._active.get(run_id)):
+                active = self._active.get(run_id)
+                if cancelled_by and active and active.outcome is None:
                     self._cancel_active(active, cancelled_by)
+        await self._flush_outcomes()
         for run in await self.store.reap_lost_runs(self.lease):
             self.metrics.runs.labels(run.job_id, "lost").inc()
             self.log.warning("run_lost", job_id=run.job_id, run_id=run.id, owner=run.node, error=run.error)
+        await self._check_clock()
+        if not self._database_ok:
+            self.log.info("database_recovered")
+            await self._catch_up(self.clock())
+            self._database_ok = True
+        await self._sweep_retries()
+
+    async def _check_clock(self) -> None:
+        """Compare this replica's clock with the database's; a skew past the bound is loud."""
+        before = self.clock()
+        database_now = await self.store.ping(timeout=READINESS_TIMEOUT_S)
+        after = self.clock()
+        skew = before + (after - before) / 2 - database_now
+        was_bad = self.clock_skew is not None and abs(self.clock_skew) > self.max_clock_skew
+        self.clock_skew = skew
+        is_bad = abs(skew) > self.max_clock_skew
+        if is_bad and not was_bad:
+            self.log.error(
+                "clock_skew",
+                skew_s=round(skew.total_seconds(), 3),
+                max_s=self.max_clock_skew.total_seconds(),
+                hint="fire times of replicas disagree; fix NTP on this host",
+            )
+        elif was_bad and not is_bad:
+            self.log.info("clock_skew_resolved", skew_s=round(skew.total_seconds(), 3))
+
+    async def _listen_loop(self) -> None:
+        """Hold a connection LISTENing for cancel requests, so a cancel sent to any replica
+        reaches the owner at once; reconnect after the database comes back."""
+        while True:
+            try:
+                conn = await self.store.listen_connection()
+                try:
+                    await conn.add_listener(CANCEL_CHANNEL, self._on_cancel_notice)
+                    while not conn.is_closed():
+                        await asyncio.sleep(self.heartbeat_interval.total_seconds())
+                        await conn.execute("SELECT 1")  # notices a dead server
+                finally:
+                    conn.terminate()
+            except Exception as exc:
+                self.log.warning("listen_failed", error=repr(exc))
+            await asyncio.sleep(self.heartbeat_interval.total_seconds())
+
+    def _on_cancel_notice(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        notice = json.loads(payload)
+        active = self._active.get(notice["run_id"])
+        if active is not None and active.outcome is None:
+            self._cancel_active(active, notice["by"])
 
     # -- admin API (AdminEngine) -----------------------------------------
 
@@ -488,6 +596,11 @@ class Engine:
         reasons = []
         if not self.running:
             reasons.append("scheduler: not running")
+        if self.clock_skew is not None and abs(self.clock_skew) > self.max_clock_skew:
+            reasons.append(
+                f"clock: {self.clock_skew.total_seconds():+.3f}s off the database's clock"
+                f" (more than {format_duration(self.max_clock_skew)})"
+            )
         try:
             await self.store.ping(timeout=READINESS_TIMEOUT_S)
         except Exception as exc:

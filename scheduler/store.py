@@ -30,13 +30,17 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
+_SERVER_SETTINGS = {"application_name": "maintd", "timezone": "UTC"}
+
+
 async def create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         dsn,
-        min_size=1,
+        # Connections are opened at start, not while a burst of fires waits for them.
+        min_size=max_size,
         max_size=max_size,
         init=init_connection,
-        server_settings={"application_name": "maintd", "timezone": "UTC"},
+        server_settings=_SERVER_SETTINGS,
     )
 
 
@@ -78,8 +82,13 @@ class Claim:
 class RunStore:
     """Typed access to the ``maintd`` schema through a pool."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         self.pool = pool
+        self.dsn = dsn
+
+    async def listen_connection(self) -> asyncpg.Connection:
+        """A connection of its own for LISTEN: a pool connection would be reset on release."""
+        return await asyncpg.connect(self.dsn, server_settings=_SERVER_SETTINGS)
 
     async def claim_run(self, claim: Claim) -> RunOut | None:
         row = await self.pool.fetchrow(
@@ -140,6 +149,9 @@ class RunStore:
     async def request_cancel(self, run_id: int, by: str) -> RunOut | None:
         row = await self.pool.fetchrow(Q["request_cancel"], run_id, by)
         return run_from_row(row) if row else None
+
+    async def runs_to_retry(self, job_ids: Sequence[str], since: datetime) -> list[RunOut]:
+        return [run_from_row(row) for row in await self.pool.fetch(Q["runs_to_retry"], list(job_ids), since)]
 
     async def get_run(self, run_id: int) -> RunOut | None:
         row = await self.pool.fetchrow(Q["get_run"], run_id)

@@ -84,7 +84,7 @@ async def frozen_engine(
         try:
             async with pool.acquire() as conn:
                 await apply_migrations(conn)
-            engine = Engine(config, RunStore(pool), node=node)
+            engine = Engine(config, RunStore(pool, dsn), node=node)
             await engine.start()
             try:
                 yield FrozenEngine(engine, frozen)

@@ -110,7 +110,7 @@ def empty_db_dsn(pg_admin_dsn: str) -> Iterator[str]:
 async def store(db_dsn: str) -> AsyncIterator[RunStore]:
     pool = await create_pool(db_dsn, max_size=5)
     try:
-        yield RunStore(pool)
+        yield RunStore(pool, db_dsn)
     finally:
         await pool.close()
 

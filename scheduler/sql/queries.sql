@@ -52,10 +52,29 @@ WHERE status = 'running' AND heartbeat_at < now() - $1::interval
 RETURNING *;
 
 -- name: request_cancel
--- Ask the owner of a running run to cancel it; no row when the run is not running.
-UPDATE maintd.runs SET cancel_requested_by = $2
-WHERE id = $1 AND status = 'running'
-RETURNING *;
+-- Ask the owner of a running run to cancel it, and wake it through NOTIFY (delivered
+-- at commit); no row when the run is not running.
+WITH asked AS (
+    UPDATE maintd.runs SET cancel_requested_by = $2
+    WHERE id = $1 AND status = 'running'
+    RETURNING *
+)
+SELECT asked.*,
+       pg_notify('maintd_cancel', json_build_object('run_id', asked.id, 'by', $2::text)::text) AS notified
+FROM asked;
+
+-- name: runs_to_retry
+-- Failed, timed-out or lost runs of the given jobs, ended since $2, whose next
+-- attempt no replica has claimed yet.
+SELECT r.* FROM maintd.runs r
+WHERE r.job_id = ANY($1::text[])
+  AND r.status IN ('failed', 'timed_out', 'lost')
+  AND r.finished_at > $2
+  AND NOT EXISTS (
+      SELECT 1 FROM maintd.runs n
+      WHERE n.job_id = r.job_id AND n.scheduled_for = r.scheduled_for
+        AND n.attempt = r.attempt + 1 AND n.trigger <> 'manual'
+  );
 
 -- name: get_run
 -- One run by id.

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -262,3 +263,26 @@ async def test_lost_run_is_reaped_by_a_live_replica(start_engine: StartEngine, s
     started = await engine.trigger("tick", OPS)
     await engine.idle()
     assert (await engine.get_run(started.run_id)).status == "succeeded"
+
+
+async def test_cancel_on_another_replica_reaches_the_owner_at_once(start_engine: StartEngine) -> None:
+    config = make_config({"slow": sleep_job(60, params={"cooperative": True})})  # lease 30 s: beats every 10 s
+    owner = await start_engine(config, node="node-a")
+    other = await start_engine(config, node="node-b")
+    started = await owner.trigger("slow", OPS)
+    accepted = await other.cancel_run(started.run_id, Actor("bob", "operator", "10.0.0.9"))
+    assert accepted.status == "running"
+    await asyncio.wait_for(owner.idle(), timeout=5)  # NOTIFY, not the next heartbeat
+    run = await other.get_run(started.run_id)
+    assert (run.status, run.error, run.node) == ("cancelled", "cancelled by bob", "node-a")
+
+
+async def test_clock_skew_beyond_the_bound_makes_the_replica_unready(store: RunStore) -> None:
+    config = make_config({"tick": sql_job()}, scheduler={"max_clock_skew": "2s"})
+    engine = Engine(config, store, node="fast-clock", clock=lambda: datetime.now(UTC) + timedelta(seconds=9))
+    await engine.start()
+    try:
+        [reason] = await engine.readiness()
+        assert reason.startswith("clock: +9.") and reason.endswith("off the database's clock (more than 2s)")
+    finally:
+        await engine.stop(timedelta(seconds=1))

@@ -148,3 +148,21 @@ async def test_fires_missed_while_down_are_recorded_and_caught_up(db_dsn: str, c
         ]
     else:
         assert [(r.trigger, r.status) for r in after_downtime] == [("schedule", "missed")] * 3
+
+
+async def test_a_failed_run_whose_owner_died_is_retried_by_another_replica(db_dsn: str, store) -> None:
+    config = make_config({"flaky": {"task": "tests.tasks:fail", "schedule": "0 6 * * *", "retries": 1}})
+    # A replica that has since died recorded this failure; it never scheduled the retry.
+    await store.register_jobs(["flaky"], at("2026-05-01T00:00:00+00:00"))
+    failed_id = await store.pool.fetchval(
+        """INSERT INTO maintd.runs (job_id, trigger, status, scheduled_for, exclusive, started_at, finished_at, error, node)
+           VALUES ('flaky', 'schedule', 'failed', '2026-05-01T06:00:00+00', true,
+                   '2026-05-01T06:00:00+00', '2026-05-01T06:00:01+00', 'boom', 'dead-node')
+           RETURNING id"""
+    )
+    async with frozen_engine(config, dsn=db_dsn, at="2026-05-01T06:00:02+00:00") as daemon:
+        await daemon.advance(timedelta(seconds=30))
+        runs = await daemon.runs()
+    retry = [r for r in runs if r.trigger == "retry"]
+    assert [(r.attempt, r.node, r.triggered_by) for r in retry] == [(2, "test-node", f"retry of run {failed_id}")]
+    assert retry[0].scheduled_for == at("2026-05-01T06:00:00+00:00")
