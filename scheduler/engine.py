@@ -113,6 +113,8 @@ class Engine:
         self._active: dict[int, ActiveRun] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: list[asyncio.Task[None]] = []
+        # Fires of the current APScheduler pass, claimed together in one statement.
+        self._due: list[tuple[JobConfig, datetime]] = []
         self._accepting = False
         # False after a database call failed; the next successful beat recovers.
         self._database_ok = True
@@ -125,6 +127,7 @@ class Engine:
         await self.store.register_jobs(list(self.jobs), now)
         self._scheduler.add_executor(FireExecutor(self._on_fire), alias=_EXECUTOR)
         for job in self.jobs.values():
+            self.metrics.register_job(job.id)
             self._scheduler.add_job(
                 fire_placeholder,
                 trigger=ScheduleTrigger(job.schedule),
@@ -206,7 +209,41 @@ class Engine:
         """Called by APScheduler (FireExecutor) in the loop when fires are due."""
         retry_of: RunOut | None = apjob.kwargs.get("retry_of")
         job = self.jobs[retry_of.job_id if retry_of else apjob.id]
+        if retry_of is None and len(run_times) == 1:
+            # APScheduler hands over every fire due in one pass synchronously; the
+            # batch is flushed right after the pass, so a burst costs one round trip.
+            if not self._due:
+                asyncio.get_running_loop().call_soon(self._flush_due)
+            self._due.append((job, run_times[0]))
+            return
         self._spawn(self._handle_fire(job, run_times, retry_of), name=f"fire:{apjob.id}")
+
+    def _flush_due(self) -> None:
+        due, self._due = self._due, []
+        self._spawn(self._claim_due(due), name=f"fire:batch-of-{len(due)}")
+
+    async def _claim_due(self, due: list[tuple[JobConfig, datetime]]) -> None:
+        if not self._accepting:
+            return
+        try:
+            won = await self.store.claim_fires(
+                [(job.id, fire, job.overlap == "forbid") for job, fire in due], self.clock(), self.node
+            )
+            for run in won:
+                self._ran(self.jobs[run.job_id], run)
+            claimed = {(run.job_id, run.scheduled_for) for run in won}
+            lost = [(job, fire) for job, fire in due if (job.id, fire) not in claimed]
+            if not lost:
+                return
+            taken = await self.store.taken_fires([(job.id, fire) for job, fire in lost])
+            for job, fire in lost:
+                if (job.id, fire) in taken:
+                    self.metrics.fires.labels(job.id, "taken").inc()
+                else:
+                    await self._claim_fire(job, "schedule", fire, 1, None)
+        except Exception as exc:  # a fire must never take the daemon down
+            self._database_ok = False
+            self.log.error("fires_not_claimed", fires=len(due), error=repr(exc))
 
     async def _handle_fire(self, job: JobConfig, run_times: list[datetime], retry_of: RunOut | None) -> None:
         log = self.log.bind(job_id=job.id)
@@ -245,9 +282,7 @@ class Engine:
             )
         )
         if run is not None:
-            self.metrics.fires.labels(job.id, "ran").inc()
-            self.metrics.fire_lateness.labels(job.id).observe(max(0.0, (self.clock() - fire).total_seconds()))
-            self._start_run(job, run)
+            self._ran(job, run)
             return
         if await self.store.get_fire(job.id, fire, attempt):
             self.metrics.fires.labels(job.id, "taken").inc()
@@ -257,6 +292,12 @@ class Engine:
             f"skipped: run {busy.id} was still running (overlap = 'forbid')" if busy else "skipped: the job is paused"
         )
         await self._record_unrun(job, "skipped", fire, reason, trigger=trigger, attempt=attempt)
+
+    def _ran(self, job: JobConfig, run: RunOut) -> None:
+        assert run.scheduled_for is not None
+        self.metrics.fires.labels(job.id, "ran").inc()
+        self.metrics.fire_lateness.labels(job.id).observe(max(0.0, (self.clock() - run.scheduled_for).total_seconds()))
+        self._start_run(job, run)
 
     async def _record_unrun(
         self, job: JobConfig, status: str, fire: datetime, reason: str, *, trigger: str = "schedule", attempt: int = 1

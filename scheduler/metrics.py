@@ -51,6 +51,20 @@ class Metrics:
         Info("maintd_build", "maintd version", registry=self.registry).info({"version": _version()})
 
 
+    def register_job(self, job_id: str) -> None:
+        """Create a job's series at start: they read 0 instead of missing, and no fire pays for creating them."""
+        for outcome in ("ran", "taken", "skipped", "missed"):
+            self.fires.labels(job_id, outcome)
+        for status in RUN_STATUSES:
+            self.runs.labels(job_id, status)
+        self.run_duration.labels(job_id)
+        self.fire_lateness.labels(job_id)
+        self.running.labels(job_id)
+
+
+RUN_STATUSES = ("succeeded", "failed", "cancelled", "timed_out", "lost")
+
+
 def _version() -> str:
     try:
         return version("maintd")

@@ -105,6 +105,19 @@ class RunStore:
         )
         return run_from_row(row) if row else None
 
+    async def claim_fires(
+        self, fires: Sequence[tuple[str, datetime, bool]], started_at: datetime, node: str
+    ) -> list[RunOut]:
+        """Claim many (job_id, fire time, exclusive) first attempts at once; return the runs won."""
+        job_ids, times, exclusive = (list(column) for column in zip(*fires, strict=True))
+        rows = await self.pool.fetch(Q["claim_fires"], job_ids, times, exclusive, started_at, node)
+        return [run_from_row(row) for row in rows]
+
+    async def taken_fires(self, fires: Sequence[tuple[str, datetime]]) -> set[tuple[str, datetime]]:
+        job_ids, times = (list(column) for column in zip(*fires, strict=True))
+        rows = await self.pool.fetch(Q["taken_fires"], job_ids, times)
+        return {(row["job_id"], row["scheduled_for"]) for row in rows}
+
     async def get_fire(self, job_id: str, scheduled_for: datetime, attempt: int = 1) -> RunOut | None:
         row = await self.pool.fetchrow(Q["get_fire"], job_id, scheduled_for, attempt)
         return run_from_row(row) if row else None

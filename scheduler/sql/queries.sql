@@ -9,6 +9,26 @@ WHERE $9::boolean OR NOT EXISTS (SELECT 1 FROM maintd.job_state s WHERE s.job_id
 ON CONFLICT DO NOTHING
 RETURNING *;
 
+-- name: claim_fires
+-- Claim the scheduled fires of one APScheduler pass in one statement. Every replica
+-- inserts in (job_id, scheduled_for) order, so concurrent batches wait on each other
+-- instead of deadlocking. Returns the runs won.
+INSERT INTO maintd.runs (job_id, trigger, status, scheduled_for, attempt, exclusive,
+                         started_at, heartbeat_at, node)
+SELECT f.job_id, 'schedule', 'running', f.scheduled_for, 1, f.exclusive, $4, now(), $5
+FROM unnest($1::text[], $2::timestamptz[], $3::boolean[]) AS f(job_id, scheduled_for, exclusive)
+WHERE NOT EXISTS (SELECT 1 FROM maintd.job_state s WHERE s.job_id = f.job_id AND s.paused)
+ORDER BY f.job_id, f.scheduled_for
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: taken_fires
+-- Which of the given first-attempt fire keys some replica has claimed or recorded.
+SELECT r.job_id, r.scheduled_for FROM maintd.runs r
+JOIN unnest($1::text[], $2::timestamptz[]) AS f(job_id, scheduled_for)
+  ON r.job_id = f.job_id AND r.scheduled_for = f.scheduled_for
+WHERE r.attempt = 1 AND r.trigger <> 'manual';
+
 -- name: get_fire
 -- The row holding a fire key, if any replica claimed or recorded it.
 SELECT * FROM maintd.runs
