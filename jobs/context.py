@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 
 class JobCancelled(Exception):
@@ -27,6 +28,7 @@ class JobContext:
     pool: Any  # asyncpg.Pool; typed loosely so jobs stay importable without a database
     log: Any  # structlog BoundLogger with job_id and run_id bound
     now: Callable[[], datetime]
+    timezone: ZoneInfo = ZoneInfo("UTC")  # the job's: where its days start and end
     trigger: str = "manual"  # schedule, manual, catch_up or retry
     attempt: int = 1
     smtp: Any = None  # jobs.mail.SmtpSettings from [smtp], or None when not configured

@@ -344,6 +344,7 @@ class Engine:
             pool=self.store.pool,
             log=log,
             now=self.clock,
+            timezone=job.timezone,
             trigger=run.trigger,
             attempt=run.attempt,
             smtp=self.smtp,
