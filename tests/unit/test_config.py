@@ -219,3 +219,15 @@ def test_shipped_config_is_valid(repo_root: Path) -> None:
     config = load_config(repo_root / "config.toml", environ={})
     assert config.embedded_database
     assert config.jobs
+
+
+def test_commented_examples_in_shipped_config_are_valid(repo_root: Path) -> None:
+    import re
+
+    text = (repo_root / "config.toml").read_text()
+    # Uncomment what is TOML (tables and key = value lines), not the prose.
+    examples = re.sub(r"^# (\[.*\]|[a-z_0-9]+ = .*)$", r"\1", text, flags=re.M)
+    examples = examples.replace('sha256 = "..."', f'sha256 = "{"0" * 64}"')
+    config = parse_config(tomllib.loads(examples), environ={})
+    assert {"cleanup_sessions", "daily_report"} <= set(config.jobs)
+    assert config.smtp is not None and config.smtp.password_env == "MAINTD_SMTP_PASSWORD"
