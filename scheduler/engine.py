@@ -11,6 +11,7 @@ than the lease. The engine implements :class:`admin_api.interface.AdminEngine`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import traceback
@@ -520,7 +521,10 @@ class Engine:
                         await asyncio.sleep(self.heartbeat_interval.total_seconds())
                         await conn.execute("SELECT 1")  # notices a dead server
                 finally:
-                    conn.terminate()
+                    # A graceful close: terminating under a pending query leaves asyncpg
+                    # a future nobody retrieves. Shielded so our cancellation cannot cut it short.
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(conn.close(timeout=2))
             except Exception as exc:
                 self.log.warning("listen_failed", error=repr(exc))
             await asyncio.sleep(self.heartbeat_interval.total_seconds())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -22,16 +22,16 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from admin_api.interface import Actor, RunOut
+from admin_api.interface import RunOut
 from scheduler.config import Config
 from scheduler.engine import Engine
 from scheduler.store import RunStore
 from scheduler.testing import frozen_engine
 from tests.configs import make_config, sql_job
+from tests.engines import OPS, StartEngine, run_to_end
 
 pytestmark = pytest.mark.integration
 
-OPS = Actor(name="ops", role="operator")
 TO = ["ops@example.com", "dba@example.com"]
 # The daemon's clock in the tests that trigger by hand: 09:30 in Berlin on 2026-05-12.
 NOW = datetime.fromisoformat("2026-05-12T09:30:00+02:00")
@@ -96,29 +96,10 @@ def report_config(port: int | None, *, params: dict[str, Any] | None = None, **o
     return make_config({"morning_report": job, "nightly": sql_job(schedule="0 0 * * *")}, **sections)
 
 
-StartEngine = Callable[..., Awaitable[Engine]]
-
-
-@pytest.fixture
-async def start_engine(store: RunStore) -> AsyncIterator[StartEngine]:
-    """Engines on the test database whose clock stands at NOW; each one a replica."""
-    engines: list[Engine] = []
-
-    async def start(config: Config, node: str = "node-a") -> Engine:
-        engine = Engine(config, store, node=node, clock=lambda: NOW)
-        await engine.start()
-        engines.append(engine)
-        return engine
-
-    yield start
-    for engine in engines:
-        await engine.stop(timedelta(seconds=5))
 
 
 async def run_report(engine: Engine) -> RunOut:
-    started = await engine.trigger("morning_report", OPS)
-    await engine.idle()
-    return await engine.get_run(started.run_id)
+    return await run_to_end(engine, "morning_report")
 
 
 def parts(message: EmailMessage) -> tuple[str, str]:
@@ -162,7 +143,7 @@ async def test_report_arrives_with_subject_both_parts_and_recipients(
     await add_run(store, "vacuum", "lost", "2026-05-11T03:00:00+02:00", seconds=95, error="lost: node-b stopped")
     await add_run(store, "vacuum", "skipped", "2026-05-11T04:00:00+02:00", error="skipped: the job is paused")
     await add_run(store, "cleanup", "failed", "2026-05-11T12:00:00+02:00", error=xss)
-    engine = await start_engine(report_config(port))
+    engine = await start_engine(clock=lambda: NOW, config=report_config(port))
 
     run = await run_report(engine)
 
@@ -191,7 +172,7 @@ async def test_triggering_again_the_same_day_sends_nothing(
     smtp: tuple[MailSink, int], start_engine: StartEngine, store: RunStore
 ) -> None:
     sink, port = smtp
-    engine = await start_engine(report_config(port))
+    engine = await start_engine(clock=lambda: NOW, config=report_config(port))
     first = await run_report(engine)
     second = await run_report(engine)
 
@@ -211,7 +192,7 @@ async def test_refusal_fails_the_run_with_the_server_answer_and_a_later_run_send
 ) -> None:
     sink, port = smtp
     sink.refuse = 1
-    engine = await start_engine(report_config(port))
+    engine = await start_engine(clock=lambda: NOW, config=report_config(port))
 
     refused = await run_report(engine)
     assert refused.status == "failed"
@@ -227,7 +208,7 @@ async def test_refusal_fails_the_run_with_the_server_answer_and_a_later_run_send
 
 async def test_server_down_fails_the_run_and_marks_nothing_sent(start_engine: StartEngine, store: RunStore) -> None:
     port = _free_port()  # nothing listens there
-    engine = await start_engine(report_config(port))
+    engine = await start_engine(clock=lambda: NOW, config=report_config(port))
     run = await run_report(engine)
     assert run.status == "failed"
     assert f"SMTP server 127.0.0.1:{port} did not take the message" in (run.error or "")
@@ -241,7 +222,7 @@ async def test_two_replicas_triggered_at_once_send_one_email(
     sink.delay_s = 0.5  # the first send is still going when the second run claims the day
     # overlap = "allow": the runs really run at once; only the delivery claim keeps the mail single.
     config = report_config(port, overlap="allow")
-    replicas = [await start_engine(config, node="node-a"), await start_engine(config, node="node-b")]
+    replicas = [await start_engine(config, node=node, clock=lambda: NOW) for node in ("node-a", "node-b")]
 
     started = await asyncio.gather(*(replica.trigger("morning_report", OPS) for replica in replicas))
     for replica in replicas:
@@ -287,7 +268,7 @@ async def test_a_claim_is_taken_over_only_once_its_run_has_ended(
         """,
         NOW, claimer,
     )
-    engine = await start_engine(report_config(port, overlap="allow"))
+    engine = await start_engine(clock=lambda: NOW, config=report_config(port, overlap="allow"))
     run = await run_report(engine)
     assert run.result["sent"] is sends
     assert len(sink.received) == int(sends)
@@ -320,7 +301,7 @@ async def test_sessions_are_counted_from_a_schema_qualified_table(
         datetime.fromisoformat("2026-05-11T00:00:00+02:00"), {"table": '"app"."UserSessions"', "deleted": 7},
     )
     params = {"sessions_table": "app.UserSessions", "expires_column": "expires", "created_column": "created"}
-    engine = await start_engine(report_config(port, params=params))
+    engine = await start_engine(clock=lambda: NOW, config=report_config(port, params=params))
     assert (await run_report(engine)).status == "succeeded"
     text, _ = parts(sink.messages()[0])
     assert (
@@ -337,14 +318,14 @@ async def test_a_missing_sessions_table_is_reported_and_the_report_still_goes_ou
     smtp: tuple[MailSink, int], start_engine: StartEngine
 ) -> None:
     sink, port = smtp
-    engine = await start_engine(report_config(port, params={"sessions_table": "nope", "expires_column": "expires"}))
+    engine = await start_engine(clock=lambda: NOW, config=report_config(port, params={"sessions_table": "nope", "expires_column": "expires"}))
     assert (await run_report(engine)).status == "succeeded"
     text, _ = parts(sink.messages()[0])
     assert 'Could not count them: relation "nope" does not exist' in text
 
 
 async def test_without_smtp_the_run_fails_saying_so(start_engine: StartEngine, store: RunStore) -> None:
-    engine = await start_engine(report_config(None))
+    engine = await start_engine(clock=lambda: NOW, config=report_config(None))
     run = await run_report(engine)
     assert run.status == "failed"
     assert "job 'morning_report' sends mail, but the config has no [smtp] section" in (run.error or "")

@@ -3,37 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from admin_api.interface import Actor, JobBusy, JobNotFound, RunEnded, RunNotFound
-from scheduler.config import Config
 from scheduler.engine import Engine
 from scheduler.store import RunStore
 from tests.configs import make_config, sleep_job, sql_job
+from tests.engines import OPS, StartEngine
 
 pytestmark = pytest.mark.integration
-
-OPS = Actor(name="ops", role="operator", client="10.0.0.7")
-StartEngine = Callable[..., Awaitable[Engine]]
-
-
-@pytest.fixture
-async def start_engine(store: RunStore) -> AsyncIterator[StartEngine]:
-    engines: list[Engine] = []
-
-    async def start(config: Config, node: str = "node-a") -> Engine:
-        engine = Engine(config, store, node=node)
-        await engine.start()
-        engines.append(engine)
-        return engine
-
-    yield start
-    for engine in engines:
-        await engine.stop(timedelta(seconds=1))
-
 
 async def test_manual_sql_run_succeeds_with_row_count(start_engine: StartEngine) -> None:
     engine = await start_engine(

@@ -1,0 +1,25 @@
+"""Driving an engine in integration tests: a principal, and a run followed to its end."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from admin_api.interface import Actor, RunOut
+from scheduler.config import Config
+from scheduler.engine import Engine
+
+OPS = Actor(name="ops", role="operator", client="10.0.0.7")
+# start_engine(config, node="node-a", clock=None) -> a started Engine, stopped after the test.
+StartEngine = Callable[..., Awaitable[Engine]]
+Clock = Callable[[], datetime]
+
+
+async def run_to_end(engine: Engine, job_id: str) -> RunOut:
+    """Trigger a job and wait for the run to end."""
+    started = await engine.trigger(job_id, OPS)
+    await engine.idle()
+    return await engine.get_run(started.run_id)
+
+
+__all__ = ["OPS", "Clock", "Config", "StartEngine", "run_to_end"]

@@ -1,0 +1,29 @@
+"""Fixtures of the integration ring: engines on the test's database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from scheduler.config import Config
+from scheduler.engine import Engine
+from scheduler.store import RunStore
+from tests.engines import Clock, StartEngine
+
+
+@pytest.fixture
+async def start_engine(store: RunStore) -> AsyncIterator[StartEngine]:
+    """Start engines on the test database, each one a replica; all are stopped after the test."""
+    engines: list[Engine] = []
+
+    async def start(config: Config, node: str = "node-a", clock: Clock | None = None) -> Engine:
+        engine = Engine(config, store, node=node, **({"clock": clock} if clock else {}))
+        await engine.start()
+        engines.append(engine)
+        return engine
+
+    yield start
+    for engine in engines:
+        await engine.stop(timedelta(seconds=5))
