@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -36,6 +37,11 @@ def create_app(config: Config) -> FastAPI:
         async with open_store(config) as store:
             engine = Engine(config, store, node=node_name(config), metrics=metrics)
             await engine.start()
+            # Start-up made ~150 objects per job that live as long as the process; keep
+            # them out of every later full collection, which would otherwise pause the
+            # first burst of fires (measured 37-270 ms with 1,000 jobs, bench/claims.py).
+            gc.collect()
+            gc.freeze()
             app.state.engine = engine
             try:
                 yield
