@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -54,8 +56,20 @@ async def _admin(dsn: str, *statements: str) -> None:
         await conn.close()
 
 
+@pytest.fixture
+def private_tmp() -> Iterator[Path]:
+    """A fresh directory that only its owner can enter (mode 0700), like /root.
+
+    Not pytest's tmp_path: a second pytest session resets /tmp/pytest-of-<user> to
+    0700, cutting off a PostgreSQL server that runs as another OS user.
+    """
+    path = Path(tempfile.mkdtemp(prefix="maintd-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_dsn() -> Iterator[str]:
     """A DSN with the right to create databases."""
     dsn = os.environ.get("MAINTD_TEST_DSN", DEFAULT_TEST_DSN)
     if asyncio.run(_answers(dsn)):
@@ -63,11 +77,13 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from scheduler.embedded import EmbeddedPostgres
 
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", database="postgres")
+    scratch = Path(tempfile.mkdtemp(prefix="maintd-test-pg-"))
+    server = EmbeddedPostgres(scratch / "data", database="postgres")
     try:
         yield server.start()
     finally:
         server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

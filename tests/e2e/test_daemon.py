@@ -208,10 +208,10 @@ def test_migrate_applies_once(empty_db_dsn: str, tmp_path: Path, repo_root: Path
     assert found == list(range(1, len(found) + 1)) and found
 
 
-def test_shipped_config_on_an_embedded_database(tmp_path: Path, repo_root: Path) -> None:
+def test_shipped_config_on_an_embedded_database(private_tmp: Path, repo_root: Path) -> None:
     """The README's first command: the shipped config, a PostgreSQL of the daemon's own."""
     port = free_port()
-    config = tmp_path / "config.toml"
+    config = private_tmp / "config.toml"
     config.write_text((repo_root / "config.toml").read_text().replace("port = 8080", f"port = {port}"))
     process = subprocess.Popen(
         [*maintd_command(), "run", "--config", str(config)],
@@ -229,7 +229,7 @@ def test_shipped_config_on_an_embedded_database(tmp_path: Path, repo_root: Path)
         with daemon.client() as http:
             assert http.get("/readyz").json() == {"status": "ready"}
             assert http.get("/admin/jobs").status_code == 401  # no token configured: nothing is open
-        assert (tmp_path / "var" / "postgres" / "PG_VERSION").exists()
+        assert (private_tmp / "var" / "postgres" / "PG_VERSION").exists()
         assert daemon.terminate() == 0
     finally:
         daemon.close()

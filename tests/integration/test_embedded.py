@@ -1,8 +1,7 @@
-"""The embedded PostgreSQL of ``dsn = "embedded"``: real servers in pytest's tmp_path.
+"""The embedded PostgreSQL of ``dsn = "embedded"``: real servers in private scratch directories.
 
 Run as root too (CI is root): the module must then run the server as an
-unprivileged user, through parent directories root keeps private (tmp_path
-lives under /tmp/pytest-of-root, mode 0700).
+unprivileged user, through parent directories root keeps private (mode 0700).
 """
 
 from __future__ import annotations
@@ -86,10 +85,10 @@ def embedded() -> Iterator[Callable[..., EmbeddedPostgres]]:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    # A private parent, like /root or /tmp/pytest-of-root: the server's OS user
-    # must still reach the data dir when we are root.
-    private = tmp_path / "private"
+def data_dir(private_tmp: Path) -> Path:
+    # A private parent, like /root: the server's OS user must still reach the
+    # data dir when we are root.
+    private = private_tmp / "private"
     private.mkdir(mode=0o700)
     return private / "pgdata"
 
@@ -134,9 +133,9 @@ async def test_start_write_stop_restart_keeps_data(embedded: Callable[..., Embed
 
 
 async def test_long_data_dir_and_odd_database_name(
-    embedded: Callable[..., EmbeddedPostgres], tmp_path: Path
+    embedded: Callable[..., EmbeddedPostgres], private_tmp: Path
 ) -> None:
-    data_dir = tmp_path / ("d" * 60) / "with space" / ("e" * 60)
+    data_dir = private_tmp / ("d" * 60) / "with space" / ("e" * 60)
     assert len(str(data_dir / ".s.PGSQL.5432")) > 107
     server = embedded(data_dir, database="Odd 'name'")
     dsn = server.start()
