@@ -55,6 +55,9 @@ RETRY_CAP = timedelta(hours=1)
 # After downtime, look back at most this far and record at most this many missed fires one by one.
 CATCH_UP_HORIZON = timedelta(days=31)
 CATCH_UP_MAX_ROWS = 100
+# Longer than a live replica takes to claim a due fire (milliseconds, ~0.1 s for a
+# burst of 1,000): fires younger than this at start are not judged missed yet.
+CLAIM_SETTLE = timedelta(seconds=2)
 READINESS_TIMEOUT_S = 2.0
 UPCOMING = 5
 # Failed runs are picked up for retry by any replica for this long after they ended.
@@ -117,8 +120,9 @@ class Engine:
         # Fires of the current APScheduler pass, claimed together in one statement.
         self._due: list[tuple[JobConfig, datetime]] = []
         self._accepting = False
-        # False after a database call failed; the next successful beat recovers.
+        # False after a database call failed; see _recovered().
         self._database_ok = True
+        self._recovery = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------
 
@@ -140,13 +144,14 @@ class Engine:
                 coalesce=False,
             )
         self._accepting = True
-        await self._catch_up(now)
+        caught_up = await self._catch_up(now - CLAIM_SETTLE)
         self._scheduler.start()
         await self._check_clock()
         await self._sweep_retries()
         self._background = [
             asyncio.create_task(self._heartbeat_loop(), name="maintd-heartbeat"),
             asyncio.create_task(self._listen_loop(), name="maintd-listen"),
+            asyncio.create_task(self._catch_up_recent(now, caught_up), name="maintd-catch-up"),
         ]
         self.log.info("engine_started", jobs=len(self.jobs))
 
@@ -227,6 +232,8 @@ class Engine:
         if not self._accepting:
             return
         try:
+            if not await self._recovered(until=min(fire for _, fire in due)):
+                return
             won = await self.store.claim_fires(
                 [(job.id, fire, job.overlap == "forbid") for job, fire in due], self.clock(), self.node
             )
@@ -254,6 +261,8 @@ class Engine:
                 await self._claim_fire(job, "retry", retry_of.scheduled_for, retry_of.attempt + 1, retry_of)
                 return
             *late, due = run_times
+            if not await self._recovered(until=run_times[0]):
+                return
             # Fires APScheduler reports together came late (the loop was blocked):
             # all but the newest are recorded as missed, the newest runs.
             for fire in late:
@@ -310,28 +319,61 @@ class Engine:
             self.metrics.fires.labels(job.id, status).inc()
             self.log.info(f"fire_{status}", job_id=job.id, run_id=row.id, scheduled_for=fire.isoformat(), reason=reason)
 
-    async def _catch_up(self, now: datetime) -> None:
-        """Record the fires missed while no replica ran, and run one catch-up per job if configured."""
+    async def _catch_up(self, until: datetime, *, no_run_for: set[str] = frozenset()) -> set[str]:
+        """Record the fires before ``until`` that no replica recorded (no replica up, or the
+        database away), and claim one catch-up run per job where configured; return the
+        jobs that got one. ``no_run_for``: jobs whose catch-up run was already claimed."""
         states = await self.store.job_states()
+        caught_up = set()
         for job in self.jobs.values():
-            last = await self.store.last_fire(job.id)
-            since = max(last or states[job.id]["first_seen"], now - CATCH_UP_HORIZON)
+            last = await self.store.last_fire(job.id, until)
+            since = max(last or states[job.id]["first_seen"], until - CATCH_UP_HORIZON)
             missed: deque[datetime] = deque(maxlen=CATCH_UP_MAX_ROWS)
             count = 0
             fire = job.schedule.next_after(since)
-            while fire < now:
+            while fire < until:
                 missed.append(fire)
                 count += 1
                 fire = job.schedule.next_after(fire)
             if not count:
                 continue
             self.log.warning("fires_missed", job_id=job.id, count=count, first=missed[0].isoformat(), catch_up=job.catch_up)
-            runs_one = job.catch_up == "once"
-            latest = missed.pop() if runs_one else None
+            latest = missed.pop() if job.catch_up == "once" and job.id not in no_run_for else None
             for fire in missed:
-                await self._record_unrun(job, "missed", fire, "missed: no replica was running")
+                await self._record_unrun(job, "missed", fire, "missed: no replica could run it")
             if latest is not None:
                 await self._claim_fire(job, "catch_up", latest, 1, None)
+                caught_up.add(job.id)
+        return caught_up
+
+    async def _catch_up_recent(self, started: datetime, caught_up: set[str]) -> None:
+        """Fires of the last moments before start may be in a live replica's hands: they
+        are looked at once it has had time to claim them."""
+        await asyncio.sleep(CLAIM_SETTLE.total_seconds())
+        try:
+            await self._catch_up(started, no_run_for=caught_up)
+        except Exception as exc:
+            self._database_ok = False
+            self.log.warning("catch_up_failed", error=repr(exc))
+
+    async def _recovered(self, until: datetime) -> bool:
+        """After a failed database call, before claiming anything new: record how the
+        runs that ended meanwhile ended, and the fires before ``until`` that went
+        unclaimed. False while the database is still away."""
+        if self._database_ok:
+            return True
+        async with self._recovery:
+            if self._database_ok:
+                return True
+            try:
+                await self._flush_outcomes()
+                await self._catch_up(until)
+            except Exception as exc:
+                self.log.warning("database_still_unavailable", error=repr(exc))
+                return False
+            self._database_ok = True
+            self.log.info("database_recovered")
+            return True
 
     # -- runs ------------------------------------------------------------
 
@@ -484,10 +526,7 @@ class Engine:
             self.metrics.runs.labels(run.job_id, "lost").inc()
             self.log.warning("run_lost", job_id=run.job_id, run_id=run.id, owner=run.node, error=run.error)
         await self._check_clock()
-        if not self._database_ok:
-            self.log.info("database_recovered")
-            await self._catch_up(self.clock())
-            self._database_ok = True
+        await self._recovered(until=self.clock())
         await self._sweep_retries()
 
     async def _check_clock(self) -> None:

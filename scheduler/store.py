@@ -180,8 +180,8 @@ class RunStore:
     async def running_counts(self) -> dict[str, int]:
         return {row["job_id"]: row["running"] for row in await self.pool.fetch(Q["running_counts"])}
 
-    async def last_fire(self, job_id: str) -> datetime | None:
-        return await self.pool.fetchval(Q["last_fire"], job_id)
+    async def last_fire(self, job_id: str, before: datetime) -> datetime | None:
+        return await self.pool.fetchval(Q["last_fire"], job_id, before)
 
     async def register_jobs(self, job_ids: Sequence[str], at: datetime) -> None:
         await self.pool.execute(Q["register_jobs"], list(job_ids), at)

@@ -118,8 +118,9 @@ ORDER BY job_id, id DESC;
 SELECT job_id, count(*) AS running FROM maintd.runs WHERE status = 'running' GROUP BY job_id;
 
 -- name: last_fire
--- The latest scheduled fire of a job recorded by any replica (run or not).
-SELECT max(scheduled_for) FROM maintd.runs WHERE job_id = $1 AND trigger IN ('schedule', 'catch_up');
+-- The latest scheduled fire of a job before $2 recorded by any replica (run or not).
+SELECT max(scheduled_for) FROM maintd.runs
+WHERE job_id = $1 AND trigger IN ('schedule', 'catch_up') AND scheduled_for < $2;
 
 -- name: register_jobs
 -- Note when each configured job was first seen; returns every job's state.
