@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import structlog
 from apscheduler.job import Job as APJob
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -150,7 +151,7 @@ class Engine:
         await self._sweep_retries()
         self._background = [
             asyncio.create_task(self._heartbeat_loop(), name="maintd-heartbeat"),
-            asyncio.create_task(self._listen_loop(), name="maintd-listen"),
+            asyncio.create_task(self._listen_loop(await self._first_listener()), name="maintd-listen"),
             asyncio.create_task(self._catch_up_recent(now, caught_up), name="maintd-catch-up"),
         ]
         self.log.info("engine_started", jobs=len(self.jobs))
@@ -548,14 +549,26 @@ class Engine:
         elif was_bad and not is_bad:
             self.log.info("clock_skew_resolved", skew_s=round(skew.total_seconds(), 3))
 
-    async def _listen_loop(self) -> None:
+    async def _listen(self) -> asyncpg.Connection:
+        conn = await self.store.listen_connection()
+        await conn.add_listener(CANCEL_CHANNEL, self._on_cancel_notice)
+        return conn
+
+    async def _first_listener(self) -> asyncpg.Connection | None:
+        """LISTEN before start() returns: a cancel sent right after start must not be missed."""
+        try:
+            return await self._listen()
+        except Exception as exc:
+            self.log.warning("listen_failed", error=repr(exc))
+            return None
+
+    async def _listen_loop(self, conn: asyncpg.Connection | None) -> None:
         """Hold a connection LISTENing for cancel requests, so a cancel sent to any replica
         reaches the owner at once; reconnect after the database comes back."""
         while True:
             try:
-                conn = await self.store.listen_connection()
+                conn = conn or await self._listen()
                 try:
-                    await conn.add_listener(CANCEL_CHANNEL, self._on_cancel_notice)
                     while not conn.is_closed():
                         await asyncio.sleep(self.heartbeat_interval.total_seconds())
                         await conn.execute("SELECT 1")  # notices a dead server
@@ -566,6 +579,7 @@ class Engine:
                         await asyncio.shield(conn.close(timeout=2))
             except Exception as exc:
                 self.log.warning("listen_failed", error=repr(exc))
+            conn = None
             await asyncio.sleep(self.heartbeat_interval.total_seconds())
 
     def _on_cancel_notice(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
