@@ -3,17 +3,20 @@
 Each batch deletes one range ``[low, high)`` of expiry values, in a transaction of
 its own (one ``DELETE``). ``high`` is the expiry of the ``batch_size + 1``-th row
 from ``low`` in index order (read from the index alone), so at most ``batch_size``
-rows lie in the range, and the next batch starts at ``high``. Walking forward like
+rows lie in the range (plus any row inserted between the two statements with an
+expiry already inside it), and the next batch starts at ``high``. Walking forward like
 this, no batch reads the dead index entries earlier batches left behind, which is
 what makes ``DELETE ... WHERE id IN (SELECT ... ORDER BY expires LIMIT n)`` batches
 slower and slower. The last batch is the one that finds no ``high``: it deletes the
 rest, up to the cutoff. When more rows share one expiry value than a batch holds,
-no range of values can split them: they go ``batch_size`` at a time, by ``ctid``.
+no range of values can split them: they go ``batch_size`` at a time, by ``ctid``,
+each such batch reading the group's index entries from its start again.
 
 The cutoff is the daemon's clock at the start of the run, so a frozen test clock
 governs it and rows that expire during the run are left for the next one. Rows
 whose expiry is NULL never expire. The expiry column may be ``timestamptz``,
-``timestamp`` (read in the session's time zone: UTC on maintd's pool) or ``date``.
+``timestamp`` or ``date`` (its midnight), the last two read in the session's time
+zone: UTC on maintd's pool.
 Cancellation and timeouts take effect between batches or abort the current
 one, whose transaction then rolls back: the table never holds half a batch.
 """

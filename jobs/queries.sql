@@ -201,7 +201,7 @@ WHERE {expires} >= coalesce($1::timestamptz, '-infinity') AND {expires} < $2::ti
 
 -- name: cleanup_delete_ties
 -- Delete at most $2 of the rows of {table} whose expiry {expires} is exactly $1: more rows
--- share that value than one batch holds, so no range of values can split them.
+-- share that value than one batch holds, so no range of values can split them. By ctid
+-- alone: a condition on {expires} here would let the planner scan the whole group instead.
 DELETE FROM {table}
-WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {expires} = $1::timestamptz LIMIT $2))
-  AND {expires} = $1::timestamptz;
+WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {expires} = $1::timestamptz LIMIT $2));

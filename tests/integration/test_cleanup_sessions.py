@@ -8,27 +8,26 @@ transaction, so batch bounds are observed, not taken from the task's word.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+import random
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 import structlog
 
-from admin_api.interface import Actor, RunOut
 from jobs.cleanup_sessions import CleanupParams, CleanupTargetError, cleanup_sessions
 from jobs.context import JobContext
 from scheduler.config import ConfigError, parse_config
-from scheduler.engine import CANCEL_GRACE, Engine
+from scheduler.engine import CANCEL_GRACE
 from scheduler.store import RunStore
 from scheduler.testing import frozen_engine
 from tests.configs import make_config
+from tests.engines import OPS, StartEngine, run_to_end
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 5, 4, 3, 0, tzinfo=UTC)
-OPS = Actor(name="ops", role="operator", client="10.0.0.7")
 
 # Logs each DELETE statement on a table: its row count and transaction.
 STATEMENT_LOG = """
@@ -43,7 +42,8 @@ END $$;
 
 def cleanup_job(params: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
     """A ``[jobs.cleanup]`` table; ``table`` defaults to ``sessions``."""
-    return {"task": "cleanup_sessions", "schedule": "@yearly", "params": {"table": "sessions", **(params or {})}, **options}
+    params = {"table": "sessions", **(params or {})}
+    return {"task": "cleanup_sessions", "schedule": "@yearly", "params": params, **options}
 
 
 @pytest.fixture
@@ -69,9 +69,12 @@ async def make_sessions(
     )
 
 
-async def run_task(pool: asyncpg.Pool, now: datetime = NOW, **params: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+Progress = list[dict[str, Any]]
+
+
+async def run_task(pool: asyncpg.Pool, now: datetime = NOW, **params: Any) -> tuple[dict[str, Any], Progress]:
     """Run the task directly, with its clock fixed at ``now``; return its result and progress reports."""
-    reports: list[dict[str, Any]] = []
+    reports: Progress = []
 
     async def record(progress: dict[str, Any]) -> None:
         reports.append(progress)
@@ -102,15 +105,18 @@ def seconds(*offsets: float) -> list[datetime]:
 
 
 async def test_deletes_exactly_the_rows_expired_before_the_clock(pool: asyncpg.Pool) -> None:
-    expired = seconds(*range(-300, 0))  # one a second, up to a second before the cutoff
-    kept = [NOW, NOW + timedelta(microseconds=1), *seconds(*range(1, 200)), None]
-    # Interleaved, as inserts over time would leave them.
-    await make_sessions(pool, [row for pair in zip(expired, kept, strict=False) for row in pair] + expired[len(kept):])
+    expired = seconds(*range(-300, 0))  # one a second, the last a second before the cutoff
+    kept = [NOW, NOW + timedelta(microseconds=1), *seconds(*range(1, 200))]
+    rows: list[datetime | None] = [*expired, *kept, None]  # NULL: never expires
+    random.Random(3).shuffle(rows)  # in no particular physical order
+    await make_sessions(pool, rows)
 
-    result, _ = await run_task(pool, batch_size=1000)
+    result, _ = await run_task(pool)
 
-    assert sorted(await remaining(pool), key=lambda e: (e is None, e)) == [*kept[:-1], None]
-    assert result["deleted"] == 300
+    left = await remaining(pool)
+    assert left.count(None) == 1
+    assert sorted(e for e in left if e is not None) == kept
+    assert (result["deleted"], result["batches"]) == (300, 1)
     assert result["cutoff"] == NOW.isoformat()
     assert result["table"] == '"sessions"'
     assert result["indexed"] is True
@@ -124,6 +130,25 @@ async def test_the_cutoff_is_the_daemons_clock_not_the_databases(pool: asyncpg.P
     result, _ = await run_task(pool, now=past)
     assert result["deleted"] == 1
     assert await remaining(pool) == [past, past + timedelta(days=1)]
+
+
+@pytest.mark.parametrize(
+    ("column_type", "values", "left"),
+    [
+        # Read as UTC, maintd's session time zone.
+        ("timestamp", [NOW.replace(tzinfo=None) + timedelta(seconds=s) for s in (-1, 0, 1)], 2),
+        # A date is its midnight: 2026-05-04 00:00 is before the cutoff at 03:00.
+        ("date", [date(2026, 5, 3), date(2026, 5, 4), date(2026, 5, 5)], 1),
+    ],
+)
+async def test_timestamp_and_date_expiry_columns(
+    pool: asyncpg.Pool, column_type: str, values: list[datetime | date], left: int
+) -> None:
+    await pool.execute(f"CREATE TABLE sessions (expires {column_type}); CREATE INDEX ON sessions (expires)")
+    await pool.execute(f"INSERT INTO sessions SELECT unnest($1::{column_type}[])", values)
+    result, _ = await run_task(pool)
+    assert await pool.fetchval("SELECT array_agg(expires ORDER BY expires) FROM sessions") == values[-left:]
+    assert (result["deleted"], result["indexed"]) == (3 - left, True)
 
 
 async def test_every_batch_is_bounded_and_its_own_transaction(pool: asyncpg.Pool) -> None:
@@ -211,7 +236,7 @@ async def test_an_indexed_table_logs_no_warning(pool: asyncpg.Pool, caplog: pyte
 @pytest.mark.parametrize(
     ("table", "column", "params"),
     [
-        ("app.sessions", "expires", {"table": "app.sessions"}),
+        ('"app"."sessions"', '"expires"', {"table": "app.sessions"}),
         ('"App"."Sessions"', '"ExpiresAt"', {"table": "App.Sessions", "expires_column": "ExpiresAt"}),
     ],
 )
@@ -226,7 +251,7 @@ async def test_schema_qualified_and_quoted_table(
     result, _ = await run_task(pool, **params)
 
     assert result["deleted"] == 2
-    assert result["table"] == table.replace("app.sessions", '"app"."sessions"')
+    assert result["table"] == table
     assert await remaining(pool, table, column) == [NOW + timedelta(seconds=1)]
     assert await pool.fetchval("SELECT count(*) FROM public.sessions") == 1
 
@@ -251,28 +276,8 @@ def test_bad_params_are_config_errors_naming_the_key(params: dict[str, Any], pro
 
 def test_good_params_load_with_their_defaults() -> None:
     config = parse_config({"jobs": {"cleanup": cleanup_job({"table": "app.sessions"})}})
-    assert config.jobs["cleanup"].params == CleanupParams(table="app.sessions", expires_column="expires", batch_size=10_000)
-
-
-@pytest.fixture
-async def engine(store: RunStore) -> AsyncIterator[Engine]:
-    started: list[Engine] = []
-
-    async def start(**params: Any) -> Engine:
-        engine = Engine(make_config({"cleanup": cleanup_job(params)}), store, node="node-a")
-        await engine.start()
-        started.append(engine)
-        return engine
-
-    yield start  # type: ignore[misc]
-    for engine in started:
-        await engine.stop(timedelta(seconds=1))
-
-
-async def run_to_end(engine: Engine) -> RunOut:
-    started = await engine.trigger("cleanup", OPS)
-    await engine.idle()
-    return await engine.get_run(started.run_id)
+    defaults = CleanupParams(table="app.sessions", expires_column="expires", batch_size=10_000)
+    assert config.jobs["cleanup"].params == defaults
 
 
 @pytest.mark.parametrize(
@@ -283,17 +288,16 @@ async def run_to_end(engine: Engine) -> RunOut:
         (
             "CREATE TABLE sessions (expires bigint)",
             {},
-            'table "sessions": column "expires" is bigint, expected one of: timestamp with time zone, '
-            "timestamp without time zone, date",
+            'table "sessions": column "expires" is bigint, expected one of: timestamp with time zone',
         ),
     ],
 )
 async def test_unusable_table_fails_the_run_with_a_clear_message(
-    engine: Any, pool: asyncpg.Pool, setup: str, params: dict[str, str], message: str
+    start_engine: StartEngine, pool: asyncpg.Pool, setup: str, params: dict[str, str], message: str
 ) -> None:
     if setup:
         await pool.execute(setup)
-    run = await run_to_end(await engine(**params))
+    run = await run_to_end(await start_engine(make_config({"cleanup": cleanup_job(params)})), "cleanup")
     assert run.status == "failed"
     assert f"CleanupTargetError: {message}" in (run.error or "")
 
@@ -304,14 +308,14 @@ async def test_direct_call_raises_the_error_with_its_data(pool: asyncpg.Pool) ->
     assert (error.value.table, error.value.problem) == ('"nope"', 'does not exist (search_path: "$user", public)')
 
 
-async def test_cancel_between_batches_leaves_a_consistent_table(engine: Any, pool: asyncpg.Pool) -> None:
+async def test_cancel_between_batches_leaves_a_consistent_table(start_engine: StartEngine, pool: asyncpg.Pool) -> None:
     await make_sessions(pool, seconds(*range(-5000, 0)) + seconds(*range(1, 101)))
     # Each DELETE statement takes 50 ms: the 50 batches would outlast the cancel's grace period.
-    await pool.execute(
-        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.05); RETURN NULL; END $$;"
-        "CREATE TRIGGER slow AFTER DELETE ON sessions FOR EACH STATEMENT EXECUTE FUNCTION slow()"
-    )
-    daemon = await engine(batch_size=100)
+    await pool.execute("""
+        CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.05); RETURN NULL; END $$;
+        CREATE TRIGGER slow AFTER DELETE ON sessions FOR EACH STATEMENT EXECUTE FUNCTION slow();
+    """)
+    daemon = await start_engine(make_config({"cleanup": cleanup_job({"batch_size": 100})}))
     started = await daemon.trigger("cleanup", OPS)
     while (await daemon.get_run(started.run_id)).progress is None:
         await asyncio.sleep(0.01)
@@ -348,7 +352,7 @@ async def test_nightly_cleanup_fires_once_at_midnight_with_the_frozen_cutoff(
 ) -> None:
     fire = datetime.fromisoformat(midnight)
     tick = timedelta(microseconds=1)
-    # Every row has expired by the real clock; only those before the frozen midnight by the daemon's.
+    # Expired means before the frozen midnight, whatever the real clock or the database's says.
     await make_sessions(pool, [fire - timedelta(hours=1), fire - tick, fire, fire + tick, fire + timedelta(hours=1)])
     config = make_config({"cleanup": cleanup_job({"batch_size": 1}, schedule="0 0 * * *", timezone=BERLIN)})
 
