@@ -118,6 +118,7 @@ class Engine:
         self._active: dict[int, ActiveRun] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: list[asyncio.Task[None]] = []
+        self._listener: asyncpg.Connection | None = None
         # Fires of the current APScheduler pass, claimed together in one statement.
         self._due: list[tuple[JobConfig, datetime]] = []
         self._accepting = False
@@ -149,9 +150,10 @@ class Engine:
         self._scheduler.start()
         await self._check_clock()
         await self._sweep_retries()
+        self._listener = await self._first_listener()
         self._background = [
             asyncio.create_task(self._heartbeat_loop(), name="maintd-heartbeat"),
-            asyncio.create_task(self._listen_loop(await self._first_listener()), name="maintd-listen"),
+            asyncio.create_task(self._listen_loop(), name="maintd-listen"),
             asyncio.create_task(self._catch_up_recent(now, caught_up), name="maintd-catch-up"),
         ]
         self.log.info("engine_started", jobs=len(self.jobs))
@@ -175,6 +177,8 @@ class Engine:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._listener is not None:  # the loop may have been cancelled before it ran
+            await self._listener.close(timeout=2)
         if unrecorded := await self._flush_outcomes():
             self.log.error("runs_not_recorded_at_stop", run_ids=unrecorded)
         self.log.info("engine_stopped")
@@ -562,12 +566,13 @@ class Engine:
             self.log.warning("listen_failed", error=repr(exc))
             return None
 
-    async def _listen_loop(self, conn: asyncpg.Connection | None) -> None:
+    async def _listen_loop(self) -> None:
         """Hold a connection LISTENing for cancel requests, so a cancel sent to any replica
         reaches the owner at once; reconnect after the database comes back."""
         while True:
             try:
-                conn = conn or await self._listen()
+                conn = self._listener or await self._listen()
+                self._listener = None  # from here on, this loop closes it
                 try:
                     while not conn.is_closed():
                         await asyncio.sleep(self.heartbeat_interval.total_seconds())
@@ -579,7 +584,6 @@ class Engine:
                         await asyncio.shield(conn.close(timeout=2))
             except Exception as exc:
                 self.log.warning("listen_failed", error=repr(exc))
-            conn = None
             await asyncio.sleep(self.heartbeat_interval.total_seconds())
 
     def _on_cancel_notice(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
