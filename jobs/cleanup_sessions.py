@@ -34,11 +34,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jobs.context import JobContext
 from jobs.identifiers import Identifier, TableName, quote
-from jobs.queries import load_package_queries
+from jobs.job_queries import JOB_QUERIES as Q
 from jobs.registry import task
 from jobs.sql import parse_status
 
-Q = load_package_queries("jobs")
 # Types the expiry bounds (timestamptz values) compare with, using the column's own index.
 EXPIRY_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
 T = TypeVar("T")

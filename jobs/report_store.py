@@ -12,7 +12,7 @@ from datetime import date, datetime
 import asyncpg
 
 from jobs.identifiers import quote
-from jobs.queries import load_package_queries
+from jobs.job_queries import JOB_QUERIES as Q
 from jobs.report_data import (
     JobHealth,
     JobRuns,
@@ -24,7 +24,6 @@ from jobs.report_data import (
     error_summary,
 )
 
-Q = load_package_queries("jobs")
 # Anything with asyncpg's query methods: a pool, or a connection inside a transaction.
 Executor = asyncpg.Connection | asyncpg.Pool
 

@@ -121,6 +121,25 @@ class Daemon:
         return self.process.wait(timeout)
 
 
+def serving(event: dict[str, Any]) -> bool:
+    """uvicorn's line once the port is bound: the daemon is up."""
+    return str(event.get("event", "")).startswith("Uvicorn running on")
+
+
+def launch(config: Path, port: int, repo_root: Path, operator_token: str = "", viewer_token: str = "") -> Daemon:
+    """Start ``maintd run --config CONFIG`` and read its log events."""
+    process = subprocess.Popen(
+        [*maintd_command(), "run", "--config", str(config)],
+        env=run_env(repo_root),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    daemon = Daemon(process, f"http://127.0.0.1:{port}", operator_token, viewer_token)
+    daemon.start_reader()
+    return daemon
+
+
 @pytest.fixture
 def start_daemon(tmp_path: Path, repo_root: Path) -> Iterator[Any]:
     """Start ``maintd run`` on a config whose [jobs] (TOML text) the test gives."""
@@ -136,17 +155,9 @@ def start_daemon(tmp_path: Path, repo_root: Path) -> Iterator[Any]:
             f'[[admin.tokens]]\nname = "ops"\nrole = "operator"\nsha256 = "{operator_sha}"\n'
             f'[[admin.tokens]]\nname = "watcher"\nrole = "viewer"\nsha256 = "{viewer_sha}"\n{jobs_toml}'
         )
-        process = subprocess.Popen(
-            [*maintd_command(), "run", "--config", str(config)],
-            env=run_env(repo_root),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        daemon = Daemon(process, f"http://127.0.0.1:{port}", operator_token, viewer_token)
+        daemon = launch(config, port, repo_root, operator_token, viewer_token)
         started.append(daemon)
-        daemon.start_reader()
-        daemon.wait_for_event(lambda e: str(e.get("event", "")).startswith("Uvicorn running on"))
+        daemon.wait_for_event(serving)
         return daemon
 
     yield start

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.e2e.conftest import free_port, maintd_command, run_env
+from tests.e2e.conftest import free_port, launch, maintd_command, run_env, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -213,19 +213,9 @@ def test_shipped_config_on_an_embedded_database(private_tmp: Path, repo_root: Pa
     port = free_port()
     config = private_tmp / "config.toml"
     config.write_text((repo_root / "config.toml").read_text().replace("port = 8080", f"port = {port}"))
-    process = subprocess.Popen(
-        [*maintd_command(), "run", "--config", str(config)],
-        env=run_env(repo_root),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    from tests.e2e.conftest import Daemon
-
-    daemon = Daemon(process, f"http://127.0.0.1:{port}", "", "")
-    daemon.start_reader()
+    daemon = launch(config, port, repo_root)
     try:
-        daemon.wait_for_event(lambda e: str(e.get("event", "")).startswith("Uvicorn running on"))
+        daemon.wait_for_event(serving)
         with daemon.client() as http:
             assert http.get("/readyz").json() == {"status": "ready"}
             assert http.get("/admin/jobs").status_code == 401  # no token configured: nothing is open
