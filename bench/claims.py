@@ -343,6 +343,9 @@ async def _replica(index: int, dsn: str, burst: Burst) -> ProcessResult:
         await _arm_window(burst)
         began = time.time()
         await engine.start()
+        # As scheduler/app.py does after start: keep start-up objects out of later collections.
+        gc.collect()
+        gc.freeze()
         armed_at = time.time()
         _check_armed(engine.next_fire_time(), burst)
         complete = True
