@@ -7,6 +7,7 @@ to it on the daemon's behalf.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -205,8 +206,12 @@ class RunStore:
         return [AuditOut(**dict(row)) for row in await self.pool.fetch(Q["list_audit"], limit)]
 
     async def ping(self, timeout: float) -> datetime:
-        """The database's clock; raises when it does not answer within ``timeout``."""
-        return await self.pool.fetchval(Q["ping"], timeout=timeout)
+        """The database's clock; raises TimeoutError when it does not answer within ``timeout``.
+
+        The bound covers getting a connection too: the pool reconnects a broken one
+        on acquire, and a connect to an unreachable host would otherwise take 60 s."""
+        async with asyncio.timeout(timeout):
+            return await self.pool.fetchval(Q["ping"])
 
 
 @dataclass(frozen=True)
