@@ -148,13 +148,16 @@ class Engine:
         self._accepting = True
         caught_up = await self._catch_up(now - CLAIM_SETTLE)
         self._scheduler.start()
+        # APScheduler fires from its start on; every fire before this instant is the
+        # catch-up's to judge (the few fires both see are told apart by their key).
+        firing_since = self.clock()
         await self._check_clock()
         await self._sweep_retries()
         self._listener = await self._first_listener()
         self._background = [
             asyncio.create_task(self._heartbeat_loop(), name="maintd-heartbeat"),
             asyncio.create_task(self._listen_loop(), name="maintd-listen"),
-            asyncio.create_task(self._catch_up_recent(now, caught_up), name="maintd-catch-up"),
+            asyncio.create_task(self._catch_up_recent(firing_since, caught_up), name="maintd-catch-up"),
         ]
         self.log.info("engine_started", jobs=len(self.jobs))
 
