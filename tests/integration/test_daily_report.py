@@ -400,3 +400,46 @@ async def test_a_catch_up_after_midnight_reports_the_day_its_fire_was_for(
     assert (run.trigger, run.status) == ("catch_up", "succeeded")
     assert run.result["report_date"] == "2026-05-11"
     assert sink.subjects()[0].startswith("[maintd] Daily report 2026-05-11:")
+
+
+@pytest.mark.parametrize(
+    ("frozen_at", "midnight", "nine"),
+    [
+        ("2026-06-14T23:59:59+02:00", "2026-06-15T00:00:00+02:00", "2026-06-15T09:00:00+02:00"),
+        ("2026-03-28T23:59:59+01:00", "2026-03-29T00:00:00+01:00", "2026-03-29T09:00:00+02:00"),
+        ("2026-10-24T23:59:59+02:00", "2026-10-25T00:00:00+02:00", "2026-10-25T09:00:00+01:00"),
+    ],
+)
+async def test_a_maintenance_night_on_a_frozen_clock(
+    smtp: tuple[MailSink, int], db_dsn: str, store: RunStore, frozen_at: str, midnight: str, nine: str
+) -> None:
+    """Both jobs from 23:59:59 Berlin: cleanup at 00:00 deletes only what expired before it, the report
+    at 09:00 covers the day before; each fires exactly once, on daylight-saving days too."""
+    sink, port = smtp
+    await store.pool.execute("CREATE TABLE sessions (id bigserial PRIMARY KEY, expires timestamptz NOT NULL)")
+    await store.pool.execute("CREATE INDEX ON sessions (expires)")
+    at_midnight = datetime.fromisoformat(midnight)
+    await store.pool.executemany(
+        "INSERT INTO sessions (expires) VALUES ($1)",
+        [(at_midnight + timedelta(seconds=offset),) for offset in (-3600, -1, 0, 1, 3600)],
+    )
+    config = make_config(
+        {
+            "cleanup_sessions": {"task": "cleanup_sessions", "schedule": "0 0 * * *", "timezone": "Europe/Berlin",
+                                 "params": {"table": "sessions"}},
+            "morning_report": {"task": "daily_report", "schedule": "0 9 * * *", "timezone": "Europe/Berlin",
+                               "params": {"to": TO}},
+        },
+        smtp={"host": "127.0.0.1", "port": port, "from": "maintd@example.com", "security": "none"},
+    )
+    async with frozen_engine(config, dsn=db_dsn, at=frozen_at) as daemon:
+        # To a minute past nine, however long the night (the fall-back night is an hour longer).
+        await daemon.advance(datetime.fromisoformat(nine) + timedelta(minutes=1) - daemon.now())
+        cleanup = await daemon.runs("cleanup_sessions")
+        report = await daemon.runs("morning_report")
+    assert [(r.scheduled_for, r.status) for r in cleanup] == [(at_midnight, "succeeded")]
+    assert cleanup[0].result["deleted"] == 2  # expired an hour and a second before midnight
+    assert await store.pool.fetchval("SELECT count(*) FROM sessions") == 3
+    assert [(r.scheduled_for, r.status) for r in report] == [(datetime.fromisoformat(nine), "succeeded")]
+    day_before = (at_midnight - timedelta(days=1)).date().isoformat()
+    assert [s.split(":")[0] for s in sink.subjects()] == [f"[maintd] Daily report {day_before}"]
