@@ -9,6 +9,12 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 
+def with_database(dsn: str, database: str) -> str:
+    """The same server as ``dsn``, another database (host and unix-socket DSNs alike)."""
+    base, _, query = dsn.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{database}" + (f"?{query}" if query else "")
+
+
 @asynccontextmanager
 async def scratch_database(admin_dsn: str, prefix: str) -> AsyncIterator[str]:
     """Create a database of its own on ``admin_dsn``'s server; yield its DSN; drop it at the end, even on error."""
@@ -17,8 +23,7 @@ async def scratch_database(admin_dsn: str, prefix: str) -> AsyncIterator[str]:
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
         try:
-            base, _, query = admin_dsn.partition("?")
-            yield f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+            yield with_database(admin_dsn, name)
         finally:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

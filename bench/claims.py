@@ -72,6 +72,7 @@ from apscheduler.job import Job as APJob
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from admin_api.interface import RunOut
+from bench import with_database
 from jobs.context import JobContext
 from jobs.registry import NoParams, task
 from scheduler.config import parse_config
@@ -417,11 +418,6 @@ def _expect(pipe: Connection, what: str, timeout: float) -> Any:
     return payload
 
 
-def _with_database(dsn: str, database: str) -> str:
-    base, _, query = dsn.partition("?")
-    return f"{base.rsplit('/', 1)[0]}/{database}" + (f"?{query}" if query else "")
-
-
 async def _admin(dsn: str, statement: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
@@ -636,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(args.profile, exist_ok=True)
     admin_dsn = os.environ.get("MAINTD_BENCH_DSN", DEFAULT_ADMIN_DSN)
     name = f"maintd_bench_{uuid.uuid4().hex[:8]}"
-    dsn = _with_database(admin_dsn, name)
+    dsn = with_database(admin_dsn, name)
     phases = [BARE, MAINTD] + (EXPLORE if args.explore else [])
     print(f"bench.claims: {args.jobs} jobs all due at one instant T; {os.cpu_count()} CPUs; database {name}")
     began = time.time()
