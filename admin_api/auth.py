@@ -61,6 +61,10 @@ class TokenTable:
                 raise ValueError(f"token {entry.name!r}: the same sha256 is listed twice")
             self._entries.append((digest, entry))
 
+    def replace(self, entries: Iterable[TokenEntry]) -> None:
+        """Take a reloaded token list (checked whole before it replaces the current one)."""
+        self._entries = TokenTable(entries)._entries
+
     def authenticate(self, token: str) -> TokenEntry | None:
         """The entry whose sha256 matches ``token``, or None.
 

@@ -73,6 +73,11 @@ class JobOut(BaseModel):
     overlap: Literal["forbid", "allow"] = "forbid"
     catch_up: Literal["once", "none"] = "once"
     retries: int = 0
+    # The dead-man's switch: overdue when no run succeeded within expect_success_within
+    # (null when the job does not set it).
+    expect_success_within_s: float | None = None
+    last_success_at: Timestamp | None = None
+    overdue: bool | None = None
 
 
 class TriggerOut(BaseModel):
@@ -93,6 +98,24 @@ class AuditOut(BaseModel):
     target: str
     client: str | None = None
     detail: dict[str, Any] | None = None
+
+
+class RunLogLine(BaseModel):
+    """One event a run logged; ``seq`` numbers the run's whole log, so dropped lines leave a gap."""
+
+    seq: int
+    at: Timestamp
+    level: str
+    event: str
+    fields: dict[str, Any] = {}
+
+
+class RunLogsOut(BaseModel):
+    """What a run logged, oldest first: the first and the newest lines, and how many between were dropped."""
+
+    run_id: int
+    lines: list[RunLogLine]
+    dropped: int = 0
 
 
 class AdminError(Exception):
@@ -152,6 +175,10 @@ class AdminEngine(Protocol):
     async def get_run(self, run_id: int) -> RunOut: ...
 
     async def cancel_run(self, run_id: int, actor: Actor) -> RunOut: ...
+
+    async def get_run_logs(self, run_id: int, *, after_seq: int, limit: int) -> RunLogsOut:
+        """The run's lines after line ``after_seq`` (0: from the start), at most ``limit``."""
+        ...
 
     async def list_audit(self, *, limit: int) -> list[AuditOut]: ...
 

@@ -15,7 +15,7 @@ from fastapi import status as http_status
 from admin_api import health
 from admin_api.auth import TokenTable
 from admin_api.errors import responses
-from admin_api.interface import Actor, AdminEngine, AuditOut, JobOut, RunOut, RunStatus, TriggerOut
+from admin_api.interface import Actor, AdminEngine, AuditOut, JobOut, RunLogsOut, RunOut, RunStatus, TriggerOut
 from admin_api.state import require_engine
 
 # Run ids are PostgreSQL bigints: a larger number is not a run (and must not
@@ -25,6 +25,9 @@ _BIGINT_MAX = 2**63 - 1
 Engine = Annotated[AdminEngine, Depends(require_engine)]
 RunId = Annotated[int, Path(ge=1, le=_BIGINT_MAX)]
 Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many rows, newest first.")]
+# Log line numbers are PostgreSQL integers.
+AfterSeq = Annotated[int, Query(ge=0, le=2**31 - 1, description="Only lines after this one: to follow a run.")]
+LogLimit = Annotated[int, Query(ge=1, le=1000, description="At most this many lines, oldest first.")]
 
 
 def admin_router(tokens: TokenTable) -> APIRouter:
@@ -84,6 +87,13 @@ def admin_router(tokens: TokenTable) -> APIRouter:
     async def cancel_run(run_id: RunId, actor: Operator, engine: Engine) -> RunOut:
         """Ask the replica running it to cancel the run; 409 when it has already ended."""
         return await engine.cancel_run(run_id, actor)
+
+    @router.get("/runs/{run_id}/logs", responses=responses(404))
+    async def get_run_logs(
+        run_id: RunId, _: Viewer, engine: Engine, after_seq: AfterSeq = 0, limit: LogLimit = 1000
+    ) -> RunLogsOut:
+        """What the run logged, oldest first; poll with ``after_seq`` = the last ``seq`` seen to follow it."""
+        return await engine.get_run_logs(run_id, after_seq=after_seq, limit=limit)
 
     @router.get("/audit")
     async def list_audit(_: Viewer, engine: Engine, limit: Limit = 50) -> list[AuditOut]:

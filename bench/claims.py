@@ -94,7 +94,7 @@ MIN_INTERVAL_S = 10
 RTT_SAMPLES = 200
 COMMIT_SAMPLES = 100
 TASK_REF = "bench.claims:record_start"
-CLAIM_METHODS = ("claim_fires", "claim_run")
+CLAIM_METHODS = ("claim_ahead", "claim_fires", "claim_run")
 
 
 # -- the job every maintd replica runs -------------------------------------
@@ -309,6 +309,12 @@ class _TimedRunStore(RunStore):
         self._record("claim_fires", len(fires), [run.job_id for run in won], sent)
         return won
 
+    async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[RunOut]:
+        sent = time.time()
+        won = await super().claim_ahead(fires, node)
+        self._record("claim_ahead", len(fires), [run.job_id for run in won], sent)
+        return won
+
     async def claim_run(self, claim: Claim) -> RunOut | None:
         sent = time.time()
         run = await super().claim_run(claim)
@@ -332,12 +338,16 @@ async def _replica(index: int, dsn: str, burst: Burst) -> ProcessResult:
         store = _TimedRunStore(pool, dsn, burst.jobs)
         engine = Engine(config, store, node=f"replica-{index}")
         submitted: list[float] = []
+        all_handed_over = asyncio.Event()
         on_fire = engine._on_fire
 
         def timed_on_fire(apjob: APJob, run_times: list[datetime]) -> None:
             # Instrumentation only: when APScheduler hands each fire over, before the engine buffers it.
-            submitted.append(time.time())
+            # Jobs sharing a schedule share one APScheduler job: one call hands over all of them.
+            submitted.extend([time.time()] * len(engine._timers.get(apjob.id, [apjob.id])))
             on_fire(apjob, run_times)
+            if len(submitted) == burst.jobs:
+                all_handed_over.set()
 
         # Engine.start() gives self._on_fire to its FireExecutor: an instance attribute wins.
         engine._on_fire = timed_on_fire  # type: ignore[method-assign]
@@ -353,6 +363,9 @@ async def _replica(index: int, dsn: str, burst: Burst) -> ProcessResult:
         with _Window() as window:
             try:
                 await asyncio.wait_for(store.all_attempted.wait(), timeout=burst.deadline - 0.5 - time.time())
+                # Fires claimed ahead are decided before T: wait for T's fires to be handed over too.
+                await asyncio.wait_for(all_handed_over.wait(), timeout=burst.deadline - 0.5 - time.time())
+                await asyncio.sleep(0)  # the engine flushes a pass's fires right after it
                 await asyncio.wait_for(engine.idle(), timeout=burst.deadline - time.time())
             except TimeoutError:
                 complete = False
@@ -453,7 +466,7 @@ async def _prepare(dsn: str) -> tuple[float, float]:
 async def _reset(dsn: str) -> None:
     # A fresh slate per maintd phase: the previous phase's fires would otherwise
     # count as missed and trigger a catch-up run at start.
-    await _admin(dsn, "TRUNCATE maintd.runs, maintd.job_state")
+    await _admin(dsn, "TRUNCATE maintd.runs, maintd.job_state, maintd.nodes CASCADE")
 
 
 async def _verify(dsn: str, burst: Burst) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from scheduler.config import Config
 from scheduler.database import open_store
 from scheduler.engine import Engine
 from scheduler.metrics import Metrics
+from scheduler.reload import ConfigDiff, Reloader, reload_on_sighup
+from scheduler.systemd import ServiceNotifier
 
 log = structlog.get_logger("maintd.app")
 
@@ -26,9 +28,14 @@ def node_name(config: Config) -> str:
     return config.scheduler.node or f"{socket.gethostname()}:{os.getpid()}"
 
 
-def create_app(config: Config) -> FastAPI:
-    """Build the daemon's ASGI app; its lifespan opens the database and runs the engine."""
+def create_app(config: Config, *, systemd: ServiceNotifier | None = None) -> FastAPI:
+    """Build the daemon's ASGI app; its lifespan opens the database and runs the engine.
+
+    ``systemd`` (shared with the server, which says READY and STOPPING) gets the
+    engine's status and watchdog pings while the engine runs.
+    """
     metrics = Metrics()
+    notifier = systemd if systemd is not None else ServiceNotifier.disabled()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -43,15 +50,32 @@ def create_app(config: Config) -> FastAPI:
             gc.collect()
             gc.freeze()
             app.state.engine = engine
+            notifier.start(summary=engine.status_summary, healthy=lambda: engine.running)
+
+            async def apply(new: Config, diff: ConfigDiff) -> None:
+                tokens.replace(_token_entries(new))
+                await engine.apply_config(new, diff)
+
+            reloader = Reloader(config, apply=apply, audit=store.add_audit, clock=engine.clock)
             try:
-                yield
+                with reload_on_sighup(reloader):
+                    yield
             finally:
-                await engine.stop(config.scheduler.shutdown_grace)
+                try:
+                    await engine.stop(config.scheduler.shutdown_grace)
+                finally:
+                    # Stopped after the drain, so STATUS= follows it; pings already
+                    # stopped with the scheduler, after STOPPING=1 told systemd.
+                    await notifier.stop()
 
     app = FastAPI(title="maintd", summary="Scheduler daemon for periodic maintenance jobs", lifespan=lifespan)
     app.state.metrics_registry = metrics.registry
     install_error_handlers(app)
-    tokens = TokenTable([TokenEntry(name=t.name, role=t.role, sha256=t.sha256.lower()) for t in config.admin.tokens])
+    tokens = TokenTable(_token_entries(config))
     for router in build_routers(tokens):
         app.include_router(router)
     return app
+
+
+def _token_entries(config: Config) -> list[TokenEntry]:
+    return [TokenEntry(name=t.name, role=t.role, sha256=t.sha256.lower()) for t in config.admin.tokens]

@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from scheduler.config import Config, ConfigError, default_config_path, load_config
+
+if TYPE_CHECKING:
+    from scheduler.systemd import ServiceNotifier
 
 # sysexits.h: what systemd units and shell scripts expect.
 EX_OK = 0
@@ -63,6 +69,19 @@ def _parser() -> argparse.ArgumentParser:
     from scheduler.client_cli import add_client_commands
 
     add_client_commands(command, with_config)
+
+    run_job = command("run-job", cmd_run_job, "run one job once in this process, without the daemon; recorded like any run")
+    with_config(run_job)
+    run_job.add_argument("job_id", metavar="JOB")
+    run_job.add_argument("--json", action="store_true", help="print the recorded run as JSON")
+    run_job.epilog = (
+        "The run is recorded in the daemon's database (trigger manual, triggered_by run-job:<user>);\n"
+        "the job's logs go to stderr. Ctrl-C cancels the run.\n\n"
+        "exit status:\n  0    the run succeeded\n  1    it failed, timed out or was cancelled; or it could not\n"
+        "       start (unknown job, a run in progress and overlap = 'forbid')\n"
+        "  69   the database cannot be reached\n  78   invalid config\n  130  interrupted by Ctrl-C (the run is cancelled)"
+    )
+    run_job.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 
@@ -80,24 +99,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)  # exits 78 before anything binds a port
     from scheduler.app import create_app
     from scheduler.logs import configure_logging
+    from scheduler.systemd import ServiceNotifier
 
     configure_logging()
+    systemd = ServiceNotifier.from_env()  # a no-op outside systemd (no $NOTIFY_SOCKET)
     server = _Server(
         uvicorn.Config(
-            create_app(config),
+            create_app(config, systemd=systemd),
             host=config.server.host,
             port=config.server.port,
             log_config=None,  # our structlog handler renders uvicorn's records too
             access_log=False,
             lifespan="on",
-        )
+        ),
+        systemd,
     )
-    asyncio.run(server.serve())
+    try:
+        asyncio.run(server.serve())
+    finally:
+        systemd.close()
     return EX_OK if server.started else EX_UNAVAILABLE
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, except that a drained stop on SIGTERM exits 0 instead of re-raising the signal."""
+    """uvicorn's server, except that a drained stop on SIGTERM exits 0 instead of re-raising the signal,
+    and that it tells systemd when it is ready and when it stops."""
+
+    def __init__(self, config: uvicorn.Config, systemd: ServiceNotifier) -> None:
+        super().__init__(config)
+        self.systemd = systemd
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn's startup is the lifespan's (migrations, engine started) and then the bind:
+        # only once both are done may systemd start units ordered after us.
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
+            self.systemd.ready()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Before uvicorn closes the port and the lifespan drains running jobs (up to shutdown_grace).
+        self.systemd.stopping()
+        super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -140,6 +182,18 @@ def cmd_preview(args: argparse.Namespace) -> int:
     for fire in times:
         print(fire.isoformat())
     return EX_OK
+
+
+def cmd_run_job(args: argparse.Namespace) -> int:
+    config = _load(args)
+    from scheduler.cli_live import AboveLiveLine, LiveLine
+    from scheduler.logs import configure_logging
+    from scheduler.run_job import run_job
+
+    line = LiveLine(sys.stderr)
+    # Readable log lines above the progress line, even when stderr is a file: a person runs this.
+    configure_logging(stream=AboveLiveLine(line), json=False)  # type: ignore[arg-type]
+    return asyncio.run(run_job(config, args.job_id, line=line, out=sys.stdout, as_json=args.json))
 
 
 def cmd_token(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
-"""Admin commands that talk to a running daemon's API: jobs, runs, trigger, cancel, pause, resume.
+"""Admin commands that talk to a running daemon's API: jobs, runs, trigger, cancel, pause, resume, logs.
 
 The URL comes from ``--url`` or the config's ``[server]``; the bearer token from
-``$MAINTD_TOKEN``. Output is a table on a terminal, JSON with ``--json``.
+``$MAINTD_TOKEN``. Output is a table for people, JSON with ``--json``; colour only
+on a terminal with ``$NO_COLOR`` unset. Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -11,18 +12,28 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
 
 import httpx
 
+from scheduler.cli_live import (
+    EX_FAILED,
+    EX_INTERRUPTED,
+    EX_UNAVAILABLE,
+    EX_WAIT_TIMEOUT,
+    EXIT_STATUS_HELP,
+    LiveLine,
+    report_end,
+)
+from scheduler.cli_render import ENDED, jobs_table, local_time, log_line, relative, runs_table, use_colour
 from scheduler.config import default_config_path, load_config
+from scheduler.durations import format_duration, parse_duration
 
 TOKEN_ENV = "MAINTD_TOKEN"
-EX_FAILED = 1
-EX_UNAVAILABLE = 69
 WAIT_POLL_S = 0.5
-_ENDED = {"succeeded", "failed", "cancelled", "timed_out", "lost", "skipped", "missed"}
+LOG_PAGE = 500
 
 
 class ClientError(Exception):
@@ -37,17 +48,31 @@ def add_client_commands(command: Callable[..., argparse.ArgumentParser], with_co
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         return sub
 
-    client("jobs", _jobs, "list jobs with their next and last runs")
+    client("jobs", _jobs, "list jobs with their schedule, next and last run, and state")
     runs = client("runs", _runs, "list runs, newest first")
     runs.add_argument("--job", help="only this job's runs")
-    runs.add_argument("--status", help="only runs with this status")
-    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--status", help="only runs with this status (running, succeeded, failed, ...)")
+    runs.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     trigger = client("trigger", _trigger, "run a job now")
     trigger.add_argument("job_id", metavar="JOB")
-    trigger.add_argument("--wait", action="store_true", help="follow the run; exit 0 only if it succeeds")
+    trigger.add_argument("--wait", action="store_true", help="follow the run to its end; exit 0 only if it succeeds")
+    trigger.add_argument("--timeout", type=_duration, metavar="DURATION", help="with --wait: give up after this long, e.g. 10m (exit 124)")
+    trigger.add_argument("--logs", action="store_true", help="follow the run (as --wait) showing its log lines instead of its progress")
+    trigger.epilog = EXIT_STATUS_HELP
+    trigger.formatter_class = argparse.RawDescriptionHelpFormatter
     client("cancel", _cancel, "cancel a run in progress").add_argument("run_id", metavar="RUN", type=int)
     client("pause", _pause, "pause a job's schedule on every replica").add_argument("job_id", metavar="JOB")
     client("resume", _resume, "resume a paused job").add_argument("job_id", metavar="JOB")
+    logs = client("logs", _logs, "print what a run logged (--json: one JSON object per line)")
+    logs.add_argument("run_id", metavar="RUN", type=int)
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until the run ends")
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _with_client(handler: Callable[[argparse.Namespace, httpx.Client], int]) -> Callable[[argparse.Namespace], int]:
@@ -81,84 +106,145 @@ def _call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
             detail = response.json().get("detail")
         except ValueError:
             detail = response.text
+        if isinstance(detail, list):  # FastAPI's validation errors: say which parameter and why
+            detail = "; ".join(f"{e.get('loc', ['?'])[-1]}: {e.get('msg')}" for e in detail if isinstance(e, dict))
         hint = f" (set ${TOKEN_ENV})" if response.status_code == 401 else ""
         raise ClientError(f"{response.status_code}: {detail}{hint}")
     return response.json()
 
 
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 def _jobs(args: argparse.Namespace, http: httpx.Client) -> int:
     jobs = _call(http, "GET", "/admin/jobs")
-    _print(args, jobs, ["id", "task", "schedule", "timezone", "paused", "running", "next_run_time", "last_run"])
+    if args.json:
+        _print_json(jobs)
+    else:
+        print(jobs_table(jobs, _now(), colour=use_colour(sys.stdout)))
     return 0
 
 
 def _runs(args: argparse.Namespace, http: httpx.Client) -> int:
     params = {k: v for k, v in {"job_id": args.job, "status": args.status, "limit": args.limit}.items() if v}
     runs = _call(http, "GET", "/admin/runs", params=params)
-    _print(args, runs, ["id", "job_id", "trigger", "status", "scheduled_for", "duration_s", "node", "triggered_by"])
+    if args.json:
+        _print_json(runs)
+    else:
+        print(runs_table(runs, _now(), colour=use_colour(sys.stdout)))
     return 0
 
 
 def _trigger(args: argparse.Namespace, http: httpx.Client) -> int:
     started = _call(http, "POST", f"/admin/trigger/{args.job_id}")
-    if not args.wait:
-        _print(args, started, ["job_id", "run_id", "status"])
-        return 0
     run_id = started["run_id"]
-    if not args.json:
-        print(f"run {run_id} of {args.job_id} started", file=sys.stderr)
-    last_progress = None
+    if not (args.wait or args.logs):
+        if args.json:
+            _print_json(started)
+        else:
+            print(f"run {run_id} of {args.job_id} started; follow it with: maintd logs {run_id} --follow")
+        return 0
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    line = LiveLine(sys.stderr)
+    try:
+        if args.logs:
+            _follow_logs(http, run_id, as_json=False, deadline=deadline, out=sys.stderr)
+            run = _call(http, "GET", f"/admin/runs/{run_id}")
+        else:
+            run = _wait(http, run_id, None if args.json else line, deadline)
+    except KeyboardInterrupt:
+        line.clear()
+        print(f"\nstopped waiting; run {run_id} goes on. To cancel it: maintd cancel {run_id}", file=sys.stderr)
+        return EX_INTERRUPTED
+    finally:
+        line.clear()
+    if run["status"] not in ENDED:
+        waited = format_duration(timedelta(seconds=args.timeout))
+        print(f"maintd trigger: gave up after {waited}: run {run_id} is still {run['status']};"
+              f" to cancel it: maintd cancel {run_id}", file=sys.stderr)
+        return EX_WAIT_TIMEOUT
+    return report_end(run, as_json=args.json, out=sys.stdout, err=sys.stderr)
+
+
+def _wait(http: httpx.Client, run_id: int, line: LiveLine | None, deadline: float | None) -> dict[str, Any]:
+    """Poll the run until it ends or ``deadline`` (monotonic) passes; return it as last seen."""
+    began = time.monotonic()
     while True:
-        run = _call(http, "GET", f"/admin/runs/{run_id}")
-        if not args.json and run.get("progress") and run["progress"] != last_progress:
-            last_progress = run["progress"]
-            print(f"  progress: {_cell(last_progress)}", file=sys.stderr)
-        if run["status"] in _ENDED:
-            break
-        time.sleep(WAIT_POLL_S)
-    if args.json:
-        print(json.dumps(run, indent=2))
-    else:
-        print(f"run {run_id} {run['status']} in {run['duration_s']}s")
-        if run["result"] is not None:
-            print(f"result: {json.dumps(run['result'])}")
-        if run["error"]:
-            print(run["error"], file=sys.stderr)
-    return 0 if run["status"] == "succeeded" else EX_FAILED
+        run: dict[str, Any] = _call(http, "GET", f"/admin/runs/{run_id}")
+        now = time.monotonic()
+        if run["status"] in ENDED or (deadline is not None and now >= deadline):
+            return run
+        if line is not None:
+            line.update(run, now - began)
+        time.sleep(WAIT_POLL_S if deadline is None else max(0.0, min(WAIT_POLL_S, deadline - now)))
 
 
 def _cancel(args: argparse.Namespace, http: httpx.Client) -> int:
     run = _call(http, "POST", f"/admin/runs/{args.run_id}/cancel")
-    _print(args, run, ["id", "job_id", "status"])
+    if args.json:
+        _print_json(run)
+    else:
+        print(f"run {run['id']} of {run['job_id']}: cancel requested; `maintd runs --job {run['job_id']}` shows when it stopped")
     return 0
 
 
 def _pause(args: argparse.Namespace, http: httpx.Client) -> int:
-    _print(args, _call(http, "POST", f"/admin/jobs/{args.job_id}/pause"), ["id", "paused", "next_run_time"])
+    job = _call(http, "POST", f"/admin/jobs/{args.job_id}/pause")
+    if args.json:
+        _print_json(job)
+    else:
+        print(f"{job['id']} paused on every replica; `maintd resume {job['id']}` undoes it")
     return 0
 
 
 def _resume(args: argparse.Namespace, http: httpx.Client) -> int:
-    _print(args, _call(http, "POST", f"/admin/jobs/{args.job_id}/resume"), ["id", "paused", "next_run_time"])
+    job = _call(http, "POST", f"/admin/jobs/{args.job_id}/resume")
+    if args.json:
+        _print_json(job)
+    else:
+        next_at = job.get("next_run_time")
+        when = datetime.fromisoformat(next_at) if next_at else None
+        text = f"; next run {local_time(when)} ({relative(when, _now())})" if when else ""
+        print(f"{job['id']} resumed{text}")
     return 0
 
 
-def _print(args: argparse.Namespace, data: Any, columns: Sequence[str]) -> None:
-    if args.json:
-        print(json.dumps(data, indent=2))
-        return
-    rows = data if isinstance(data, list) else [data]
-    table = [list(columns)] + [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+def _logs(args: argparse.Namespace, http: httpx.Client) -> int:
+    try:
+        printed = _follow_logs(http, args.run_id, as_json=args.json, deadline=None, out=sys.stdout, follow=args.follow)
+    except KeyboardInterrupt:
+        return EX_INTERRUPTED
+    if not printed and not args.json:
+        print(f"run {args.run_id} has no log lines", file=sys.stderr)
+    return 0
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, dict) and "status" in value and "id" in value:  # a nested run
-        return f"#{value['id']} {value['status']}"
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return str(value)
+def _follow_logs(
+    http: httpx.Client, run_id: int, *, as_json: bool, deadline: float | None, out: TextIO, follow: bool = True
+) -> int:
+    """Print a run's log lines; with ``follow``, until the run has ended (or ``deadline``). Return how many."""
+    colour = not as_json and use_colour(out)
+    after, printed, dropped, ended = 0, 0, 0, False
+    while True:
+        page = _call(http, "GET", f"/admin/runs/{run_id}/logs", params={"after_seq": after, "limit": LOG_PAGE})
+        if page.get("dropped", 0) > dropped and not as_json:
+            dropped = page["dropped"]
+            print(f"({dropped} lines of run {run_id} were dropped: the daemon keeps a bounded log per run)", file=sys.stderr)
+        for entry in page["lines"]:
+            out.write((json.dumps(entry) if as_json else log_line(entry, colour=colour)) + "\n")
+            after = entry["seq"]
+            printed += 1
+        out.flush()
+        if len(page["lines"]) >= LOG_PAGE:
+            continue
+        if not follow or ended or (deadline is not None and time.monotonic() >= deadline):
+            return printed
+        # Read once more after the run ended: lines logged just before its end.
+        ended = _call(http, "GET", f"/admin/runs/{run_id}")["status"] in ENDED
+        if not ended:
+            time.sleep(WAIT_POLL_S)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from jobs.mail import SmtpSettings
 from jobs.registry import TaskLookupError, TaskSpec, resolve_task
+from scheduler.alerts_config import AlertsConfig, alerts_problems
 from scheduler.durations import parse_duration
 from scheduler.schedules import Schedule, ScheduleError, parse_schedule, parse_timezone
 
@@ -120,9 +121,13 @@ class JobTable(_Section):
     overlap: Literal["forbid", "allow"] = "forbid"
     catch_up: Literal["once", "none"] = "once"
     retries: int = Field(0, ge=0, le=100)
+    # Dead-man's switch: without a success for this long the job is overdue.
+    expect_success_within: Duration | None = None
     params: dict[str, Any] = {}
 
-    _timeout_positive = field_validator("timeout")(lambda v: v if v is None else _positive(v))
+    _timeout_positive = field_validator("timeout", "expect_success_within")(
+        lambda v: v if v is None else _positive(v)
+    )
 
 
 class _Document(_Section):
@@ -132,6 +137,7 @@ class _Document(_Section):
     scheduler: SchedulerConfig = SchedulerConfig()
     admin: AdminConfig = AdminConfig()
     jobs: dict[str, dict[str, Any]] = {}  # each checked by _resolve_job
+    alerts: AlertsConfig = AlertsConfig()
 
 
 @dataclass(frozen=True)
@@ -147,10 +153,27 @@ class JobConfig:
     catch_up: Literal["once", "none"]
     retries: int
     params: BaseModel
+    expect_success_within: timedelta | None = None
 
     @property
     def timezone(self) -> ZoneInfo:
         return self.schedule.timezone
+
+    def describe(self) -> dict[str, Any]:
+        """The job's settings as plain values: what a config reload compares and logs."""
+        return {
+            "task": self.task_ref,
+            "schedule": self.schedule.expression,
+            "timezone": self.timezone.key,
+            "timeout": self.timeout.total_seconds() if self.timeout else None,
+            "overlap": self.overlap,
+            "catch_up": self.catch_up,
+            "retries": self.retries,
+            "expect_success_within": (
+                self.expect_success_within.total_seconds() if self.expect_success_within else None
+            ),
+            "params": self.params.model_dump(mode="json"),
+        }
 
 
 @dataclass(frozen=True)
@@ -161,6 +184,7 @@ class Config:
     admin: AdminConfig
     jobs: Mapping[str, JobConfig]
     smtp: SmtpSettings | None = None
+    alerts: AlertsConfig = AlertsConfig()
     path: Path | None = None
 
     @property
@@ -204,13 +228,14 @@ def parse_config(raw: Mapping[str, Any], *, path: Path | None = None, environ: M
             jobs[job_id] = job
     if doc is not None:
         problems += _check_tokens(doc.admin.tokens)
+        problems += alerts_problems(doc.alerts, smtp=doc.smtp, given="alerts" in doc.model_fields_set)
     if problems or doc is None:
         raise ConfigError(problems)
     database = doc.database
     if dsn := environ.get(DSN_ENV):
         database = database.model_copy(update={"dsn": dsn})
     database = database.model_copy(update={"data_dir": _state_path(database.data_dir, path, environ)})
-    return Config(doc.server, database, doc.scheduler, doc.admin, jobs, doc.smtp, path)
+    return Config(doc.server, database, doc.scheduler, doc.admin, jobs, doc.smtp, path=path, alerts=doc.alerts)
 
 
 def _resolve_job(job_id: str, raw: Any, default_zone: ZoneInfo, problems: list[str]) -> JobConfig | None:
@@ -264,6 +289,7 @@ def _resolve_job(job_id: str, raw: Any, default_zone: ZoneInfo, problems: list[s
         catch_up=table.catch_up,
         retries=table.retries,
         params=params,
+        expect_success_within=table.expect_success_within,
     )
 
 

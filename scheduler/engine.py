@@ -35,15 +35,20 @@ from admin_api.interface import (
     JobOut,
     RunEnded,
     RunNotFound,
+    RunLogsOut,
     RunOut,
     TriggerOut,
 )
 from jobs.context import JobCancelled, JobContext
+from scheduler.alerts import Alerter
+from scheduler.claim_ahead import TAKEN, ClaimAhead
 from scheduler.clock import utcnow
 from scheduler.config import Config, JobConfig
 from scheduler.durations import format_duration
 from scheduler.fire_executor import FireExecutor, fire_placeholder
 from scheduler.metrics import Metrics
+from scheduler.reload import ConfigDiff
+from scheduler.run_logs import RUN_LOGS
 from scheduler.schedules import ScheduleTrigger
 from scheduler.store import AuditEntry, Claim, RunStore
 
@@ -64,6 +69,10 @@ UPCOMING = 5
 # Failed runs are picked up for retry by any replica for this long after they ended.
 RETRY_LOOKBACK = timedelta(days=1)
 CANCEL_CHANNEL = "maintd_cancel"
+# At stop, alerts still being delivered get this long.
+ALERTS_AT_STOP = timedelta(seconds=5)
+# Fires are claimed this long before they are due (see scheduler/claim_ahead.py).
+CLAIM_AHEAD = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,7 @@ class Engine:
         node: str,
         metrics: Metrics | None = None,
         clock: Callable[[], datetime] = utcnow,
+        claim_ahead: timedelta = CLAIM_AHEAD,
     ) -> None:
         self.jobs = dict(config.jobs)
         self.smtp = config.smtp
@@ -113,6 +123,8 @@ class Engine:
         self.heartbeat_interval = config.scheduler.lease / 3
         self.max_clock_skew = config.scheduler.max_clock_skew
         self.clock_skew: timedelta | None = None
+        # The latest run on this replica that did not succeed: (job id, when it ended), for STATUS=.
+        self.last_failure: tuple[str, datetime] | None = None
         self.log = structlog.get_logger("maintd.engine").bind(node=node)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._active: dict[int, ActiveRun] = {}
@@ -125,6 +137,30 @@ class Engine:
         # False after a database call failed; see _recovered().
         self._database_ok = True
         self._recovery = asyncio.Lock()
+        # No claims ahead with claim_ahead=0 (frozen-clock tests: time moves only when told).
+        self._ahead = (
+            ClaimAhead(
+                store,
+                node=node,
+                window=claim_ahead,
+                lease=self.lease,
+                due_before=self._due_before,
+                clock=clock,
+                log=self.log,
+            )
+            if claim_ahead > timedelta(0)
+            else None
+        )
+        self._claiming_ahead: asyncio.Task[None] | None = None
+        # APScheduler job id -> the ids of the jobs sharing that schedule.
+        self._timers: dict[str, list[str]] = {}
+        self.alerter = Alerter(config.alerts, store, node=node, smtp=config.smtp, metrics=self.metrics, clock=clock)
+        # Jobs found overdue at the last check (expect_success_within).
+        self._overdue: set[str] = set()
+        # Runs claimed ahead that started in the current APScheduler pass, recorded together.
+        self._started_ahead: list[tuple[int, datetime]] = []
+        # Cancels requested for runs claimed ahead that have not started yet.
+        self._cancel_before_start: dict[int, str] = {}
 
     # -- lifecycle -------------------------------------------------------
 
@@ -135,16 +171,7 @@ class Engine:
         self._scheduler.add_executor(FireExecutor(self._on_fire), alias=_EXECUTOR)
         for job in self.jobs.values():
             self.metrics.register_job(job.id)
-            self._scheduler.add_job(
-                fire_placeholder,
-                trigger=ScheduleTrigger(job.schedule),
-                id=job.id,
-                name=job.id,
-                executor=_EXECUTOR,
-                # Late fires are never dropped by APScheduler: the engine records them.
-                misfire_grace_time=None,
-                coalesce=False,
-            )
+            self._add_to_timer(job)
         self._accepting = True
         caught_up = await self._catch_up(now - CLAIM_SETTLE)
         self._scheduler.start()
@@ -153,16 +180,22 @@ class Engine:
         firing_since = self.clock()
         await self._check_clock()
         await self._sweep_retries()
+        await self._check_overdue()
         self._listener = await self._first_listener()
         self._background = [
             asyncio.create_task(self._heartbeat_loop(), name="maintd-heartbeat"),
             asyncio.create_task(self._listen_loop(), name="maintd-listen"),
             asyncio.create_task(self._catch_up_recent(firing_since, caught_up), name="maintd-catch-up"),
         ]
+        if self._ahead is not None:
+            self._ahead.live = await self.store.node_heartbeat(self.node, self.lease)
+            self._claiming_ahead = asyncio.create_task(self._ahead.run(), name="maintd-claim-ahead")
+            self._background.append(self._claiming_ahead)
         self.log.info("engine_started", jobs=len(self.jobs))
 
     async def stop(self, grace: timedelta) -> None:
         """Stop firing, let running jobs finish for up to ``grace``, then cancel and record the rest."""
+        await self._hand_over_claimed_ahead()
         self._accepting = False
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
@@ -184,7 +217,24 @@ class Engine:
             await self._listener.close(timeout=2)
         if unrecorded := await self._flush_outcomes():
             self.log.error("runs_not_recorded_at_stop", run_ids=unrecorded)
+        await self.alerter.close(ALERTS_AT_STOP)
         self.log.info("engine_stopped")
+
+    async def _hand_over_claimed_ahead(self) -> None:
+        """Stop claiming ahead and leave the cluster's live nodes; the fires already
+        claimed ahead (due within the window) still run here: nobody else would."""
+        if self._ahead is None or self._claiming_ahead is None:
+            return
+        self._claiming_ahead.cancel()
+        with contextlib.suppress(Exception):
+            await self.store.node_stopped(self.node)
+        if waiting := self._ahead.waiting:
+            due = max(run.scheduled_for for run in waiting if run.scheduled_for)
+            self.log.info("stop_waits_for_claimed_fires", fires=len(waiting), until=due.isoformat())
+            deadline = (due - self.clock()).total_seconds() + 1.0
+            while self._ahead.waiting and deadline > 0:
+                await asyncio.sleep(0.05)
+                deadline -= 0.05
 
     async def idle(self) -> None:
         """Wait until no fire is being handled and no run is in progress on this replica."""
@@ -219,18 +269,89 @@ class Engine:
 
     # -- fires -----------------------------------------------------------
 
+    @staticmethod
+    def _timer_id(job: JobConfig) -> str:
+        return f"timer:{job.timezone.key}:{job.schedule.expression}"
+
+    def _add_to_timer(self, job: JobConfig) -> None:
+        """Jobs with the same schedule share one APScheduler job (a timer): they fire at
+        the same instants, and APScheduler's work per fire (next fire time, job store
+        update) is then paid once per schedule instead of once per job."""
+        timer_id = self._timer_id(job)
+        if timer_id not in self._timers:
+            self._timers[timer_id] = []
+            self._scheduler.add_job(
+                fire_placeholder,
+                trigger=ScheduleTrigger(job.schedule),
+                id=timer_id,
+                name=timer_id,
+                executor=_EXECUTOR,
+                # Late fires are never dropped by APScheduler: the engine records them.
+                misfire_grace_time=None,
+                coalesce=False,
+            )
+        self._timers[timer_id].append(job.id)
+
+    def _remove_from_timer(self, job: JobConfig) -> None:
+        timer_id = self._timer_id(job)
+        self._timers[timer_id].remove(job.id)
+        if not self._timers[timer_id]:
+            del self._timers[timer_id]
+            self._scheduler.remove_job(timer_id)
+
+    def _due_before(self, until: datetime) -> list[tuple[JobConfig, datetime]]:
+        """The next scheduled fire of each job, where it comes before ``until``."""
+        return [
+            (self.jobs[job_id], apjob.next_run_time.astimezone(UTC))
+            for apjob in self._scheduler.get_jobs()
+            if apjob.next_run_time is not None and apjob.next_run_time < until
+            for job_id in self._timers.get(apjob.id, ())
+        ]
+
     def _on_fire(self, apjob: APJob, run_times: list[datetime]) -> None:
         """Called by APScheduler (FireExecutor) in the loop when fires are due."""
         retry_of: RunOut | None = apjob.kwargs.get("retry_of")
-        job = self.jobs[retry_of.job_id if retry_of else apjob.id]
-        if retry_of is None and len(run_times) == 1:
+        if retry_of is not None:
+            if (job := self.jobs.get(retry_of.job_id)) is not None:  # None: removed by a reload
+                self._spawn(self._handle_fire(job, run_times, retry_of), name=f"fire:{apjob.id}")
+            return
+        for job_id in self._timers[apjob.id]:
+            self._on_job_fire(self.jobs[job_id], run_times)
+
+    def _on_job_fire(self, job: JobConfig, run_times: list[datetime]) -> None:
+        if len(run_times) == 1 and self._ahead is not None:
+            claimed = self._ahead.pop((job.id, run_times[0]))
+            if claimed is TAKEN:
+                self.metrics.fires.labels(job.id, "taken").inc()
+                return
+            if isinstance(claimed, RunOut):
+                self._start_claimed_ahead(job, claimed)
+                return
+        if len(run_times) == 1:
             # APScheduler hands over every fire due in one pass synchronously; the
             # batch is flushed right after the pass, so a burst costs one round trip.
             if not self._due:
                 asyncio.get_running_loop().call_soon(self._flush_due)
             self._due.append((job, run_times[0]))
             return
-        self._spawn(self._handle_fire(job, run_times, retry_of), name=f"fire:{apjob.id}")
+        self._spawn(self._handle_fire(job, run_times, None), name=f"fire:{job.id}")
+
+    def _start_claimed_ahead(self, job: JobConfig, run: RunOut) -> None:
+        now = self.clock()
+        if not self._started_ahead:
+            asyncio.get_running_loop().call_soon(self._flush_started_ahead)
+        self._started_ahead.append((run.id, now))
+        self._ran(job, run.model_copy(update={"started_at": now}))
+
+    def _flush_started_ahead(self) -> None:
+        started, self._started_ahead = self._started_ahead, []
+        self._spawn(self._record_started(started), name=f"fire:started-{len(started)}")
+
+    async def _record_started(self, started: list[tuple[int, datetime]]) -> None:
+        try:
+            await self.store.mark_started(started)
+        except Exception as exc:  # informational only: the runs are running either way
+            self.log.warning("start_times_not_recorded", runs=len(started), error=repr(exc))
 
     def _flush_due(self) -> None:
         due, self._due = self._due, []
@@ -245,8 +366,9 @@ class Engine:
             won = await self.store.claim_fires(
                 [(job.id, fire, job.overlap == "forbid") for job, fire in due], self.clock(), self.node
             )
+            due_jobs = {job.id: job for job, _ in due}
             for run in won:
-                self._ran(self.jobs[run.job_id], run)
+                self._ran(due_jobs[run.job_id], run)
             claimed = {(run.job_id, run.scheduled_for) for run in won}
             lost = [(job, fire) for job, fire in due if (job.id, fire) not in claimed]
             if not lost:
@@ -403,8 +525,11 @@ class Engine:
         )
         active = ActiveRun(run=run, job=job, ctx=ctx)
         self._active[run.id] = active
+        RUN_LOGS.open(run.id, job.id)
         self.metrics.running.labels(job.id).inc()
         active.task = self._spawn(self._execute(active), name=f"run:{run.id}")
+        if (by := self._cancel_before_start.pop(run.id, None)) is not None:
+            self._cancel_active(active, by)
 
     async def _execute(self, active: ActiveRun) -> None:
         job, run, log = active.job, active.run, active.ctx.log
@@ -431,6 +556,9 @@ class Engine:
             if active.hard_cancel:
                 active.hard_cancel.cancel()
         active.outcome = Outcome(status, result, error, self.clock())
+        # A job that ended without ever yielding lets the runs started with it start
+        # before its bookkeeping (a burst of short jobs would otherwise queue behind it).
+        await asyncio.sleep(0)
         self.metrics.running.labels(job.id).dec()
         duration = (active.outcome.finished_at - run.started_at).total_seconds() if run.started_at else 0.0
         self.metrics.runs.labels(job.id, status).inc()
@@ -439,8 +567,12 @@ class Engine:
             self.metrics.last_success.labels(job.id).set(active.outcome.finished_at.timestamp())
             log.info("run_succeeded", duration_s=round(duration, 3), result=result)
         else:
+            self.last_failure = (job.id, active.outcome.finished_at)
             log.warning(f"run_{status}", duration_s=round(duration, 3), error=error)
-        await self._record_outcome(active)
+        # Before the outcome: a run seen ended shows all it logged.
+        await RUN_LOGS.flush([run.id], self.store.write_run_logs)
+        if await self._record_outcome(active):
+            await RUN_LOGS.flush([run.id], self.store.write_run_logs, close=True)
 
     async def _record_outcome(self, active: ActiveRun) -> bool:
         """Tell the database how a run ended. If it cannot be told, the run stays
@@ -457,6 +589,8 @@ class Engine:
             return False
         self._active.pop(run.id, None)
         job = active.job
+        if ended is not None:
+            await self.alerter.run_ended(ended)
         if ended and ended.status in ("failed", "timed_out") and run.attempt <= job.retries and self._accepting:
             self._schedule_retry(job, ended)
         return True
@@ -509,6 +643,36 @@ class Engine:
         else:
             active.hard_cancel = asyncio.get_running_loop().call_later(grace.total_seconds(), task.cancel)
 
+    # -- config reload -----------------------------------------------------
+
+    async def apply_config(self, config: Config, diff: ConfigDiff) -> None:
+        """Take the jobs and settings of a reloaded config (see scheduler/reload.py).
+        Runs in progress finish under the settings they started with."""
+        if diff.added:
+            await self.store.register_jobs(diff.added, self.clock())
+        rescheduled = [
+            job_id for job_id, settings in diff.changed.items() if {"schedule", "timezone"} & settings.keys()
+        ]
+        for job_id in [*diff.removed, *diff.changed]:
+            self._remove_from_timer(self.jobs[job_id])
+        for job_id in [*diff.removed, *rescheduled]:
+            await self._release_claimed_ahead(job_id)
+        self.jobs = dict(config.jobs)
+        self.smtp = config.smtp
+        self.alerter.config, self.alerter.smtp = config.alerts, config.smtp
+        for job_id in [*diff.added, *diff.changed]:
+            self.metrics.register_job(job_id)
+            self._add_to_timer(self.jobs[job_id])
+
+    async def _release_claimed_ahead(self, job_id: str) -> None:
+        """A fire claimed ahead under a schedule that no longer holds is recorded, not run."""
+        if self._ahead is None:
+            return
+        for run in self._ahead.drop(job_id):
+            await self.store.finish_run(
+                run.id, "skipped", self.clock(), None, "skipped: the job was changed by a config reload before this fire"
+            )
+
     # -- heartbeat and reaper ----------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
@@ -524,18 +688,57 @@ class Engine:
         """One heartbeat: keep this replica's runs alive and pick up cancel requests (a
         fallback for NOTIFY), reap lost runs cluster-wide, check the clock, and after a
         database outage record what it made this replica miss."""
-        if self._active:
-            for run_id, cancelled_by in (await self.store.heartbeat(list(self._active))).items():
-                active = self._active.get(run_id)
-                if cancelled_by and active and active.outcome is None:
-                    self._cancel_active(active, cancelled_by)
+        if self._ahead is not None:
+            self._ahead.live = await self.store.node_heartbeat(self.node, self.lease)
+        waiting = [run.id for run in self._ahead.waiting] if self._ahead is not None else []
+        if self._active or waiting:
+            for run_id, cancelled_by in (await self.store.heartbeat([*self._active, *waiting])).items():
+                if cancelled_by:
+                    self._on_cancel_request(run_id, cancelled_by)
+        # What runs logged since the last beat (for ended runs, before their outcome).
+        ended = [run_id for run_id, active in self._active.items() if active.outcome is not None]
+        await RUN_LOGS.flush(list(self._active), self.store.write_run_logs)
         await self._flush_outcomes()
+        await RUN_LOGS.flush([i for i in ended if i not in self._active], self.store.write_run_logs, close=True)
         for run in await self.store.reap_lost_runs(self.lease):
             self.metrics.runs.labels(run.job_id, "lost").inc()
             self.log.warning("run_lost", job_id=run.job_id, run_id=run.id, owner=run.node, error=run.error)
+            await self.alerter.run_ended(run)
+        await self._check_overdue()
         await self._check_clock()
         await self._recovered(until=self.clock())
         await self._sweep_retries()
+
+    async def _check_overdue(self) -> None:
+        """Every job's last success, cluster-wide, into the metrics; and the dead-man's
+        switch: a job with ``expect_success_within`` and no success in that window is
+        overdue (failing, never run or paused alike), logged and alerted once."""
+        now = self.clock()
+        last = await self.store.last_successes(list(self.jobs))
+        first_seen = {job_id: state["first_seen"] for job_id, state in (await self.store.job_states()).items()}
+        overdue = set()
+        for job in self.jobs.values():
+            success = last.get(job.id)
+            if success is not None:
+                self.metrics.last_success.labels(job.id).set(success.timestamp())
+            if job.expect_success_within is None:
+                continue
+            late = now - (success or first_seen.get(job.id, now)) > job.expect_success_within
+            self.metrics.overdue.labels(job.id).set(int(late))
+            if not late:
+                continue
+            overdue.add(job.id)
+            if job.id not in self._overdue:
+                self.log.error(
+                    "job_overdue",
+                    job_id=job.id,
+                    last_success=success.isoformat() if success else None,
+                    expect_success_within=format_duration(job.expect_success_within),
+                )
+            await self.alerter.job_overdue(job.id, success, job.expect_success_within, now)
+        for job_id in self._overdue - overdue:
+            self.log.info("job_no_longer_overdue", job_id=job_id)
+        self._overdue = overdue
 
     async def _check_clock(self) -> None:
         """Compare this replica's clock with the database's; a skew past the bound is loud."""
@@ -591,9 +794,23 @@ class Engine:
 
     def _on_cancel_notice(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         notice = json.loads(payload)
-        active = self._active.get(notice["run_id"])
+        self._on_cancel_request(notice["run_id"], notice["by"])
+
+    def _on_cancel_request(self, run_id: int, by: str) -> None:
+        active = self._active.get(run_id)
         if active is not None and active.outcome is None:
-            self._cancel_active(active, notice["by"])
+            self._cancel_active(active, by)
+        elif self._ahead is not None and any(run.id == run_id for run in self._ahead.waiting):
+            self._cancel_before_start[run_id] = by
+
+    def status_summary(self) -> str:
+        """One line for systemd's STATUS=: jobs, runs in progress on this replica, the last failure here."""
+        running = sum(1 for active in self._active.values() if active.outcome is None)
+        failure = "none"
+        if self.last_failure is not None:
+            job_id, when = self.last_failure
+            failure = f"{job_id} at {when.isoformat(timespec='seconds')}"
+        return f"{len(self.jobs)} jobs, {running} running, last failure: {failure}"
 
     # -- admin API (AdminEngine) -----------------------------------------
 
@@ -614,12 +831,15 @@ class Engine:
         states = await self.store.job_states()
         last = await self.store.last_runs(job_ids)
         running = await self.store.running_counts()
+        successes = await self.store.last_successes(job_ids)
         now = self.clock()
         outs = []
         for job_id in job_ids:
             job = self.jobs[job_id]
             paused = bool(states.get(job_id) and states[job_id]["paused"])
             upcoming = job.schedule.upcoming(now, UPCOMING)
+            success, window = successes.get(job_id), job.expect_success_within
+            since = success or (states[job_id]["first_seen"] if job_id in states else now)
             outs.append(
                 JobOut(
                     id=job.id,
@@ -635,6 +855,9 @@ class Engine:
                     overlap=job.overlap,
                     catch_up=job.catch_up,
                     retries=job.retries,
+                    expect_success_within_s=window.total_seconds() if window else None,
+                    last_success_at=success,
+                    overdue=None if window is None else now - since > window,
                 )
             )
         return outs
@@ -685,14 +908,22 @@ class Engine:
             raise RunNotFound(run_id)
         return run
 
+    async def get_run_logs(self, run_id: int, *, after_seq: int, limit: int) -> RunLogsOut:
+        if run_id in self._active:  # ours: written first, so the answer is up to this moment
+            await RUN_LOGS.flush([run_id], self.store.write_run_logs)
+        dropped = await self.store.run_log_lines_dropped(run_id)
+        if dropped is None:
+            raise RunNotFound(run_id)
+        lines = await self.store.run_log_lines(run_id, after_seq, limit)
+        return RunLogsOut(run_id=run_id, lines=lines, dropped=dropped)
+
     async def cancel_run(self, run_id: int, actor: Actor) -> RunOut:
         run = await self.store.request_cancel(run_id, actor.name)
         if run is None:
             ended = await self.get_run(run_id)
             raise RunEnded(run_id, ended.status)
         await self.store.add_audit(AuditEntry(self.clock(), actor.name, "cancel", f"run:{run_id}", actor.client, {"job_id": run.job_id}))
-        if active := self._active.get(run_id):
-            self._cancel_active(active, actor.name)
+        self._on_cancel_request(run_id, actor.name)
         return run
 
     async def list_audit(self, *, limit: int) -> list[AuditOut]:
@@ -713,3 +944,39 @@ class Engine:
             reasons.append(f"database: {exc.__class__.__name__}: {exc}".rstrip(": "))
         self.metrics.ready.set(0 if reasons else 1)
         return reasons
+
+    # -- one-off runs (maintd run-job) -------------------------------------
+
+    async def run_once(
+        self, job_id: str, actor: Actor, *, on_started: Callable[[TriggerOut], object] | None = None
+    ) -> RunOut:
+        """Run one job now, in this process, on an engine whose scheduler is not started
+        (``maintd run-job``): claim a manual run as :meth:`trigger` does (``JobBusy`` while a
+        run is in progress and overlap is forbidden), heartbeat it so that no replica declares
+        it lost, obey cancel requests, and return the run as recorded once it has ended.
+        ``on_started`` gets the claimed run's id (for progress and cancelling) before it ends."""
+        if self.running:
+            raise RuntimeError("run_once is for an engine whose scheduler is not started")
+        listener: asyncpg.Connection | None = None
+        try:  # before the claim: a cancel sent right after it must not be missed
+            listener = await self._listen()
+        except Exception as exc:  # the heartbeat still picks up cancel requests
+            self.log.warning("listen_failed", error=repr(exc))
+        heartbeat: asyncio.Task[None] | None = None
+        try:
+            started = await self.trigger(job_id, actor)
+            if on_started is not None:
+                on_started(started)
+            heartbeat = asyncio.create_task(self._heartbeat_loop(), name="maintd-heartbeat")
+            await self.idle()
+            # An outcome the database missed is retried by the beats until it is recorded.
+            while started.run_id in self._active:
+                await asyncio.sleep(self.heartbeat_interval.total_seconds())
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+                await asyncio.gather(heartbeat, return_exceptions=True)
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.close(timeout=2)
+        return await self.get_run(started.run_id)

@@ -1,7 +1,8 @@
 """structlog setup: JSON lines for the journal, readable lines on a terminal.
 
 Every event is a stable snake_case name with key-value fields; what a run logs
-carries ``job_id`` and ``run_id``.
+carries ``job_id`` and ``run_id``, and is also kept with the run
+(:mod:`scheduler.run_logs`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import sys
 from typing import Any, TextIO
 
 import structlog
+
+from scheduler.run_logs import RUN_LOGS
 
 
 def configure_logging(*, level: str = "info", stream: TextIO | None = None, json: bool | None = None) -> None:
@@ -23,6 +26,8 @@ def configure_logging(*, level: str = "info", stream: TextIO | None = None, json
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Keeps what a run logs with the run (maintd.run_logs), whichever logger it used.
+        RUN_LOGS,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=stream.isatty())

@@ -43,12 +43,27 @@ class Metrics:
         self.running = Gauge("maintd_running_runs", "Runs in progress on this replica", ["job_id"], registry=self.registry)
         self.last_success = Gauge(
             "maintd_last_success_timestamp_seconds",
-            "Unix time of the last successful run ended on this replica",
+            "Unix time of the job's last successful run, on any replica",
+            ["job_id"],
+            registry=self.registry,
+        )
+        self.overdue = Gauge(
+            "maintd_job_overdue",
+            "1 while a job with expect_success_within has had no success within it",
             ["job_id"],
             registry=self.registry,
         )
         self.ready = Gauge("maintd_ready", "1 when the database answers and the scheduler runs", registry=self.registry)
         Info("maintd_build", "maintd version", registry=self.registry).info({"version": _version()})
+        self.alerts_sent = Counter(
+            "maintd_alerts_sent",
+            "Alert deliveries by channel (webhook, email) and outcome (sent; failed: gave up after retries)",
+            ["channel", "outcome"],
+            registry=self.registry,
+        )
+        for channel in ("webhook", "email"):
+            for outcome in ("sent", "failed"):
+                self.alerts_sent.labels(channel, outcome)
 
 
     def register_job(self, job_id: str) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 
 import asyncpg
 
-from admin_api.interface import AuditOut, RunOut
+from admin_api.interface import AuditOut, RunLogLine, RunOut
+from scheduler.run_logs import LogBatch
 from scheduler.sql import QUERIES as Q
 
 
@@ -113,6 +114,27 @@ class RunStore:
         job_ids, times, exclusive = (list(column) for column in zip(*fires, strict=True))
         rows = await self.pool.fetch(Q["claim_fires"], job_ids, times, exclusive, started_at, node)
         return [run_from_row(row) for row in rows]
+
+    async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[RunOut]:
+        """Claim fires before they are due (started_at unset); return the runs won."""
+        job_ids, times, exclusive = (list(column) for column in zip(*fires, strict=True))
+        rows = await self.pool.fetch(Q["claim_ahead"], job_ids, times, exclusive, node)
+        return [run_from_row(row) for row in rows]
+
+    async def mark_started(self, started: Sequence[tuple[int, datetime]]) -> None:
+        run_ids, times = (list(column) for column in zip(*started, strict=True))
+        await self.pool.execute(Q["mark_started"], run_ids, times)
+
+    async def last_successes(self, job_ids: Sequence[str]) -> dict[str, datetime]:
+        rows = await self.pool.fetch(Q["last_successes"], list(job_ids))
+        return {row["job_id"]: row["finished_at"] for row in rows}
+
+    async def node_heartbeat(self, node: str, lease: timedelta) -> list[str]:
+        """Note this node as up; return the live nodes, sorted by name."""
+        return [row["node"] for row in await self.pool.fetch(Q["node_heartbeat"], node, lease)]
+
+    async def node_stopped(self, node: str) -> None:
+        await self.pool.execute(Q["node_stopped"], node)
 
     async def taken_fires(self, fires: Sequence[tuple[str, datetime]]) -> set[tuple[str, datetime]]:
         job_ids, times = (list(column) for column in zip(*fires, strict=True))
@@ -212,6 +234,59 @@ class RunStore:
         on acquire, and a connect to an unreachable host would otherwise take 60 s."""
         async with asyncio.timeout(timeout):
             return await self.pool.fetchval(Q["ping"])
+
+    # -- alerts (scheduler/alerts.py) ------------------------------------
+
+    async def failure_streak(self, job_id: str, run_id: int, finished_at: datetime) -> int:
+        """Runs of a job ended without success in a row, up to this one included."""
+        return await self.pool.fetchval(Q["failure_streak"], job_id, run_id, finished_at)
+
+    async def claim_run_alert(
+        self, job_id: str, run_id: int, at: datetime, node: str, min_interval: timedelta
+    ) -> bool:
+        """True for the one replica that is to send this run's alert; False when it is
+        alerted already or the job's last run alert is more recent than ``min_interval``."""
+        return await self.pool.fetchrow(Q["claim_run_alert"], job_id, run_id, at, node, min_interval) is not None
+
+    async def claim_overdue_alert(self, job_id: str, at: datetime, node: str) -> bool:
+        """True for the one replica that is to send the alert of the job's current overdue episode."""
+        return await self.pool.fetchrow(Q["claim_overdue_alert"], job_id, at, node) is not None
+
+    # -- run logs (scheduler/run_logs.py) ---------------------------------
+
+    async def write_run_logs(self, run_id: int, batch: LogBatch) -> None:
+        """Write a run's new lines and its gap of dropped lines, in one transaction."""
+        lines = batch.lines
+        async with self.pool.acquire() as conn, conn.transaction():
+            if lines:
+                await conn.execute(
+                    Q["add_run_log_lines"],
+                    run_id,
+                    [line.seq for line in lines],
+                    [line.at for line in lines],
+                    [line.level for line in lines],
+                    [line.event for line in lines],
+                    [json.dumps(line.fields) for line in lines],
+                )
+            if (marker := batch.marker()) is not None:
+                await conn.execute(
+                    Q["drop_run_log_lines"],
+                    run_id,
+                    batch.gap_after,
+                    batch.keep_from,
+                    marker.at,
+                    marker.event,
+                    marker.fields,
+                    batch.dropped,
+                )
+
+    async def run_log_lines_dropped(self, run_id: int) -> int | None:
+        """How many lines of the run's log were dropped; None for an unknown run."""
+        return await self.pool.fetchval(Q["run_log_lines_dropped"], run_id)
+
+    async def run_log_lines(self, run_id: int, after_seq: int, limit: int) -> list[RunLogLine]:
+        rows = await self.pool.fetch(Q["run_log_lines"], run_id, after_seq, limit)
+        return [RunLogLine(**dict(row)) for row in rows]
 
 
 @dataclass(frozen=True)

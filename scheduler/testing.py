@@ -84,7 +84,8 @@ async def frozen_engine(
         try:
             async with pool.acquire() as conn:
                 await apply_migrations(conn)
-            engine = Engine(config, RunStore(pool, dsn), node=node)
+            # Time moves only when the test says so: fires are claimed at their time, not ahead.
+            engine = Engine(config, RunStore(pool, dsn), node=node, claim_ahead=timedelta(0))
             await engine.start()
             try:
                 yield FrozenEngine(engine, frozen)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 from pydantic import BaseModel, ConfigDict
 
@@ -48,3 +50,74 @@ class FailParams(BaseModel):
 async def fail(ctx: JobContext, params: FailParams) -> None:
     """Always fail."""
     raise RuntimeError(params.message)
+
+
+class BlockParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = 3.0
+
+
+@task()
+async def block(ctx: JobContext, params: BlockParams) -> dict[str, float]:
+    """Block the whole event loop, as a job calling a blocking function in async code does (by mistake)."""
+    time.sleep(params.seconds)  # deliberately not asyncio.sleep: the systemd watchdog test needs a wedged loop
+    return {"blocked": params.seconds}
+
+
+class GatedProgressParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = 3
+    # The test NOTIFYs this channel to let the run go past a step.
+    channel: str = "test_gate"
+
+
+@task()
+async def gated_progress(ctx: JobContext, params: GatedProgressParams) -> dict[str, int]:
+    """Report progress ``step=1..steps`` and log each step, then wait for a NOTIFY on ``channel``
+    before the next: the test lets the run go on once it has seen the step, so none goes unseen."""
+    gate: asyncio.Queue[str] = asyncio.Queue()
+
+    def opened(*notice: object) -> None:
+        gate.put_nowait(str(notice[-1]))
+
+    async with ctx.pool.acquire() as conn:
+        await conn.add_listener(params.channel, opened)
+        try:
+            for step in range(1, params.steps + 1):
+                await ctx.report_progress(step=step, of=params.steps)
+                ctx.log.info("step_reached", step=step)
+                await gate.get()
+        finally:
+            await conn.remove_listener(params.channel, opened)
+    return {"steps": params.steps}
+
+
+class ChatterParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lines: int = 5
+    # Raise after logging, as a failing job does.
+    fail: str | None = None
+    # After logging, set tests.tasks.LOGGED[hold] and wait until the run is cancelled.
+    hold: str | None = None
+
+
+# Set by `chatter` runs with `hold`: the test awaits the event instead of polling.
+LOGGED: dict[str, asyncio.Event] = {}
+
+
+@task()
+async def chatter(ctx: JobContext, params: ChatterParams) -> dict[str, int]:
+    """Log ``lines`` events with fields, and one through a plain stdlib logger."""
+    for n in range(1, params.lines + 1):
+        ctx.log.info("chatter_line", n=n, of=params.lines, table="sessions")
+    logging.getLogger("tests.tasks").warning("plain stdlib logging, %d lines", params.lines)
+    if params.fail:
+        raise RuntimeError(params.fail)
+    if params.hold:
+        LOGGED.setdefault(params.hold, asyncio.Event()).set()
+        await ctx.cancelled.wait()
+        ctx.raise_if_cancelled()
+    return {"lines": params.lines}

@@ -151,3 +151,124 @@ SELECT * FROM maintd.audit ORDER BY id DESC LIMIT $1;
 -- name: ping
 -- Readiness: the database answers; also returns its clock.
 SELECT now();
+
+-- name: claim_ahead
+-- Claim first attempts of fires due shortly, before their time: the rows are running
+-- with started_at unset until the owner starts them at the fire time. Same order
+-- and conflict rules as claim_fires.
+INSERT INTO maintd.runs (job_id, trigger, status, scheduled_for, attempt, exclusive, heartbeat_at, node)
+SELECT f.job_id, 'schedule', 'running', f.scheduled_for, 1, f.exclusive, now(), $4
+FROM unnest($1::text[], $2::timestamptz[], $3::boolean[]) AS f(job_id, scheduled_for, exclusive)
+WHERE NOT EXISTS (SELECT 1 FROM maintd.job_state s WHERE s.job_id = f.job_id AND s.paused)
+ORDER BY f.job_id, f.scheduled_for
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: mark_started
+-- Record when runs claimed ahead really started.
+UPDATE maintd.runs r SET started_at = f.started_at
+FROM unnest($1::bigint[], $2::timestamptz[]) AS f(id, started_at)
+WHERE r.id = f.id AND r.started_at IS NULL;
+
+-- name: node_heartbeat
+-- Note that this node is up; return the live nodes (heartbeat within the lease), sorted.
+-- Nodes silent for a day are forgotten.
+WITH me AS (
+    INSERT INTO maintd.nodes AS n (node, started_at, heartbeat_at) VALUES ($1, now(), now())
+    ON CONFLICT (node) DO UPDATE SET heartbeat_at = now()
+    RETURNING n.node
+), forgotten AS (
+    DELETE FROM maintd.nodes WHERE heartbeat_at < now() - interval '1 day' AND node <> $1
+)
+SELECT node FROM me
+UNION
+SELECT node FROM maintd.nodes WHERE heartbeat_at > now() - $2::interval
+ORDER BY node;
+
+-- name: node_stopped
+-- A clean stop: the other replicas take over this node's share at once.
+DELETE FROM maintd.nodes WHERE node = $1;
+
+-- name: failure_streak
+-- Alerts (scheduler/alerts.py). How many runs of job $1 in a row, up to run $2 (ended
+-- at $3) included, ended without success: failed, timed_out, lost or cancelled since
+-- the latest success. Fires that did not run (skipped, missed) neither count nor break
+-- the streak. Runs are ordered by when they ended: a lost run ends when it is reaped.
+WITH last_success AS (
+    SELECT finished_at, id FROM maintd.runs
+    WHERE job_id = $1 AND status = 'succeeded' AND (finished_at, id) <= ($3::timestamptz, $2::bigint)
+    ORDER BY finished_at DESC, id DESC
+    LIMIT 1
+)
+SELECT count(*) FROM maintd.runs r
+WHERE r.job_id = $1
+  AND r.status IN ('failed', 'timed_out', 'lost', 'cancelled')
+  AND (r.finished_at, r.id) <= ($3::timestamptz, $2::bigint)
+  AND NOT EXISTS (SELECT 1 FROM last_success s WHERE (r.finished_at, r.id) <= (s.finished_at, s.id));
+
+-- name: claim_run_alert
+-- Claim the alert for run $2 of job $1 at $3: won (one row) unless this run was alerted
+-- already or the job's last run alert was sent less than $5 before $3. One statement,
+-- so that of several replicas exactly one wins.
+INSERT INTO maintd.alert_state AS a (job_id, kind, last_sent_at, run_id, node)
+VALUES ($1, 'run', $3, $2, $4)
+ON CONFLICT (job_id, kind) DO UPDATE
+SET last_sent_at = EXCLUDED.last_sent_at, run_id = EXCLUDED.run_id, node = EXCLUDED.node
+WHERE a.run_id IS DISTINCT FROM EXCLUDED.run_id AND a.last_sent_at <= EXCLUDED.last_sent_at - $5::interval
+RETURNING a.job_id;
+
+-- name: claim_overdue_alert
+-- Claim the overdue alert of job $1 at $2: won (one row, with the job's last success)
+-- once per episode, an episode being the time after one last success (or none ever).
+INSERT INTO maintd.alert_state AS a (job_id, kind, last_sent_at, after_success, node)
+SELECT $1, 'overdue', $2, max(finished_at), $3
+FROM maintd.runs WHERE job_id = $1 AND status = 'succeeded'
+ON CONFLICT (job_id, kind) DO UPDATE
+SET last_sent_at = EXCLUDED.last_sent_at, after_success = EXCLUDED.after_success, node = EXCLUDED.node
+WHERE a.after_success IS DISTINCT FROM EXCLUDED.after_success
+RETURNING a.after_success;
+
+-- run logs
+
+-- name: add_run_log_lines
+-- Write captured lines of a run; a line already written (a flush retried after its
+-- commit went unconfirmed) is left as it is.
+INSERT INTO maintd.run_logs (run_id, seq, at, level, event, fields)
+SELECT $1, l.seq, l.at, l.level, l.event, l.fields::jsonb
+FROM unnest($2::integer[], $3::timestamptz[], $4::text[], $5::text[], $6::text[]) AS l(seq, at, level, event, fields)
+ON CONFLICT (run_id, seq) DO NOTHING;
+
+-- name: drop_run_log_lines
+-- Delete a run's lines dropped since they were written ($2 + 1 < seq < $3), put the
+-- line saying how many were dropped ($7) at the start of the gap, and count them on the run.
+WITH gone AS (
+    DELETE FROM maintd.run_logs WHERE run_id = $1 AND seq > $2 + 1 AND seq < $3
+), marker AS (
+    INSERT INTO maintd.run_logs (run_id, seq, at, level, event, fields)
+    VALUES ($1, $2 + 1, $4, 'warning', $5, $6)
+    ON CONFLICT (run_id, seq) DO UPDATE
+    SET at = EXCLUDED.at, level = EXCLUDED.level, event = EXCLUDED.event, fields = EXCLUDED.fields
+)
+UPDATE maintd.runs SET log_lines_dropped = $7 WHERE id = $1;
+
+-- name: run_log_lines_dropped
+-- How many lines of a run's log were dropped; no row for an unknown run.
+SELECT log_lines_dropped FROM maintd.runs WHERE id = $1;
+
+-- name: run_log_lines
+-- A run's lines after line $2, in order, at most $3.
+SELECT seq, at, level, event, fields FROM maintd.run_logs
+WHERE run_id = $1 AND seq > $2
+ORDER BY seq
+LIMIT $3;
+
+-- name: last_successes
+-- When each of the given jobs last succeeded, on any replica (newest first on the
+-- (job_id, id) index: the scan stops at the first success).
+SELECT j.job_id, r.finished_at
+FROM unnest($1::text[]) AS j(job_id)
+CROSS JOIN LATERAL (
+    SELECT finished_at FROM maintd.runs
+    WHERE job_id = j.job_id AND status = 'succeeded'
+    ORDER BY id DESC LIMIT 1
+) r;

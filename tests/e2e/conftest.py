@@ -126,11 +126,18 @@ def serving(event: dict[str, Any]) -> bool:
     return str(event.get("event", "")).startswith("Uvicorn running on")
 
 
-def launch(config: Path, port: int, repo_root: Path, operator_token: str = "", viewer_token: str = "") -> Daemon:
-    """Start ``maintd run --config CONFIG`` and read its log events."""
+def launch(
+    config: Path,
+    port: int,
+    repo_root: Path,
+    operator_token: str = "",
+    viewer_token: str = "",
+    env: dict[str, str] | None = None,
+) -> Daemon:
+    """Start ``maintd run --config CONFIG`` (with ``env`` added to its environment) and read its log events."""
     process = subprocess.Popen(
         [*maintd_command(), "run", "--config", str(config)],
-        env=run_env(repo_root),
+        env=run_env(repo_root, **(env or {})),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -145,7 +152,9 @@ def start_daemon(tmp_path: Path, repo_root: Path) -> Iterator[Any]:
     """Start ``maintd run`` on a config whose [jobs] (TOML text) the test gives."""
     started: list[Daemon] = []
 
-    def start(jobs_toml: str, *, dsn: str, scheduler_toml: str = 'shutdown_grace = "5s"\n') -> Daemon:
+    def start(
+        jobs_toml: str, *, dsn: str, scheduler_toml: str = 'shutdown_grace = "5s"\n', env: dict[str, str] | None = None
+    ) -> Daemon:
         port = free_port()
         operator_token, operator_sha = new_token()
         viewer_token, viewer_sha = new_token()
@@ -155,7 +164,7 @@ def start_daemon(tmp_path: Path, repo_root: Path) -> Iterator[Any]:
             f'[[admin.tokens]]\nname = "ops"\nrole = "operator"\nsha256 = "{operator_sha}"\n'
             f'[[admin.tokens]]\nname = "watcher"\nrole = "viewer"\nsha256 = "{viewer_sha}"\n{jobs_toml}'
         )
-        daemon = launch(config, port, repo_root, operator_token, viewer_token)
+        daemon = launch(config, port, repo_root, operator_token, viewer_token, env)
         started.append(daemon)
         daemon.wait_for_event(serving)
         return daemon

@@ -22,6 +22,8 @@ from admin_api.interface import (
     JobNotFound,
     JobOut,
     RunEnded,
+    RunLogLine,
+    RunLogsOut,
     RunNotFound,
     RunOut,
     TriggerOut,
@@ -74,6 +76,16 @@ class FakeEngine:
         default_factory=lambda: {1: run(1, "cleanup"), 2: run(2, "report", "running"), 3: run(3, "cleanup", "failed")}
     )
     audit: list[AuditOut] = field(default_factory=list)
+    # Run 3 logged three lines; line 2 was dropped to keep the log within bounds.
+    logs: dict[int, list[RunLogLine]] = field(
+        default_factory=lambda: {
+            3: [
+                RunLogLine(seq=1, at=NOW, level="info", event="run_started", fields={"attempt": 1}),
+                RunLogLine(seq=2, at=NOW, level="warning", event="log_lines_dropped", fields={"dropped": 1}),
+                RunLogLine(seq=4, at=NOW, level="warning", event="run_failed", fields={"error": "boom"}),
+            ]
+        }
+    )
     not_ready: list[str] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
@@ -135,6 +147,12 @@ class FakeEngine:
             raise RunEnded(run_id, current.status)
         self._record("cancel", str(run_id), actor)
         return current
+
+    async def get_run_logs(self, run_id: int, *, after_seq: int, limit: int) -> RunLogsOut:
+        self.calls.append(("get_run_logs", {"run_id": run_id, "after_seq": after_seq, "limit": limit}))
+        self._run(run_id)
+        lines = [line for line in self.logs.get(run_id, []) if line.seq > after_seq][:limit]
+        return RunLogsOut(run_id=run_id, lines=lines, dropped=1 if run_id in self.logs else 0)
 
     async def list_audit(self, *, limit: int) -> list[AuditOut]:
         self.calls.append(("list_audit", {"limit": limit}))
@@ -214,6 +232,7 @@ READS = [
     ("GET", "/admin/jobs/cleanup"),
     ("GET", "/admin/runs"),
     ("GET", "/admin/runs/1"),
+    ("GET", "/admin/runs/1/logs"),
     ("GET", "/admin/audit"),
 ]
 MUTATIONS = [
@@ -369,6 +388,54 @@ class TestRuns:
         assert response.json() == {"detail": "run 1 has already ended (succeeded)"}
 
 
+class TestRunLogs:
+    async def test_answers_the_lines_with_offset_times_and_the_dropped_count(
+        self, viewer: httpx.AsyncClient, engine: FakeEngine
+    ) -> None:
+        response = await viewer.get("/admin/runs/3/logs")
+        assert response.status_code == 200
+        body = response.json()
+        assert (body["run_id"], body["dropped"]) == (3, 1)
+        assert body["lines"][0] == {
+            "seq": 1, "at": "2025-03-30T00:30:00+00:00", "level": "info", "event": "run_started", "fields": {"attempt": 1}
+        }
+        assert [line["seq"] for line in body["lines"]] == [1, 2, 4]
+        assert engine.calls == [("get_run_logs", {"run_id": 3, "after_seq": 0, "limit": 1000})]
+
+    async def test_after_seq_and_limit_reach_the_engine(self, viewer: httpx.AsyncClient, engine: FakeEngine) -> None:
+        body = (await viewer.get("/admin/runs/3/logs", params={"after_seq": 1, "limit": 1})).json()
+        assert [line["event"] for line in body["lines"]] == ["log_lines_dropped"]
+        assert engine.calls == [("get_run_logs", {"run_id": 3, "after_seq": 1, "limit": 1})]
+
+    async def test_a_run_without_logs_answers_no_lines(self, viewer: httpx.AsyncClient) -> None:
+        response = await viewer.get("/admin/runs/1/logs")
+        assert response.json() == {"run_id": 1, "lines": [], "dropped": 0}
+
+    async def test_unknown_run_is_404_json(self, viewer: httpx.AsyncClient) -> None:
+        response = await viewer.get("/admin/runs/99/logs")
+        assert response.status_code == 404
+        assert response.json() == {"detail": "no run 99"}
+
+    @pytest.mark.parametrize(
+        "params",
+        [{"limit": 0}, {"limit": 1001}, {"limit": "x"}, {"after_seq": -1}, {"after_seq": 2**31}, {"after_seq": "x"}],
+    )
+    async def test_bad_parameters_are_422(
+        self, viewer: httpx.AsyncClient, engine: FakeEngine, params: dict[str, Any]
+    ) -> None:
+        response = await viewer.get("/admin/runs/3/logs", params=params)
+        assert response.status_code == 422
+        assert engine.calls == []
+
+    @pytest.mark.parametrize("run_id", ["abc", "0", str(2**63)])
+    async def test_a_run_id_that_is_not_a_bigint_is_422(
+        self, viewer: httpx.AsyncClient, engine: FakeEngine, run_id: str
+    ) -> None:
+        response = await viewer.get(f"/admin/runs/{run_id}/logs")
+        assert response.status_code == 422
+        assert engine.calls == []
+
+
 class TestAudit:
     async def test_lists_admin_actions_newest_first(self, operator: httpx.AsyncClient) -> None:
         await operator.post("/admin/jobs/cleanup/pause")
@@ -486,6 +553,7 @@ class TestOpenAPI:
         "/admin/runs": {"get"},
         "/admin/runs/{run_id}": {"get"},
         "/admin/runs/{run_id}/cancel": {"post"},
+        "/admin/runs/{run_id}/logs": {"get"},
         "/admin/audit": {"get"},
     }
 
@@ -508,6 +576,8 @@ class TestOpenAPI:
             ("/admin/jobs/{job_id}/pause", "post", "200", "JobOut"),
             ("/admin/runs/{run_id}", "get", "200", "RunOut"),
             ("/admin/runs/{run_id}/cancel", "post", "202", "RunOut"),
+            ("/admin/runs/{run_id}/logs", "get", "200", "RunLogsOut"),
+            ("/admin/runs/{run_id}/logs", "get", "404", "ErrorOut"),
             ("/admin/trigger/{job_id}", "post", "409", "ErrorOut"),
             ("/admin/jobs/{job_id}", "get", "404", "ErrorOut"),
             ("/readyz", "get", "503", "NotReady"),

@@ -1,0 +1,148 @@
+"""Claim fires shortly before they are due, shared out among the live replicas.
+
+A claim at the fire time costs a database round trip before the run can start,
+and when many fires fall due at once the first replica's statement wins all of
+them, so one replica starts every run while the others idle. Claiming ahead
+takes both off the fire time: about ``window`` before a fire, the replica whose
+share it is (by a hash of the fire key over the sorted live nodes) claims it;
+at half the window every replica claims what is still unclaimed, which takes
+over the share of a replica that died or lags, and tells the others that the
+fire is taken. At the fire time the owner starts the run from memory.
+
+The database still decides: a claim ahead is the same insert of the fire key as
+a claim at the fire time, so two replicas that disagree on the live nodes can
+waste a statement, never run a fire twice. A fire that could not be claimed
+ahead (e.g. the job's previous run is still going) is claimed at its time as
+before. A run claimed ahead is ``running`` from its claim on (a manual trigger
+in that last second is refused as overlapping), and a pause that lands after it
+no longer stops that one fire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from admin_api.interface import RunOut
+from scheduler.config import JobConfig
+from scheduler.store import RunStore
+
+FireKey = tuple[str, datetime]
+# How often the loop looks for fires coming due: a quarter of the window, so the
+# owner's claim and the takeover each get at least one chance.
+_PASSES_PER_WINDOW = 4
+# Decisions about fires this long past are dropped (the job was removed, or the
+# scheduler stopped before handing the fire over).
+_FORGET_AFTER = timedelta(minutes=1)
+
+
+class Taken:
+    """A fire another replica claimed (or recorded)."""
+
+
+TAKEN = Taken()
+
+
+class ClaimAhead:
+    def __init__(
+        self,
+        store: RunStore,
+        *,
+        node: str,
+        window: timedelta,
+        lease: timedelta,
+        due_before: Callable[[datetime], list[tuple[JobConfig, datetime]]],
+        clock: Callable[[], datetime],
+        log: Any,
+    ) -> None:
+        self.store = store
+        self.node = node
+        self.window = window
+        self.lease = lease
+        self._due_before = due_before
+        self._clock = clock
+        self._log = log
+        self.live: list[str] = [node]
+        self._won: dict[FireKey, RunOut] = {}
+        self._taken: set[FireKey] = set()
+        # Claimed ahead by nobody (e.g. the previous run was still going): claimed at
+        # the fire time as usual, not tried again ahead.
+        self._undecided: set[FireKey] = set()
+
+    def owner(self, key: FireKey) -> str:
+        """The live node whose share the fire is; every replica computes the same."""
+        job_id, fire = key
+        digest = zlib.crc32(f"{job_id}@{fire.timestamp():.6f}".encode())
+        return self.live[digest % len(self.live)]
+
+    def pop(self, key: FireKey) -> RunOut | Taken | None:
+        """At the fire time: the run this replica claimed, TAKEN, or None to claim it now."""
+        self._undecided.discard(key)
+        if key in self._taken:
+            self._taken.discard(key)
+            return TAKEN
+        return self._won.pop(key, None)
+
+    def drop(self, job_id: str) -> list[RunOut]:
+        """Forget a job's fires (it was removed or rescheduled); return its runs claimed ahead."""
+        dropped = [run for key, run in self._won.items() if key[0] == job_id]
+        self._won = {key: run for key, run in self._won.items() if key[0] != job_id}
+        self._taken = {key for key in self._taken if key[0] != job_id}
+        self._undecided = {key for key in self._undecided if key[0] != job_id}
+        return dropped
+
+    @property
+    def waiting(self) -> list[RunOut]:
+        """Runs claimed ahead whose fire time has not come yet (they are heartbeated too)."""
+        return list(self._won.values())
+
+    async def run(self) -> None:
+        pause = self.window.total_seconds() / _PASSES_PER_WINDOW
+        while True:
+            try:
+                await self.claim_due()
+            except Exception as exc:  # the fire-time claim covers what this misses
+                self._log.warning("claim_ahead_failed", error=repr(exc))
+            await asyncio.sleep(pause)
+
+    async def claim_due(self) -> None:
+        """One pass: claim this replica's share of the fires due within the window, and
+        every fire still unclaimed within half of it."""
+        now = self._clock()
+        self._forget(now - _FORGET_AFTER)
+        takeover_from = now + self.window / 2
+        coming = [
+            (job, fire)
+            for job, fire in self._due_before(now + self.window)
+            if fire > now
+            and (key := (job.id, fire)) not in self._won
+            and key not in self._taken
+            and key not in self._undecided
+        ]
+        if not coming:
+            return
+        # Shares follow the nodes live right now: a replica that just started takes
+        # its share of the very next fires.
+        self.live = await self.store.node_heartbeat(self.node, self.lease)
+        fires = [(job, fire) for job, fire in coming if fire <= takeover_from or self.owner((job.id, fire)) == self.node]
+        if not fires:
+            return
+        won = await self.store.claim_ahead([(job.id, fire, job.overlap == "forbid") for job, fire in fires], self.node)
+        for run in won:
+            assert run.scheduled_for is not None
+            self._won[(run.job_id, run.scheduled_for)] = run
+        lost = [(job.id, fire) for job, fire in fires if (job.id, fire) not in self._won]
+        if lost:
+            taken = await self.store.taken_fires(lost)
+            self._taken |= taken
+            self._undecided |= {key for key in lost if key not in taken and key[1] <= takeover_from}
+
+    def _forget(self, before: datetime) -> None:
+        for key in [key for key in self._won if key[1] < before]:
+            self._log.warning("claimed_fire_not_handed_over", job_id=key[0], scheduled_for=key[1].isoformat())
+            del self._won[key]
+        self._taken = {key for key in self._taken if key[1] >= before}
+        self._undecided = {key for key in self._undecided if key[1] >= before}
