@@ -17,18 +17,22 @@ Measured in the same run:
   statement is one commit, so it waits for PostgreSQL's WAL flush);
 * **bare**: one process, APScheduler's ``AsyncIOScheduler`` with 1,000 jobs all
   due at T, each a trivial coroutine recording ``now - T``;
+* **bare x3**: the same in 3 processes at once, the CPU contention that 3
+  replicas meet on this machine (context for the maintd figure, not the target);
 * **maintd**: 3 replicas, each a real :class:`~scheduler.engine.Engine` built
   as the daemon builds it, in its own spawned OS process (own event loop, own
   pool) on one database, with the same 1,000 jobs due at T. The engine claims
-  the fires of one APScheduler pass with one ``RunStore.claim_fires``
-  statement, checks the ones it did not win with ``RunStore.taken_fires``, and
-  claims any left one by one with ``RunStore.claim_run``. The bench only
-  timestamps (when APScheduler hands each fire over, and these store calls: a
-  claim attempt is one fire in a ``claim_fires`` call or one ``claim_run``
-  call; a fire is *decided* when its winning claim returns) and reads runs,
-  duplicates and missing fires back from ``maintd.runs``. Lateness is taken
-  where bare takes it: when the job's coroutine starts (a no-op task
-  recording ``now - scheduled_for``).
+  fires ahead of T (``scheduler/claim_ahead.py``): about 1 s before, each
+  replica claims its share with one ``RunStore.claim_ahead`` statement; at
+  0.5 s every replica claims what is left and learns the rest is taken
+  (``RunStore.taken_fires``); a fire not decided by T is claimed at T with
+  ``claim_fires`` / ``claim_run``. Jobs sharing a schedule share one
+  APScheduler job. The bench only timestamps (when APScheduler hands each fire
+  over, and these store calls: a claim attempt is one fire in a claim
+  statement; a fire is *decided* when its winning claim returns, before T when
+  claimed ahead) and reads runs, duplicates and missing fires back from
+  ``maintd.runs``. Lateness is taken where bare takes it: when the job's
+  coroutine starts (a no-op task recording ``now - scheduled_for``).
 
 Every process also reports the garbage collector's pauses in its firing
 window: a collection stops the event loop, and a full one walks every object
@@ -36,13 +40,12 @@ the process holds (with 1,000 jobs, mostly their configuration, triggers and
 metric series), so it lands on the lateness of every fire still waiting.
 
 Both sides use maintd's ``ScheduleTrigger`` over the same epoch-aligned
-``every N`` schedule (so every process computes the same T), added with the
-same options, so the difference is what maintd adds: claims, the check of lost
-claims, run bookkeeping, metrics and logs. The first fire after start is
-measured, as after a deploy.
+``every N`` schedule (so every process computes the same T), so the difference
+is what maintd adds: claims, run bookkeeping (context, metrics, the
+``run_started`` log line and its copy kept with the run) and the CPU the other
+replicas take. The first fire after start is measured, as after a deploy.
 
-``--explore`` adds 3 bare processes at once (the CPU contention of 3 replicas
-on this machine) and 1 maintd replica (no competition for the claims).
+``--explore`` adds 1 maintd replica (no competition for the claims or the CPU).
 ``--profile DIR`` writes each process's cProfile stats of its firing window.
 """
 
@@ -504,6 +507,10 @@ def _ms(seconds: float) -> str:
     return f"{ms:.2f} ms" if abs(ms) < 10 else f"{ms:.1f} ms"
 
 
+def _signed_ms(seconds: float) -> str:
+    return f"{'+' if seconds >= 0 else '-'}{_ms(abs(seconds))}"
+
+
 def _distribution(label: str, values: list[float]) -> str:
     if not values:
         return f"{label}: n=0"
@@ -570,14 +577,21 @@ def _report_maintd(variant: Variant, burst: Burst, results: list[ProcessResult],
         f"({', '.join(f'{m} x{sum(c.method == m for c in claims)}' for m in CLAIM_METHODS)}), "
         f"won: {sum(c.won for c in claims)}, fires decided: {len(decided)}/{burst.jobs}"
     )
-    decided_per_s, attempts_per_s = len(decided) / last_decided, attempts / last_attempt
+    # Rates over the time the claims took, from the first claim sent (before T when
+    # claimed ahead) to the last winning claim, or the last claim, returned.
+    first_sent = min((c.sent for c in claims), default=math.nan) - t
+    decided_per_s = len(decided) / (last_decided - first_sent)
+    attempts_per_s = attempts / (last_attempt - first_sent)
     print(
-        f"  claims/s: {decided_per_s:.0f} fires decided/s (last decided at T+{_ms(last_decided)}); "
-        f"{attempts_per_s:.0f} attempts/s (last claim returned at T+{_ms(last_attempt)})"
+        f"  claims/s: {decided_per_s:.0f} fires decided/s (first claim sent at T{_signed_ms(first_sent)}, "
+        f"last decided at T{_signed_ms(last_decided)}); "
+        f"{attempts_per_s:.0f} attempts/s (last claim returned at T{_signed_ms(last_attempt)})"
     )
     print("  " + _distribution("fire decided (winning claim returned - T)", decided_at))
     lateness = [x for r in results for x in r.lateness]
     print("  " + _distribution("lateness (job coroutine start - T)", lateness))
+    for r in results:
+        print(f"    replica-{r.index}: " + _distribution("lateness", r.lateness))
     outcomes: Counter[str] = Counter()
     for r in results:
         outcomes.update(r.outcomes)
@@ -626,16 +640,15 @@ def _conclude(
 
 
 BARE = Variant("bare APScheduler", "bare", 1)
+# 3 bare processes firing at once: the CPU contention 3 replicas on this machine's cores meet.
+BARE_X3 = Variant("bare APScheduler x3 (the CPU contention of 3 replicas)", "bare", REPLICAS)
 MAINTD = Variant("maintd", "maintd", REPLICAS)
-EXPLORE = [
-    Variant("bare APScheduler x3 (the CPU contention of 3 replicas)", "bare", REPLICAS),
-    Variant("maintd, 1 replica (no competition)", "maintd", 1),
-]
+EXPLORE = [Variant("maintd, 1 replica (no competition)", "maintd", 1)]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.claims", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--explore", action="store_true", help="also run bare x3 and 1 maintd replica")
+    parser.add_argument("--explore", action="store_true", help="also run 1 maintd replica")
     parser.add_argument("--jobs", type=int, default=JOBS, help=f"jobs due at T (default {JOBS})")
     parser.add_argument("--profile", metavar="DIR", help="write each process's cProfile stats of its firing window")
     args = parser.parse_args(argv)
@@ -646,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     admin_dsn = os.environ.get("MAINTD_BENCH_DSN", DEFAULT_ADMIN_DSN)
     name = f"maintd_bench_{uuid.uuid4().hex[:8]}"
     dsn = with_database(admin_dsn, name)
-    phases = [BARE, MAINTD] + (EXPLORE if args.explore else [])
+    phases = [BARE, BARE_X3, MAINTD] + (EXPLORE if args.explore else [])
     print(f"bench.claims: {args.jobs} jobs all due at one instant T; {os.cpu_count()} CPUs; database {name}")
     began = time.time()
     asyncio.run(_admin(admin_dsn, f'CREATE DATABASE "{name}"'))
@@ -666,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== summary against bare APScheduler (1 process): round trip {_ms(rtt)}, commit {_ms(commit)}")
         for variant in phases:
             if variant.kind == "maintd":
-                contended = summaries.get(EXPLORE[0]) if variant.processes == REPLICAS else None
+                contended = summaries[BARE_X3] if variant.processes == REPLICAS else None
                 _conclude(variant.name, summaries[variant], summaries[BARE], rtt, commit, contended)
         print(f"\ntotal bench time: {time.time() - began:.0f} s")
     finally:

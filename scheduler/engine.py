@@ -41,6 +41,7 @@ from admin_api.interface import (
 )
 from jobs.context import JobCancelled, JobContext
 from scheduler.alerts import Alerter
+from scheduler.batching import Batcher
 from scheduler.claim_ahead import TAKEN, ClaimAhead
 from scheduler.clock import utcnow
 from scheduler.config import Config, JobConfig
@@ -159,6 +160,9 @@ class Engine:
         self._overdue: set[str] = set()
         # Runs claimed ahead that started in the current APScheduler pass, recorded together.
         self._started_ahead: list[tuple[int, datetime]] = []
+        self._endings: Batcher[ActiveRun, RunOut | None] = Batcher(self._write_endings)
+        # Ended and recorded runs whose log buffers the next beat writes and closes.
+        self._logs_to_close: set[int] = set()
         # Cancels requested for runs claimed ahead that have not started yet.
         self._cancel_before_start: dict[int, str] = {}
 
@@ -217,6 +221,8 @@ class Engine:
             await self._listener.close(timeout=2)
         if unrecorded := await self._flush_outcomes():
             self.log.error("runs_not_recorded_at_stop", run_ids=unrecorded)
+        closing, self._logs_to_close = self._logs_to_close, set()
+        await RUN_LOGS.flush(closing, self.store.write_runs_logs, close=True)
         await self.alerter.close(ALERTS_AT_STOP)
         self.log.info("engine_stopped")
 
@@ -322,7 +328,7 @@ class Engine:
         if len(run_times) == 1 and self._ahead is not None:
             claimed = self._ahead.pop((job.id, run_times[0]))
             if claimed is TAKEN:
-                self.metrics.fires.labels(job.id, "taken").inc()
+                self.metrics.job(job.id).fires["taken"].inc()
                 return
             if isinstance(claimed, RunOut):
                 self._start_claimed_ahead(job, claimed)
@@ -376,7 +382,7 @@ class Engine:
             taken = await self.store.taken_fires([(job.id, fire) for job, fire in lost])
             for job, fire in lost:
                 if (job.id, fire) in taken:
-                    self.metrics.fires.labels(job.id, "taken").inc()
+                    self.metrics.job(job.id).fires["taken"].inc()
                 else:
                     await self._claim_fire(job, "schedule", fire, 1, None)
         except Exception as exc:  # a fire must never take the daemon down
@@ -425,7 +431,7 @@ class Engine:
             self._ran(job, run)
             return
         if await self.store.get_fire(job.id, fire, attempt):
-            self.metrics.fires.labels(job.id, "taken").inc()
+            self.metrics.job(job.id).fires["taken"].inc()
             return
         busy = await self.store.running_run_of_job(job.id) if job.overlap == "forbid" else None
         reason = (
@@ -435,8 +441,9 @@ class Engine:
 
     def _ran(self, job: JobConfig, run: RunOut) -> None:
         assert run.scheduled_for is not None
-        self.metrics.fires.labels(job.id, "ran").inc()
-        self.metrics.fire_lateness.labels(job.id).observe(max(0.0, (self.clock() - run.scheduled_for).total_seconds()))
+        series = self.metrics.job(job.id)
+        series.fires["ran"].inc()
+        series.fire_lateness.observe(max(0.0, (self.clock() - run.scheduled_for).total_seconds()))
         self._start_run(job, run)
 
     async def _record_unrun(
@@ -446,7 +453,7 @@ class Engine:
             job.id, trigger, status, fire, attempt, self.clock(), reason, self.node
         )
         if row is not None:
-            self.metrics.fires.labels(job.id, status).inc()
+            self.metrics.job(job.id).fires[status].inc()
             self.log.info(f"fire_{status}", job_id=job.id, run_id=row.id, scheduled_for=fire.isoformat(), reason=reason)
 
     async def _catch_up(self, until: datetime, *, no_run_for: set[str] = frozenset()) -> set[str]:
@@ -526,7 +533,7 @@ class Engine:
         active = ActiveRun(run=run, job=job, ctx=ctx)
         self._active[run.id] = active
         RUN_LOGS.open(run.id, job.id)
-        self.metrics.running.labels(job.id).inc()
+        self.metrics.job(job.id).running.inc()
         active.task = self._spawn(self._execute(active), name=f"run:{run.id}")
         if (by := self._cancel_before_start.pop(run.id, None)) is not None:
             self._cancel_active(active, by)
@@ -559,20 +566,18 @@ class Engine:
         # A job that ended without ever yielding lets the runs started with it start
         # before its bookkeeping (a burst of short jobs would otherwise queue behind it).
         await asyncio.sleep(0)
-        self.metrics.running.labels(job.id).dec()
+        series = self.metrics.job(job.id)
+        series.running.dec()
         duration = (active.outcome.finished_at - run.started_at).total_seconds() if run.started_at else 0.0
-        self.metrics.runs.labels(job.id, status).inc()
-        self.metrics.run_duration.labels(job.id).observe(duration)
+        series.runs[status].inc()
+        series.run_duration.observe(duration)
         if status == "succeeded":
-            self.metrics.last_success.labels(job.id).set(active.outcome.finished_at.timestamp())
+            series.last_success.set(active.outcome.finished_at.timestamp())
             log.info("run_succeeded", duration_s=round(duration, 3), result=result)
         else:
             self.last_failure = (job.id, active.outcome.finished_at)
             log.warning(f"run_{status}", duration_s=round(duration, 3), error=error)
-        # Before the outcome: a run seen ended shows all it logged.
-        await RUN_LOGS.flush([run.id], self.store.write_run_logs)
-        if await self._record_outcome(active):
-            await RUN_LOGS.flush([run.id], self.store.write_run_logs, close=True)
+        await self._record_outcome(active)
 
     async def _record_outcome(self, active: ActiveRun) -> bool:
         """Tell the database how a run ended. If it cannot be told, the run stays
@@ -580,20 +585,33 @@ class Engine:
         run, outcome = active.run, active.outcome
         assert outcome is not None
         try:
-            ended = await self.store.finish_run(
-                run.id, outcome.status, outcome.finished_at, outcome.result, outcome.error
-            )
+            ended = await self._endings(active)
         except Exception as exc:
             self._database_ok = False
             active.ctx.log.error("run_outcome_not_recorded", status=outcome.status, error=repr(exc))
             return False
         self._active.pop(run.id, None)
+        # What it logs from here on (a retry scheduled, an alert) is written at the next beat.
+        self._logs_to_close.add(run.id)
         job = active.job
         if ended is not None:
             await self.alerter.run_ended(ended)
         if ended and ended.status in ("failed", "timed_out") and run.attempt <= job.retries and self._accepting:
             self._schedule_retry(job, ended)
         return True
+
+    async def _write_endings(self, ended: list[ActiveRun]) -> list[RunOut | None]:
+        """The runs that ended in one loop iteration (a burst of short jobs ends together):
+        their logs in one transaction, then their outcomes in one statement; a run seen
+        ended shows all it logged."""
+        await RUN_LOGS.flush([active.run.id for active in ended], self.store.write_runs_logs)
+        outcomes = []
+        for active in ended:
+            assert active.outcome is not None
+            outcome = active.outcome
+            outcomes.append((active.run.id, outcome.status, outcome.finished_at, outcome.result, outcome.error))
+        recorded = {run.id: run for run in await self.store.finish_runs(outcomes)}
+        return [recorded.get(active.run.id) for active in ended]
 
     async def _flush_outcomes(self) -> list[int]:
         """Record the outcomes the database missed; return the runs still unrecorded."""
@@ -696,12 +714,12 @@ class Engine:
                 if cancelled_by:
                     self._on_cancel_request(run_id, cancelled_by)
         # What runs logged since the last beat (for ended runs, before their outcome).
-        ended = [run_id for run_id, active in self._active.items() if active.outcome is not None]
-        await RUN_LOGS.flush(list(self._active), self.store.write_run_logs)
+        await RUN_LOGS.flush(list(self._active), self.store.write_runs_logs)
         await self._flush_outcomes()
-        await RUN_LOGS.flush([i for i in ended if i not in self._active], self.store.write_run_logs, close=True)
+        closing, self._logs_to_close = self._logs_to_close, set()
+        await RUN_LOGS.flush(closing, self.store.write_runs_logs, close=True)
         for run in await self.store.reap_lost_runs(self.lease):
-            self.metrics.runs.labels(run.job_id, "lost").inc()
+            self.metrics.job(run.job_id).runs["lost"].inc()
             self.log.warning("run_lost", job_id=run.job_id, run_id=run.id, owner=run.node, error=run.error)
             await self.alerter.run_ended(run)
         await self._check_overdue()
@@ -720,7 +738,7 @@ class Engine:
         for job in self.jobs.values():
             success = last.get(job.id)
             if success is not None:
-                self.metrics.last_success.labels(job.id).set(success.timestamp())
+                self.metrics.job(job.id).last_success.set(success.timestamp())
             if job.expect_success_within is None:
                 continue
             late = now - (success or first_seen.get(job.id, now)) > job.expect_success_within
@@ -909,8 +927,8 @@ class Engine:
         return run
 
     async def get_run_logs(self, run_id: int, *, after_seq: int, limit: int) -> RunLogsOut:
-        if run_id in self._active:  # ours: written first, so the answer is up to this moment
-            await RUN_LOGS.flush([run_id], self.store.write_run_logs)
+        if run_id in self._active or run_id in self._logs_to_close:  # ours: written first, so the answer is up to now
+            await RUN_LOGS.flush([run_id], self.store.write_runs_logs)
         dropped = await self.store.run_log_lines_dropped(run_id)
         if dropped is None:
             raise RunNotFound(run_id)

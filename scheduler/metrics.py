@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -17,6 +19,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._jobs: dict[str, JobSeries] = {}
         self.runs = Counter(
             "maintd_runs", "Runs that ended, by job and final status", ["job_id", "status"], registry=self.registry
         )
@@ -66,15 +69,37 @@ class Metrics:
                 self.alerts_sent.labels(channel, outcome)
 
 
-    def register_job(self, job_id: str) -> None:
+    def register_job(self, job_id: str) -> JobSeries:
         """Create a job's series at start: they read 0 instead of missing, and no fire pays for creating them."""
-        for outcome in ("ran", "taken", "skipped", "missed"):
-            self.fires.labels(job_id, outcome)
-        for status in RUN_STATUSES:
-            self.runs.labels(job_id, status)
-        self.run_duration.labels(job_id)
-        self.fire_lateness.labels(job_id)
-        self.running.labels(job_id)
+        series = self._jobs[job_id] = JobSeries(
+            fires={outcome: self.fires.labels(job_id, outcome) for outcome in FIRE_OUTCOMES},
+            runs={status: self.runs.labels(job_id, status) for status in RUN_STATUSES},
+            run_duration=self.run_duration.labels(job_id),
+            fire_lateness=self.fire_lateness.labels(job_id),
+            running=self.running.labels(job_id),
+            last_success=self.last_success.labels(job_id),
+        )
+        return series
+
+    def job(self, job_id: str) -> JobSeries:
+        """A job's series (looked up once: ``labels()`` validates its arguments on every call,
+        microseconds that a burst of 1,000 fires pays thousands of times)."""
+        return self._jobs.get(job_id) or self.register_job(job_id)
+
+
+@dataclass(frozen=True)
+class JobSeries:
+    """The series of one job."""
+
+    fires: dict[str, Any]  # by outcome
+    runs: dict[str, Any]  # by final status
+    run_duration: Any
+    fire_lateness: Any
+    running: Any
+    last_success: Any
+
+
+FIRE_OUTCOMES = ("ran", "taken", "skipped", "missed")
 
 
 RUN_STATUSES = ("succeeded", "failed", "cancelled", "timed_out", "lost")

@@ -16,6 +16,7 @@ gap is. Line numbers (``seq``) are those of the whole log, so the gap shows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -91,6 +92,8 @@ class LogBatch:
 
 
 Writer = Callable[[int, LogBatch], Awaitable[None]]
+# Writes the batches of several runs at once (one transaction for a burst of runs).
+ManyWriter = Callable[[list[tuple[int, LogBatch]]], Awaitable[None]]
 
 
 def json_safe(value: Any, depth: int = 0) -> Any:
@@ -280,25 +283,37 @@ class RunLogCapture:
     def close(self, run_id: int) -> RunLogBuffer | None:
         return self._buffers.pop(run_id, None)
 
-    async def flush(self, run_ids: Iterable[int], write: Writer, *, close: bool = False) -> None:
-        """Write the buffers of ``run_ids`` (those of runs in progress on the caller's engine).
+    async def flush(self, run_ids: Iterable[int], write: ManyWriter, *, close: bool = False) -> None:
+        """Write the buffers of ``run_ids`` (those of runs in progress on the caller's engine)
+        with one call of ``write``.
 
         ``close``: the runs have ended and been recorded; their buffers go, written or not.
         A failed write is logged, never raised: logs must not stop a run or a heartbeat."""
-        failed = []
-        for run_id in list(run_ids):
-            buffer = self._buffers.get(run_id)
-            if buffer is None:
-                continue
-            try:
-                await buffer.flush(write)
-            except Exception as exc:
-                failed.append((run_id, repr(exc)))
-            if close:
-                self.close(run_id)
-        if failed:
-            # runs=, not run_id=: this is about the daemon's writing, not something a run did.
-            _log.warning("run_logs_not_written", runs=[run_id for run_id, _ in failed], error=failed[0][1], closed=close)
+        buffers = sorted(
+            (buffer for run_id in set(run_ids) if (buffer := self._buffers.get(run_id)) is not None),
+            key=lambda buffer: buffer.run_id,
+        )
+        async with contextlib.AsyncExitStack() as writing:
+            # One write at a time per buffer (see RunLogBuffer.flush), taken in run order.
+            for buffer in buffers:
+                await writing.enter_async_context(buffer._writing)
+            batches = [(buffer, batch) for buffer in buffers if (batch := buffer.take())]
+            if batches:
+                try:
+                    await write([(buffer.run_id, batch) for buffer, batch in batches])
+                except Exception as exc:
+                    for buffer, batch in batches:
+                        buffer.restore(batch)
+                    # runs=, not run_id=: this is about the daemon's writing, not something a run did.
+                    _log.warning(
+                        "run_logs_not_written", runs=[b.run_id for b, _ in batches], error=repr(exc), closed=close
+                    )
+                else:
+                    for buffer, batch in batches:
+                        buffer.written(batch)
+        if close:
+            for buffer in buffers:
+                self.close(buffer.run_id)
 
     def __call__(self, logger: Any, method_name: str, event_dict: structlog.typing.EventDict) -> Any:
         run_id = event_dict.get("run_id")

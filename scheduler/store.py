@@ -171,6 +171,12 @@ class RunStore:
         row = await self.pool.fetchrow(Q["finish_run"], run_id, status, at, result, error)
         return run_from_row(row) if row else None
 
+    async def finish_runs(self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None]]) -> list[RunOut]:
+        """finish_run for many (run id, status, finished at, result, error) at once; returns the runs updated."""
+        ids, statuses, times, results, errors = (list(column) for column in zip(*outcomes, strict=True))
+        rows = await self.pool.fetch(Q["finish_runs"], ids, statuses, times, results, errors)
+        return [run_from_row(row) for row in rows]
+
     async def set_progress(self, run_id: int, progress: dict[str, Any]) -> None:
         await self.pool.execute(Q["set_progress"], run_id, progress)
 
@@ -254,21 +260,23 @@ class RunStore:
 
     # -- run logs (scheduler/run_logs.py) ---------------------------------
 
-    async def write_run_logs(self, run_id: int, batch: LogBatch) -> None:
-        """Write a run's new lines and its gap of dropped lines, in one transaction."""
-        lines = batch.lines
+    async def write_runs_logs(self, batches: Sequence[tuple[int, LogBatch]]) -> None:
+        """Write runs' new lines and their gaps of dropped lines, in one transaction."""
+        lines = [(run_id, line) for run_id, batch in batches for line in batch.lines]
         async with self.pool.acquire() as conn, conn.transaction():
             if lines:
                 await conn.execute(
                     Q["add_run_log_lines"],
-                    run_id,
-                    [line.seq for line in lines],
-                    [line.at for line in lines],
-                    [line.level for line in lines],
-                    [line.event for line in lines],
-                    [json.dumps(line.fields) for line in lines],
+                    [run_id for run_id, _ in lines],
+                    [line.seq for _, line in lines],
+                    [line.at for _, line in lines],
+                    [line.level for _, line in lines],
+                    [line.event for _, line in lines],
+                    [json.dumps(line.fields) for _, line in lines],
                 )
-            if (marker := batch.marker()) is not None:
+            for run_id, batch in batches:
+                if (marker := batch.marker()) is None:
+                    continue
                 await conn.execute(
                     Q["drop_run_log_lines"],
                     run_id,

@@ -53,6 +53,15 @@ SET status = $2, finished_at = $3, result = $4, error = $5
 WHERE id = $1 AND status IN ('running', 'lost')
 RETURNING *;
 
+-- name: finish_runs
+-- finish_run for the runs that ended together, in one statement.
+UPDATE maintd.runs r
+SET status = f.status, finished_at = f.finished_at, result = f.result, error = f.error
+FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::jsonb[], $5::text[])
+     AS f(id, status, finished_at, result, error)
+WHERE r.id = f.id AND r.status IN ('running', 'lost')
+RETURNING r.*;
+
 -- name: set_progress
 -- Publish a running run's progress.
 UPDATE maintd.runs SET progress = $2 WHERE id = $1 AND status = 'running';
@@ -231,11 +240,12 @@ RETURNING a.after_success;
 -- run logs
 
 -- name: add_run_log_lines
--- Write captured lines of a run; a line already written (a flush retried after its
+-- Write captured lines of runs; a line already written (a flush retried after its
 -- commit went unconfirmed) is left as it is.
 INSERT INTO maintd.run_logs (run_id, seq, at, level, event, fields)
-SELECT $1, l.seq, l.at, l.level, l.event, l.fields::jsonb
-FROM unnest($2::integer[], $3::timestamptz[], $4::text[], $5::text[], $6::text[]) AS l(seq, at, level, event, fields)
+SELECT l.run_id, l.seq, l.at, l.level, l.event, l.fields::jsonb
+FROM unnest($1::bigint[], $2::integer[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
+     AS l(run_id, seq, at, level, event, fields)
 ON CONFLICT (run_id, seq) DO NOTHING;
 
 -- name: drop_run_log_lines

@@ -57,7 +57,9 @@ async def test_a_runs_lines_are_kept_in_order_with_their_fields(start_engine: St
     for line in logs.lines:
         assert line.at.tzinfo is not None
         assert run.started_at - timedelta(seconds=1) <= line.at <= run.finished_at + timedelta(seconds=1)
-    # The buffer is gone once the run is recorded.
+    # Recorded runs keep their buffer until the next heartbeat writes what they logged after.
+    assert RUN_LOGS.get(run.id) is not None
+    await engine.beat()
     assert RUN_LOGS.get(run.id) is None
 
     page = await engine.get_run_logs(run.id, after_seq=2, limit=2)

@@ -42,7 +42,7 @@ def event(name: str = "batch_deleted", **fields: Any) -> dict[str, Any]:
 
 
 class Table:
-    """``maintd.run_logs`` of one run, changed the way the SQL of ``RunStore.write_run_logs`` changes it."""
+    """``maintd.run_logs`` of one run, changed the way the SQL of ``RunStore.write_runs_logs`` changes it."""
 
     def __init__(self) -> None:
         self.rows: dict[int, LogLine] = {}
@@ -279,7 +279,7 @@ class TestCapture:
     async def test_flush_logs_a_failed_write_and_close_lets_the_buffer_go(
         self, journal: io.StringIO, buffer: RunLogBuffer
     ) -> None:
-        async def broken(run_id: int, batch: LogBatch) -> None:
+        async def broken(batches: list[tuple[int, LogBatch]]) -> None:
             raise OSError("database away")
 
         structlog.get_logger("maintd.run").bind(job_id="cleanup", run_id=7).info("work")
