@@ -24,7 +24,6 @@ and the next days' reports list any earlier report never confirmed sent.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -36,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from jobs import report_store as store
 from jobs.context import JobContext
 from jobs.identifiers import Identifier, TableName
-from jobs.mail import SmtpSettings
+from jobs.mail import EMAIL_ADDRESS, SmtpSettings
 from jobs.mailer import MailNotConfigured, build_message, send_message
 from jobs.registry import task
 from jobs.report_data import (
@@ -48,12 +47,6 @@ from jobs.report_data import (
 )
 from jobs.report_render import render_report
 
-# The HTML5 (WHATWG) pattern for one address: strict enough to catch typos and
-# header injection, loose enough for every address a mail server accepts.
-_ADDRESS = re.compile(
-    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-)
 MAX_FAILURES_LISTED = 20
 LONGEST_RUNS_LISTED = 5
 # How far back the report looks for earlier reports never confirmed sent.
@@ -82,7 +75,7 @@ class DailyReportParams(BaseModel):
     @classmethod
     def _addresses(cls, addresses: list[str]) -> list[str]:
         for address in addresses:
-            if not _ADDRESS.fullmatch(address):
+            if not EMAIL_ADDRESS.fullmatch(address):
                 raise ValueError(f"not an email address: {address!r}")
         return list(dict.fromkeys(addresses))
 

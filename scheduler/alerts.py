@@ -304,7 +304,7 @@ class Alerter:
             won = await self.store.claim_overdue_alert(job_id, now, self.node)
         except Exception as exc:
             self._overdue_seen.pop(job_id, None)  # ask again at the next check
-            log.error("alert_check_failed", event="job_overdue", error=repr(exc))
+            log.error("alert_check_failed", alert="job_overdue", error=repr(exc))
             return
         if won:
             await self._deliver(overdue_alert(job_id, last_success=last_success, window=window, node=self.node, at=now))

@@ -17,36 +17,26 @@ No ``[alerts]`` section means no alerts. Secrets (a Slack URL is one) can stay
 out of the file: ``url_env`` and ``headers_env`` name environment variables,
 read at send time like ``[smtp].password_env``.
 
-Scheduler config builds on these models; this module must not import
-:mod:`scheduler.config` (it imports us), hence the duration type below is bound
-to the one duration grammar of :mod:`scheduler.durations` rather than imported.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Literal
 
 import httpx
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from jobs.daily_report import _ADDRESS as EMAIL_ADDRESS
-from jobs.mail import SmtpSettings
-from scheduler.durations import parse_duration
+from jobs.mail import EMAIL_ADDRESS, SmtpSettings
+from scheduler.config_types import Duration, Section
 
 AlertOn = Literal["failed", "timed_out", "lost", "overdue"]
-# parse_duration rejects non-strings itself, with the same wording as every other duration key.
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 DEFAULT_ON: tuple[AlertOn, ...] = ("failed", "timed_out", "lost", "overdue")
 DEFAULT_MIN_INTERVAL = timedelta(hours=1)
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class WebhookConfig(_Section):
+class WebhookConfig(Section):
     """One ``[[alerts.webhooks]]`` entry: gets a JSON POST whose ``text`` Slack shows as is."""
 
     url: str | None = None
@@ -83,7 +73,7 @@ class WebhookConfig(_Section):
         return f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
 
 
-class EmailAlertConfig(_Section):
+class EmailAlertConfig(Section):
     """``[alerts.email]``: recipients of alert mail, sent through ``[smtp]``."""
 
     to: list[str] = Field(min_length=1)
@@ -97,7 +87,7 @@ class EmailAlertConfig(_Section):
         return list(dict.fromkeys(addresses))
 
 
-class AlertsConfig(_Section):
+class AlertsConfig(Section):
     """``[alerts]``: which endings alert, after how many failures in a row, how often at most, and where."""
 
     on: frozenset[AlertOn] = frozenset(DEFAULT_ON)

@@ -15,15 +15,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from jobs.mail import SmtpSettings
 from jobs.registry import TaskLookupError, TaskSpec, resolve_task
 from scheduler.alerts_config import AlertsConfig, alerts_problems
-from scheduler.durations import parse_duration
+from scheduler.config_types import Duration, Section, TimeZone, positive
 from scheduler.schedules import Schedule, ScheduleError, parse_schedule, parse_timezone
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
@@ -42,42 +42,12 @@ class ConfigError(Exception):
         super().__init__("\n".join(self.problems))
 
 
-def _duration(value: Any) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f"expected a duration string such as '30s', got {value!r}")
-    return parse_duration(value)
-
-
-def _positive(value: timedelta) -> timedelta:
-    if value <= timedelta(0):
-        raise ValueError("must be longer than 0s")
-    return value
-
-
-def _timezone(value: Any) -> ZoneInfo:
-    if isinstance(value, ZoneInfo):
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f"expected a timezone name such as 'Europe/Berlin', got {value!r}")
-    return parse_timezone(value)
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
-TimeZone = Annotated[ZoneInfo, BeforeValidator(_timezone)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
-
-class ServerConfig(_Section):
+class ServerConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)  # 0 lets the OS pick (tests)
 
 
-class DatabaseConfig(_Section):
+class DatabaseConfig(Section):
     dsn: str = EMBEDDED
     data_dir: Path = Path("var/postgres")
     pool_size: int = Field(10, ge=2, le=200)
@@ -90,7 +60,7 @@ class DatabaseConfig(_Section):
         return value
 
 
-class SchedulerConfig(_Section):
+class SchedulerConfig(Section):
     timezone: TimeZone = ZoneInfo("UTC")
     shutdown_grace: Duration = timedelta(seconds=30)
     lease: Duration = timedelta(seconds=30)
@@ -98,20 +68,20 @@ class SchedulerConfig(_Section):
     max_clock_skew: Duration = timedelta(seconds=2)
     node: str | None = None  # name recorded on runs; default host:pid
 
-    _lease_positive = field_validator("lease")(_positive)
+    _lease_positive = field_validator("lease")(positive)
 
 
-class TokenConfig(_Section):
+class TokenConfig(Section):
     name: str = Field(min_length=1)
     role: Literal["viewer", "operator"]
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
 
 
-class AdminConfig(_Section):
+class AdminConfig(Section):
     tokens: list[TokenConfig] = []
 
 
-class JobTable(_Section):
+class JobTable(Section):
     """A ``[jobs.<id>]`` table as written; resolved into :class:`JobConfig`."""
 
     task: str
@@ -126,11 +96,11 @@ class JobTable(_Section):
     params: dict[str, Any] = {}
 
     _timeout_positive = field_validator("timeout", "expect_success_within")(
-        lambda v: v if v is None else _positive(v)
+        lambda v: v if v is None else positive(v)
     )
 
 
-class _Document(_Section):
+class _Document(Section):
     server: ServerConfig = ServerConfig()
     smtp: SmtpSettings | None = None
     database: DatabaseConfig = DatabaseConfig()

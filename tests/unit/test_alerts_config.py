@@ -72,7 +72,7 @@ to = ["ops@example.com", "ops@example.com", "dba@example.com"]
         ('on = ["failure"]', "alerts.on[0]: must be 'failed', 'timed_out', 'lost' or 'overdue', got 'failure'"),
         ("after_failures = 0", "alerts.after_failures: input should be greater than or equal to 1, got 0"),
         ('min_interval = "1 hour"', "alerts.min_interval: invalid duration '1 hour'"),
-        ("min_interval = 60", "alerts.min_interval: invalid duration 60"),
+        ("min_interval = 60", "alerts.min_interval: expected a duration string such as '30s', got 60"),
         ('retries = 3', "alerts.retries: unknown key"),
         ('[[alerts.webhooks]]\nurl = "ftp://example.com/x"',
          "alerts.webhooks[0].url: must be an http:// or https:// URL, got scheme 'ftp'"),

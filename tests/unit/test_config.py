@@ -231,3 +231,4 @@ def test_commented_examples_in_shipped_config_are_valid(repo_root: Path) -> None
     config = parse_config(tomllib.loads(examples), environ={})
     assert {"cleanup_sessions", "daily_report"} <= set(config.jobs)
     assert config.smtp is not None and config.smtp.password_env == "MAINTD_SMTP_PASSWORD"
+    assert config.alerts.webhooks[0].url_env == "MAINTD_SLACK_WEBHOOK_URL" and config.alerts.email is not None
