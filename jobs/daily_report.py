@@ -30,12 +30,12 @@ from email.utils import parseaddr
 from typing import Any, Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from jobs import report_store as store
 from jobs.context import JobContext
 from jobs.identifiers import Identifier, TableName
-from jobs.mail import EMAIL_ADDRESS, SmtpSettings
+from jobs.mail import EmailAddresses, SmtpSettings
 from jobs.mailer import MailNotConfigured, build_message, send_message
 from jobs.registry import task
 from jobs.report_data import (
@@ -58,7 +58,7 @@ class DailyReportParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    to: list[str] = Field(min_length=1, description="recipients' addresses")
+    to: EmailAddresses = Field(description="recipients' addresses")
     subject: str = Field(
         "[maintd]", max_length=100, pattern=r"^[^\r\n]*$", description="prefix of the subject line; may be empty"
     )
@@ -70,14 +70,6 @@ class DailyReportParams(BaseModel):
     sessions_table: TableName | None = Field(None, description="table of sessions to count, e.g. app.sessions")
     expires_column: Identifier | None = Field(None, description="its expiry column (timestamptz)")
     created_column: Identifier | None = Field(None, description="its creation column, to count sessions created")
-
-    @field_validator("to")
-    @classmethod
-    def _addresses(cls, addresses: list[str]) -> list[str]:
-        for address in addresses:
-            if not EMAIL_ADDRESS.fullmatch(address):
-                raise ValueError(f"not an email address: {address!r}")
-        return list(dict.fromkeys(addresses))
 
     @model_validator(mode="after")
     def _sessions_together(self) -> DailyReportParams:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
 # The HTML5 (WHATWG) pattern for one address: strict enough to catch typos and
@@ -15,6 +15,17 @@ EMAIL_ADDRESS = re.compile(
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
+
+
+def _addresses(addresses: list[str]) -> list[str]:
+    for address in addresses:
+        if not EMAIL_ADDRESS.fullmatch(address):
+            raise ValueError(f"not an email address: {address!r}")
+    return list(dict.fromkeys(addresses))
+
+
+# Recipients: at least one, each an address, duplicates dropped.
+EmailAddresses = Annotated[list[str], Field(min_length=1), AfterValidator(_addresses)]
 
 
 class SmtpSettings(BaseModel):

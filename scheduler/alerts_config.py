@@ -28,7 +28,7 @@ from typing import Literal
 import httpx
 from pydantic import Field, field_validator, model_validator
 
-from jobs.mail import EMAIL_ADDRESS, SmtpSettings
+from jobs.mail import EmailAddresses, SmtpSettings
 from scheduler.config_types import Duration, Section
 
 AlertOn = Literal["failed", "timed_out", "lost", "overdue"]
@@ -76,15 +76,7 @@ class WebhookConfig(Section):
 class EmailAlertConfig(Section):
     """``[alerts.email]``: recipients of alert mail, sent through ``[smtp]``."""
 
-    to: list[str] = Field(min_length=1)
-
-    @field_validator("to")
-    @classmethod
-    def _addresses(cls, addresses: list[str]) -> list[str]:
-        for address in addresses:
-            if not EMAIL_ADDRESS.fullmatch(address):
-                raise ValueError(f"not an email address: {address!r}")
-        return list(dict.fromkeys(addresses))
+    to: EmailAddresses
 
 
 class AlertsConfig(Section):

@@ -53,20 +53,23 @@ def create_app(config: Config, *, systemd: ServiceNotifier | None = None) -> Fas
             notifier.start(summary=engine.status_summary, healthy=lambda: engine.running)
 
             async def apply(new: Config, diff: ConfigDiff) -> None:
-                tokens.replace(_token_entries(new))
                 await engine.apply_config(new, diff)
+                tokens.replace(_token_entries(new))
 
             reloader = Reloader(config, apply=apply, audit=store.add_audit, clock=engine.clock)
-            try:
-                with reload_on_sighup(reloader):
-                    yield
-            finally:
+            # Until the engine has stopped: a SIGHUP during the drain reloads or is ignored,
+            # never the default action (which ends the process mid-drain).
+            with reload_on_sighup(reloader):
                 try:
-                    await engine.stop(config.scheduler.shutdown_grace)
+                    yield
                 finally:
-                    # Stopped after the drain, so STATUS= follows it; pings already
-                    # stopped with the scheduler, after STOPPING=1 told systemd.
-                    await notifier.stop()
+                    reloader.close()
+                    try:
+                        await engine.stop(config.scheduler.shutdown_grace)
+                    finally:
+                        # Stopped after the drain, so STATUS= follows it; pings already
+                        # stopped with the scheduler, after STOPPING=1 told systemd.
+                        await notifier.stop()
 
     app = FastAPI(title="maintd", summary="Scheduler daemon for periodic maintenance jobs", lifespan=lifespan)
     app.state.metrics_registry = metrics.registry

@@ -41,13 +41,13 @@ class Batcher(Generic[Item, Result]):
     async def _deliver(self, queued: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
             results = await self._send([item for item, _ in queued])
+            for (_, future), result in zip(queued, results, strict=True):
+                if not future.done():  # the caller may have been cancelled meanwhile
+                    future.set_result(result)
         except BaseException as exc:
+            # No caller is left waiting forever, whatever went wrong.
             for _, future in queued:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
             if not isinstance(exc, Exception):
                 raise
-            return
-        for (_, future), result in zip(queued, results, strict=True):
-            if not future.done():  # the caller may have been cancelled meanwhile
-                future.set_result(result)

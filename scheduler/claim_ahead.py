@@ -21,6 +21,7 @@ no longer stops that one fire.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import zlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -55,6 +56,7 @@ class ClaimAhead:
         window: timedelta,
         lease: timedelta,
         due_before: Callable[[datetime], list[tuple[JobConfig, datetime]]],
+        on_late_win: Callable[[RunOut], None],
         clock: Callable[[], datetime],
         log: Any,
     ) -> None:
@@ -63,6 +65,7 @@ class ClaimAhead:
         self.window = window
         self.lease = lease
         self._due_before = due_before
+        self._on_late_win = on_late_win
         self._clock = clock
         self._log = log
         self.live: list[str] = [node]
@@ -71,6 +74,10 @@ class ClaimAhead:
         # Claimed ahead by nobody (e.g. the previous run was still going): claimed at
         # the fire time as usual, not tried again ahead.
         self._undecided: set[FireKey] = set()
+        self._abandoned: list[RunOut] = []
+        # Fires handed over before any claim ahead decided them.
+        self._handed_over: set[FireKey] = set()
+        self._stopping = asyncio.Event()
 
     def owner(self, key: FireKey) -> str:
         """The live node whose share the fire is; every replica computes the same."""
@@ -84,7 +91,10 @@ class ClaimAhead:
         if key in self._taken:
             self._taken.discard(key)
             return TAKEN
-        return self._won.pop(key, None)
+        if (run := self._won.pop(key, None)) is None:
+            # A claim still under way may win it after all: see claim_due.
+            self._handed_over.add(key)
+        return run
 
     def drop(self, job_id: str) -> list[RunOut]:
         """Forget a job's fires (it was removed or rescheduled); return its runs claimed ahead."""
@@ -94,19 +104,38 @@ class ClaimAhead:
         self._undecided = {key for key in self._undecided if key[0] != job_id}
         return dropped
 
+    def in_flight(self, key: FireKey) -> bool:
+        """Handed over before any claim ahead decided it: a claim under way may still win it."""
+        return key in self._handed_over
+
     @property
     def waiting(self) -> list[RunOut]:
         """Runs claimed ahead whose fire time has not come yet (they are heartbeated too)."""
         return list(self._won.values())
 
     async def run(self) -> None:
+        """Claim until :meth:`stop`; a claim under way is finished, never cut short (its
+        insert may have committed, and a fire claimed but unknown here would be lost)."""
         pause = self.window.total_seconds() / _PASSES_PER_WINDOW
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.claim_due()
             except Exception as exc:  # the fire-time claim covers what this misses
                 self._log.warning("claim_ahead_failed", error=repr(exc))
-            await asyncio.sleep(pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), pause)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def take_abandoned(self) -> list[RunOut]:
+        """Runs claimed ahead whose fire was never handed over (and so never started)."""
+        abandoned, self._abandoned = self._abandoned, []
+        return abandoned
 
     async def claim_due(self) -> None:
         """One pass: claim this replica's share of the fires due within the window, and
@@ -133,7 +162,14 @@ class ClaimAhead:
         won = await self.store.claim_ahead([(job.id, fire, job.overlap == "forbid") for job, fire in fires], self.node)
         for run in won:
             assert run.scheduled_for is not None
-            self._won[(run.job_id, run.scheduled_for)] = run
+            key = (run.job_id, run.scheduled_for)
+            if key in self._handed_over:
+                # The answer came after the fire time (a slow database): the claim made at
+                # the fire time lost to this one, so the run is ours to start, late.
+                self._handed_over.discard(key)
+                self._on_late_win(run)
+            else:
+                self._won[key] = run
         lost = [(job.id, fire) for job, fire in fires if (job.id, fire) not in self._won]
         if lost:
             taken = await self.store.taken_fires(lost)
@@ -142,7 +178,7 @@ class ClaimAhead:
 
     def _forget(self, before: datetime) -> None:
         for key in [key for key in self._won if key[1] < before]:
-            self._log.warning("claimed_fire_not_handed_over", job_id=key[0], scheduled_for=key[1].isoformat())
-            del self._won[key]
+            self._abandoned.append(self._won.pop(key))
         self._taken = {key for key in self._taken if key[1] >= before}
+        self._handed_over = {key for key in self._handed_over if key[1] >= before}
         self._undecided = {key for key in self._undecided if key[1] >= before}

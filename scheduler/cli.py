@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import socket
 import sys
 from collections.abc import Iterator, Sequence
@@ -102,6 +103,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from scheduler.systemd import ServiceNotifier
 
     configure_logging()
+    # SIGHUP reloads once the engine runs (scheduler/reload.py); until then it must
+    # not end the process, which is its default action.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     systemd = ServiceNotifier.from_env()  # a no-op outside systemd (no $NOTIFY_SOCKET)
     server = _Server(
         uvicorn.Config(

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, TextIO
 
+from jobs.report_render import format_duration
+
 ENDED = frozenset({"succeeded", "failed", "cancelled", "timed_out", "lost", "skipped", "missed"})
 FAILED = frozenset({"failed", "timed_out", "lost"})
 # ANSI SGR codes; used only when colour is on.
@@ -67,24 +69,11 @@ def parse_time(value: str | None) -> datetime | None:
 
 
 def duration(seconds: float | None) -> str:
-    """``120ms``, ``3.2s``, ``42s``, ``1m 05s``, ``2h 03m``, ``3d 04h``."""
-    if seconds is None:
-        return "-"
-    if seconds < 1:
+    """``120ms``, ``3.2s``, ``42s``, ``1m 05s``, ``2h 03m``, ``3d 04h``: the daily report's
+    spelling, with milliseconds below a second (a terminal shows short runs too)."""
+    if seconds is not None and seconds < 1:
         return f"{round(seconds * 1000)}ms"
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h {minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours:02d}h"
+    return format_duration(seconds)
 
 
 def _span(delta: timedelta) -> str:

@@ -81,7 +81,11 @@ def _with_client(handler: Callable[[argparse.Namespace, httpx.Client], int]) -> 
         token = os.environ.get(TOKEN_ENV, "").strip()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            with httpx.Client(base_url=url, headers=headers, timeout=10) as http:
+            try:
+                http = httpx.Client(base_url=url, headers=headers, timeout=10)
+            except httpx.InvalidURL as exc:
+                raise ClientError(f"invalid daemon URL {url!r}: {exc}") from exc
+            with http:
                 return handler(args, http)
         except ClientError as exc:
             print(f"maintd {args.command}: {exc}", file=sys.stderr)
@@ -93,6 +97,8 @@ def _with_client(handler: Callable[[argparse.Namespace, httpx.Client], int]) -> 
 def _url_from_config(args: argparse.Namespace) -> str:
     server = load_config(args.config or default_config_path()).server
     host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host
+    if ":" in host:  # an IPv6 address goes in brackets in a URL
+        host = f"[{host}]"
     return f"http://{host}:{server.port}"
 
 
@@ -101,16 +107,22 @@ def _call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
         response = http.request(method, path, **kwargs)
     except httpx.TransportError as exc:
         raise ClientError(f"cannot reach the daemon at {http.base_url}: {exc}") from exc
+    except httpx.InvalidURL as exc:
+        raise ClientError(f"invalid daemon URL {http.base_url}: {exc}") from exc
     if response.status_code >= 400:
         try:
-            detail = response.json().get("detail")
+            body = response.json()
+            detail = body.get("detail", body) if isinstance(body, dict) else body
         except ValueError:
             detail = response.text
         if isinstance(detail, list):  # FastAPI's validation errors: say which parameter and why
             detail = "; ".join(f"{e.get('loc', ['?'])[-1]}: {e.get('msg')}" for e in detail if isinstance(e, dict))
         hint = f" (set ${TOKEN_ENV})" if response.status_code == 401 else ""
         raise ClientError(f"{response.status_code}: {detail}{hint}")
-    return response.json()
+    try:
+        return response.json()
+    except ValueError as exc:  # not the daemon's API answering (a proxy page, say)
+        raise ClientError(f"{response.status_code} from {http.base_url}{path} is not JSON: {response.text[:80]!r}") from exc
 
 
 def _print_json(data: Any) -> None:

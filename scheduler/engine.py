@@ -16,7 +16,7 @@ import json
 import random
 import traceback
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -70,10 +70,19 @@ UPCOMING = 5
 # Failed runs are picked up for retry by any replica for this long after they ended.
 RETRY_LOOKBACK = timedelta(days=1)
 CANCEL_CHANNEL = "maintd_cancel"
+TOO_BUSY = "missed: the daemon was too busy to fire on time"
 # At stop, alerts still being delivered get this long.
 ALERTS_AT_STOP = timedelta(seconds=5)
 # Fires are claimed this long before they are due (see scheduler/claim_ahead.py).
 CLAIM_AHEAD = timedelta(seconds=1)
+
+
+def is_overdue(job: JobConfig, last_success: datetime | None, first_seen: datetime, now: datetime) -> bool | None:
+    """The dead-man's switch: no success within ``expect_success_within`` (counted from
+    when the job was first seen if it never succeeded); None for a job without one."""
+    if job.expect_success_within is None:
+        return None
+    return now - (last_success or first_seen) > job.expect_success_within
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,7 @@ class Engine:
                 window=claim_ahead,
                 lease=self.lease,
                 due_before=self._due_before,
+                on_late_win=self._start_late_win,
                 clock=clock,
                 log=self.log,
             )
@@ -231,7 +241,8 @@ class Engine:
         claimed ahead (due within the window) still run here: nobody else would."""
         if self._ahead is None or self._claiming_ahead is None:
             return
-        self._claiming_ahead.cancel()
+        self._ahead.stop()
+        await asyncio.gather(self._claiming_ahead, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.store.node_stopped(self.node)
         if waiting := self._ahead.waiting:
@@ -241,6 +252,10 @@ class Engine:
             while self._ahead.waiting and deadline > 0:
                 await asyncio.sleep(0.05)
                 deadline -= 0.05
+        # Not handed over in time (the scheduler stalled): recorded, not left running.
+        for job_id in {run.job_id for run in self._ahead.waiting}:
+            for run in self._ahead.drop(job_id):
+                await self._finish_unstarted(run, "missed", "missed: the replica stopped before this fire was due")
 
     async def idle(self) -> None:
         """Wait until no fire is being handled and no run is in progress on this replica."""
@@ -325,13 +340,9 @@ class Engine:
             self._on_job_fire(self.jobs[job_id], run_times)
 
     def _on_job_fire(self, job: JobConfig, run_times: list[datetime]) -> None:
-        if len(run_times) == 1 and self._ahead is not None:
-            claimed = self._ahead.pop((job.id, run_times[0]))
-            if claimed is TAKEN:
-                self.metrics.job(job.id).fires["taken"].inc()
-                return
-            if isinstance(claimed, RunOut):
-                self._start_claimed_ahead(job, claimed)
+        if self._ahead is not None:
+            run_times = self._take_claimed_ahead(job, run_times)
+            if not run_times:
                 return
         if len(run_times) == 1:
             # APScheduler hands over every fire due in one pass synchronously; the
@@ -341,6 +352,50 @@ class Engine:
             self._due.append((job, run_times[0]))
             return
         self._spawn(self._handle_fire(job, run_times, None), name=f"fire:{job.id}")
+
+    def _take_claimed_ahead(self, job: JobConfig, run_times: list[datetime]) -> list[datetime]:
+        """Hand out the fires decided ahead; return those left to claim now.
+
+        Several fires at once mean the loop was blocked past some: the newest runs
+        if this replica claimed it, older ones it claimed are recorded missed, and
+        fires another replica took are that replica's."""
+        newest = run_times[-1]
+        undecided = []
+        for fire in run_times:
+            claimed = self._ahead.pop((job.id, fire)) if self._ahead is not None else None
+            if claimed is TAKEN:
+                self.metrics.job(job.id).fires["taken"].inc()
+            elif isinstance(claimed, RunOut):
+                if (by := self._cancel_before_start.get(claimed.id)) is not None:
+                    # Cancelled before its time: recorded so, and the job never starts.
+                    self._spawn(self._finish_unstarted(claimed, "cancelled", f"cancelled by {by}"), name=f"fire:{job.id}")
+                elif fire == newest:
+                    self._start_claimed_ahead(job, claimed)
+                else:
+                    self._spawn(self._finish_unstarted(claimed, "missed", TOO_BUSY), name=f"fire:{job.id}")
+            else:
+                undecided.append(fire)
+        if undecided and undecided[-1] != newest:
+            # The newest was decided ahead: the older ones left are only to be recorded.
+            self._spawn(self._record_missed(job, undecided), name=f"fire:{job.id}")
+            return []
+        return undecided
+
+    async def _record_missed(self, job: JobConfig, fires: list[datetime]) -> None:
+        try:
+            for fire in fires:
+                await self._record_unrun(job, "missed", fire, TOO_BUSY)
+        except Exception as exc:  # recorded by the catch-up once the database is back
+            self._database_ok = False
+            self.log.error("fire_failed", job_id=job.id, run_times=[t.isoformat() for t in fires], error=repr(exc))
+
+    def _start_late_win(self, run: RunOut) -> None:
+        """A claim ahead won after its fire was handed over: start it now, late."""
+        if (job := self.jobs.get(run.job_id)) is None or not self._accepting:
+            reason = "missed: the claim ahead was answered after the fire time, while stopping or reloading"
+            self._spawn(self._finish_unstarted(run, "missed", reason), name=f"fire:{run.job_id}")
+            return
+        self._start_claimed_ahead(job, run)
 
     def _start_claimed_ahead(self, job: JobConfig, run: RunOut) -> None:
         now = self.clock()
@@ -382,7 +437,9 @@ class Engine:
             taken = await self.store.taken_fires([(job.id, fire) for job, fire in lost])
             for job, fire in lost:
                 if (job.id, fire) in taken:
-                    self.metrics.job(job.id).fires["taken"].inc()
+                    # Unless it is this replica's own claim ahead, answered late (it starts then).
+                    if self._ahead is None or not self._ahead.in_flight((job.id, fire)):
+                        self.metrics.job(job.id).fires["taken"].inc()
                 else:
                     await self._claim_fire(job, "schedule", fire, 1, None)
         except Exception as exc:  # a fire must never take the daemon down
@@ -402,7 +459,7 @@ class Engine:
             # Fires APScheduler reports together came late (the loop was blocked):
             # all but the newest are recorded as missed, the newest runs.
             for fire in late:
-                await self._record_unrun(job, "missed", fire, "missed: the daemon was too busy to fire on time")
+                await self._record_unrun(job, "missed", fire, TOO_BUSY)
             await self._claim_fire(job, "schedule", due, 1, None)
         except Exception as exc:  # a fire must never take the daemon down
             # Recorded as missed (and caught up, if configured) once the database is back.
@@ -644,8 +701,9 @@ class Engine:
         if not retrying or not self._accepting:
             return
         for run in await self.store.runs_to_retry(retrying, self.clock() - RETRY_LOOKBACK):
-            if run.attempt <= self.jobs[run.job_id].retries:
-                self._schedule_retry(self.jobs[run.job_id], run)
+            job = self.jobs.get(run.job_id)  # None: removed by a reload meanwhile
+            if job is not None and run.attempt <= job.retries:
+                self._schedule_retry(job, run)
 
     def _cancel_active(self, active: ActiveRun, by: str, *, grace: timedelta = CANCEL_GRACE) -> None:
         """Ask a local run to stop; interrupt it if it has not stopped after ``grace``."""
@@ -666,6 +724,7 @@ class Engine:
     async def apply_config(self, config: Config, diff: ConfigDiff) -> None:
         """Take the jobs and settings of a reloaded config (see scheduler/reload.py).
         Runs in progress finish under the settings they started with."""
+        # The one step that can fail comes first, before anything changes.
         if diff.added:
             await self.store.register_jobs(diff.added, self.clock())
         rescheduled = [
@@ -673,41 +732,75 @@ class Engine:
         ]
         for job_id in [*diff.removed, *diff.changed]:
             self._remove_from_timer(self.jobs[job_id])
-        for job_id in [*diff.removed, *rescheduled]:
-            await self._release_claimed_ahead(job_id)
         self.jobs = dict(config.jobs)
         self.smtp = config.smtp
         self.alerter.config, self.alerter.smtp = config.alerts, config.smtp
         for job_id in [*diff.added, *diff.changed]:
             self.metrics.register_job(job_id)
             self._add_to_timer(self.jobs[job_id])
+        for job_id in diff.removed:
+            self.metrics.unregister_job(job_id)
+        # Fires claimed ahead under a schedule that no longer holds are recorded, not run.
+        released = [run for job_id in [*diff.removed, *rescheduled] for run in self._drop_claimed_ahead(job_id)]
+        for run in released:
+            await self._finish_unstarted(run, "skipped", "skipped: the job was changed by a config reload before this fire")
 
-    async def _release_claimed_ahead(self, job_id: str) -> None:
-        """A fire claimed ahead under a schedule that no longer holds is recorded, not run."""
-        if self._ahead is None:
+    def _drop_claimed_ahead(self, job_id: str) -> list[RunOut]:
+        return self._ahead.drop(job_id) if self._ahead is not None else []
+
+    async def _finish_unstarted(self, run: RunOut, status: str, reason: str) -> None:
+        """Record a fire claimed ahead that will not run here; never raises (it is
+        declared lost after the lease if the database cannot be told)."""
+        self._cancel_before_start.pop(run.id, None)
+        try:
+            await self.store.finish_run(run.id, status, self.clock(), None, reason)
+        except Exception as exc:
+            self.log.warning("claimed_fire_not_recorded", job_id=run.job_id, run_id=run.id, error=repr(exc))
             return
-        for run in self._ahead.drop(job_id):
-            await self.store.finish_run(
-                run.id, "skipped", self.clock(), None, "skipped: the job was changed by a config reload before this fire"
-            )
+        series = self.metrics.job(run.job_id)
+        (series.runs if status == "cancelled" else series.fires)[status].inc()
+        self.log.info(f"fire_{status}", job_id=run.job_id, run_id=run.id, scheduled_for=str(run.scheduled_for), reason=reason)
 
     # -- heartbeat and reaper ----------------------------------------------
 
-    async def _heartbeat_loop(self) -> None:
+    async def _heartbeat_loop(self, beat: Callable[[], Awaitable[None]] | None = None) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval.total_seconds())
             try:
-                await self.beat()
+                await (beat or self.beat)()
             except Exception as exc:
                 self._database_ok = False
                 self.log.warning("heartbeat_failed", error=repr(exc))
+
+    async def _beat_own_runs_loop(self) -> None:
+        await self._heartbeat_loop(self._beat_own_runs)
 
     async def beat(self) -> None:
         """One heartbeat: keep this replica's runs alive and pick up cancel requests (a
         fallback for NOTIFY), reap lost runs cluster-wide, check the clock, and after a
         database outage record what it made this replica miss."""
-        if self._ahead is not None:
+        if self._ahead is not None and not self._ahead.stopping:  # a stopping replica takes no share
             self._ahead.live = await self.store.node_heartbeat(self.node, self.lease)
+        if self._ahead is not None:
+            for run in self._ahead.take_abandoned():
+                await self._finish_unstarted(run, "missed", "missed: the fire was claimed ahead but never handed over")
+        await self._beat_own_runs()
+        for run in await self.store.reap_lost_runs(self.lease):
+            if run.status == "missed":
+                self.metrics.job(run.job_id).fires["missed"].inc()
+                self.log.warning("fire_missed", job_id=run.job_id, run_id=run.id, owner=run.node, reason=run.error)
+                continue
+            self.metrics.job(run.job_id).runs["lost"].inc()
+            self.log.warning("run_lost", job_id=run.job_id, run_id=run.id, owner=run.node, error=run.error)
+            await self.alerter.run_ended(run)
+        await self._check_overdue()
+        await self._check_clock()
+        await self._recovered(until=self.clock())
+        await self._sweep_retries()
+
+    async def _beat_own_runs(self) -> None:
+        """The part of a heartbeat about this process's own runs: keep them alive, pick
+        up cancel requests, write what they logged and how those that ended ended."""
         waiting = [run.id for run in self._ahead.waiting] if self._ahead is not None else []
         if self._active or waiting:
             for run_id, cancelled_by in (await self.store.heartbeat([*self._active, *waiting])).items():
@@ -718,14 +811,6 @@ class Engine:
         await self._flush_outcomes()
         closing, self._logs_to_close = self._logs_to_close, set()
         await RUN_LOGS.flush(closing, self.store.write_runs_logs, close=True)
-        for run in await self.store.reap_lost_runs(self.lease):
-            self.metrics.job(run.job_id).runs["lost"].inc()
-            self.log.warning("run_lost", job_id=run.job_id, run_id=run.id, owner=run.node, error=run.error)
-            await self.alerter.run_ended(run)
-        await self._check_overdue()
-        await self._check_clock()
-        await self._recovered(until=self.clock())
-        await self._sweep_retries()
 
     async def _check_overdue(self) -> None:
         """Every job's last success, cluster-wide, into the metrics; and the dead-man's
@@ -739,9 +824,11 @@ class Engine:
             success = last.get(job.id)
             if success is not None:
                 self.metrics.job(job.id).last_success.set(success.timestamp())
-            if job.expect_success_within is None:
+            late = is_overdue(job, success, first_seen.get(job.id, now), now)
+            if late is None:
+                with contextlib.suppress(KeyError):  # the window was removed by a reload
+                    self.metrics.overdue.remove(job.id)
                 continue
-            late = now - (success or first_seen.get(job.id, now)) > job.expect_success_within
             self.metrics.overdue.labels(job.id).set(int(late))
             if not late:
                 continue
@@ -857,7 +944,7 @@ class Engine:
             paused = bool(states.get(job_id) and states[job_id]["paused"])
             upcoming = job.schedule.upcoming(now, UPCOMING)
             success, window = successes.get(job_id), job.expect_success_within
-            since = success or (states[job_id]["first_seen"] if job_id in states else now)
+            first_seen = states[job_id]["first_seen"] if job_id in states else now
             outs.append(
                 JobOut(
                     id=job.id,
@@ -875,7 +962,7 @@ class Engine:
                     retries=job.retries,
                     expect_success_within_s=window.total_seconds() if window else None,
                     last_success_at=success,
-                    overdue=None if window is None else now - since > window,
+                    overdue=is_overdue(job, success, first_seen, now),
                 )
             )
         return outs
@@ -985,7 +1072,8 @@ class Engine:
             started = await self.trigger(job_id, actor)
             if on_started is not None:
                 on_started(started)
-            heartbeat = asyncio.create_task(self._heartbeat_loop(), name="maintd-heartbeat")
+            # Only its own run's beat: a one-off process reaps, alerts and catches up nothing.
+            heartbeat = asyncio.create_task(self._beat_own_runs_loop(), name="maintd-heartbeat")
             await self.idle()
             # An outcome the database missed is retried by the beats until it is recorded.
             while started.run_id in self._active:
@@ -994,6 +1082,9 @@ class Engine:
             if heartbeat is not None:
                 heartbeat.cancel()
                 await asyncio.gather(heartbeat, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._beat_own_runs()  # the run's last log lines
+            await self.alerter.close(ALERTS_AT_STOP)
             if listener is not None:
                 with contextlib.suppress(Exception):
                     await listener.close(timeout=2)

@@ -81,6 +81,23 @@ class Metrics:
         )
         return series
 
+    def unregister_job(self, job_id: str) -> None:
+        """Drop a removed job's series: a stale 1 in maintd_job_overdue would alert forever."""
+        self._jobs.pop(job_id, None)
+        for metric, labels in (
+            *((self.fires, (job_id, outcome)) for outcome in FIRE_OUTCOMES),
+            *((self.runs, (job_id, status)) for status in RUN_STATUSES),
+            (self.run_duration, (job_id,)),
+            (self.fire_lateness, (job_id,)),
+            (self.running, (job_id,)),
+            (self.last_success, (job_id,)),
+            (self.overdue, (job_id,)),
+        ):
+            try:
+                metric.remove(*labels)
+            except KeyError:  # never created
+                pass
+
     def job(self, job_id: str) -> JobSeries:
         """A job's series (looked up once: ``labels()`` validates its arguments on every call,
         microseconds that a burst of 1,000 fires pays thousands of times)."""

@@ -110,11 +110,19 @@ class Reloader:
         self._audit = audit
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        """The daemon is stopping: later reloads are ignored."""
+        self._closed = True
 
     async def reload(self, path: Path | None = None) -> ConfigDiff | None:
-        """Apply the file's current content; None when it was rejected."""
+        """Apply the file's current content; None when it was rejected or ignored."""
         async with self._lock:
             path = path or self.config.path
+            if self._closed:
+                log.warning("config_reload_ignored", path=str(path), reason="the daemon is stopping")
+                return None
             try:
                 new = load_config(path)
             except ConfigError as exc:
@@ -149,6 +157,8 @@ def reload_on_sighup(reloader: Reloader) -> Iterator[None]:
         yield
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
+        # Not the default action (ending the process) for a reload sent while it stops.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 async def _reload_logged(reloader: Reloader) -> None:

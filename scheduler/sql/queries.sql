@@ -73,10 +73,16 @@ WHERE id = ANY($1::bigint[]) AND status = 'running'
 RETURNING id, cancel_requested_by;
 
 -- name: reap_lost_runs
--- Declare lost the runs whose owner stopped heartbeating for longer than the lease.
+-- Declare lost the runs whose owner stopped heartbeating for longer than the lease;
+-- a fire claimed ahead whose owner stopped before it was due never started: missed.
 UPDATE maintd.runs
-SET status = 'lost', finished_at = now(),
-    error = 'lost: node ' || node || ' stopped heartbeating (last at ' || heartbeat_at || ')'
+SET status = CASE WHEN started_at IS NULL THEN 'missed' ELSE 'lost' END,
+    finished_at = now(),
+    error = CASE
+        WHEN started_at IS NULL THEN 'missed: node ' || node
+            || ' claimed this fire ahead and stopped heartbeating before it was due (last at ' || heartbeat_at || ')'
+        ELSE 'lost: node ' || node || ' stopped heartbeating (last at ' || heartbeat_at || ')'
+    END
 WHERE status = 'running' AND heartbeat_at < now() - $1::interval
 RETURNING *;
 

@@ -1,0 +1,391 @@
+"""Claiming fires ahead of their time, shared out among replicas (scheduler/claim_ahead.py).
+
+The store is a fake holding fire keys in a dict: it answers the three calls
+ClaimAhead makes (node_heartbeat, claim_ahead, taken_fires) the way the SQL
+does, and records what was asked, so a test sees which fires a pass claimed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from admin_api.interface import RunOut
+from scheduler.claim_ahead import TAKEN, ClaimAhead, FireKey
+from scheduler.config import JobConfig
+from tests.configs import make_config, sql_job
+
+pytestmark = pytest.mark.unit
+
+WINDOW = timedelta(seconds=1)
+LEASE = timedelta(seconds=30)
+T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+# Due within the window but not within half of it, seen from T0: only owners claim it.
+FIRE = T0 + timedelta(milliseconds=900)
+# From here on, FIRE is within half the window: everyone claims what is undecided.
+TAKEOVER = FIRE - WINDOW / 2 + timedelta(milliseconds=50)
+
+
+class FakeStore:
+    """The rows of maintd.runs that matter here: fire key -> node holding it."""
+
+    def __init__(self, live: list[str]) -> None:
+        self.live = live
+        self.rows: dict[FireKey, str] = {}
+        # Keys the insert does not take although nobody holds them (e.g. the job's previous run is still going).
+        self.blocked: set[FireKey] = set()
+        self.claims: list[list[FireKey]] = []
+        self.heartbeats = 0
+        self._next_id = 1
+
+    async def node_heartbeat(self, node: str, lease: timedelta) -> list[str]:
+        self.heartbeats += 1
+        return sorted({*self.live, node})
+
+    async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[RunOut]:
+        self.claims.append([(job_id, fire) for job_id, fire, _ in fires])
+        won = []
+        for job_id, fire, _ in fires:
+            if (job_id, fire) in self.rows or (job_id, fire) in self.blocked:
+                continue
+            self.rows[(job_id, fire)] = node
+            won.append(run_out(self._next_id, job_id, fire, node))
+            self._next_id += 1
+        return won
+
+    async def taken_fires(self, fires: Sequence[tuple[str, datetime]]) -> set[FireKey]:
+        return {key for key in fires if key in self.rows}
+
+    @property
+    def last_claim(self) -> set[FireKey]:
+        return set(self.claims[-1]) if self.claims else set()
+
+
+class FakeLog:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.events.append((event, fields))
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def run_out(run_id: int, job_id: str, fire: datetime, node: str) -> RunOut:
+    return RunOut(
+        id=run_id,
+        job_id=job_id,
+        trigger="schedule",
+        status="running",
+        scheduled_for=fire,
+        started_at=None,
+        finished_at=None,
+        duration_s=None,
+        node=node,
+    )
+
+
+def jobs(count: int) -> dict[str, JobConfig]:
+    return dict(make_config({f"job-{n:03d}": sql_job(schedule="every 2s") for n in range(count)}).jobs)
+
+
+class Schedule:
+    """What the engine's _due_before answers: the given (job, fire) pairs due before ``until``."""
+
+    def __init__(self, fires: Iterable[tuple[JobConfig, datetime]]) -> None:
+        self.fires = list(fires)
+
+    def __call__(self, until: datetime) -> list[tuple[JobConfig, datetime]]:
+        return [(job, fire) for job, fire in self.fires if fire < until]
+
+
+def claim_ahead(store: FakeStore, node: str, schedule: Schedule, clock: Clock, log: FakeLog | None = None) -> ClaimAhead:
+    return ClaimAhead(
+        store,  # type: ignore[arg-type]  # the fake answers the calls ClaimAhead makes
+        node=node,
+        window=WINDOW,
+        lease=LEASE,
+        due_before=schedule,
+        on_late_win=lambda run: None,
+        clock=clock,
+        log=log or FakeLog(),
+    )
+
+
+def replica(node: str, live: list[str]) -> ClaimAhead:
+    ahead = claim_ahead(FakeStore(live), node, Schedule([]), Clock(T0))
+    ahead.live = live
+    return ahead
+
+
+def keys(count: int, fires: int = 1) -> list[FireKey]:
+    return [(f"job-{n:03d}", T0 + timedelta(seconds=2 * f)) for n in range(count) for f in range(fires)]
+
+
+# -- owner ------------------------------------------------------------------
+
+
+def test_every_replica_names_the_same_owner_for_every_fire() -> None:
+    live = ["node-a", "node-b", "node-c"]
+    replicas = [replica(node, live) for node in live]
+    for key in keys(50, fires=4):
+        owners = {ahead.owner(key) for ahead in replicas}
+        assert len(owners) == 1, key
+        assert owners <= set(live)
+        # Deterministic: asked again (or by a fresh object, as after a restart), the same answer.
+        assert replica("node-a", live).owner(key) == replicas[0].owner(key)
+
+
+def test_the_owner_depends_on_the_instant_not_on_how_it_is_written() -> None:
+    """Replicas whose APScheduler hands over fire times in different zones still agree."""
+    live = ["node-a", "node-b", "node-c"]
+    ahead = replica("node-a", live)
+    for job_id, fire in keys(50, fires=2):
+        assert ahead.owner((job_id, fire)) == ahead.owner((job_id, fire.astimezone(ZoneInfo("Asia/Tokyo"))))
+
+
+def test_shares_are_roughly_even_over_three_nodes() -> None:
+    live = ["maintd-1", "maintd-2", "maintd-3"]
+    ahead = replica("maintd-1", live)
+    fire_keys = keys(200, fires=5)
+    assert len(fire_keys) == 1000
+    shares = Counter(ahead.owner(key) for key in fire_keys)
+    assert set(shares) == set(live)
+    for node in live:
+        assert 250 <= shares[node] <= 420, shares
+
+
+def test_a_single_live_node_owns_everything() -> None:
+    ahead = replica("solo", ["solo"])
+    assert {ahead.owner(key) for key in keys(100)} == {"solo"}
+
+
+# -- pop and drop -----------------------------------------------------------
+
+
+async def test_pop_returns_the_run_won_or_taken_or_none_and_forgets_the_key() -> None:
+    [job_won, job_taken, job_undecided, job_unseen] = jobs(4).values()
+    store = FakeStore(["solo"])
+    store.rows[(job_taken.id, FIRE)] = "other"
+    store.blocked.add((job_undecided.id, FIRE))
+    clock = Clock(TAKEOVER)
+    ahead = claim_ahead(store, "solo", Schedule((job, FIRE) for job in (job_won, job_taken, job_undecided)), clock)
+    await ahead.claim_due()
+
+    won = ahead.pop((job_won.id, FIRE))
+    assert isinstance(won, RunOut)
+    assert (won.job_id, won.scheduled_for, won.node) == (job_won.id, FIRE, "solo")
+    assert ahead.pop((job_taken.id, FIRE)) is TAKEN
+    assert ahead.pop((job_undecided.id, FIRE)) is None
+    assert ahead.pop((job_unseen.id, FIRE)) is None
+    # Popped keys are forgotten: a second look finds nothing.
+    for job in (job_won, job_taken, job_undecided):
+        assert ahead.pop((job.id, FIRE)) is None
+    assert ahead.waiting == []
+
+
+async def test_drop_returns_the_jobs_waiting_runs_and_forgets_its_keys() -> None:
+    [job_x, job_y] = jobs(2).values()
+    later, latest = FIRE + timedelta(milliseconds=10), FIRE + timedelta(milliseconds=20)
+    store = FakeStore(["solo"])
+    store.rows[(job_x.id, later)] = "other"
+    store.blocked.add((job_x.id, latest))
+    schedule = Schedule([(job_x, FIRE), (job_y, FIRE), (job_x, later), (job_x, latest)])
+    clock = Clock(TAKEOVER)
+    ahead = claim_ahead(store, "solo", schedule, clock)
+    await ahead.claim_due()
+    assert {(run.job_id, run.scheduled_for) for run in ahead.waiting} == {(job_x.id, FIRE), (job_y.id, FIRE)}
+
+    dropped = ahead.drop(job_x.id)
+    assert [(run.job_id, run.scheduled_for) for run in dropped] == [(job_x.id, FIRE)]
+    assert [run.job_id for run in ahead.waiting] == [job_y.id]
+    assert ahead.pop((job_x.id, FIRE)) is None
+    assert ahead.pop((job_x.id, later)) is None  # no longer TAKEN
+    # Its taken and undecided fires are forgotten too: the next pass considers them again.
+    await ahead.claim_due()
+    assert store.last_claim == {(job_x.id, FIRE), (job_x.id, later), (job_x.id, latest)}
+    assert ahead.drop("no-such-job") == []
+
+
+# -- claim_due --------------------------------------------------------------
+
+
+async def test_each_replica_claims_only_its_share_until_half_the_window_is_left() -> None:
+    live = ["node-a", "node-b", "node-c"]
+    all_jobs = list(jobs(30).values())
+    store = FakeStore(live)
+    clock = Clock(T0)
+    ahead = claim_ahead(store, "node-b", Schedule((job, FIRE) for job in all_jobs), clock)
+    ahead.live = live
+    owners = {job.id: ahead.owner((job.id, FIRE)) for job in all_jobs}
+    ahead.live = ["node-b"]  # as at start: the first pass must learn the others from the heartbeat
+    share = {(job_id, FIRE) for job_id, owner in owners.items() if owner == "node-b"}
+    of_a = {(job_id, FIRE) for job_id, owner in owners.items() if owner == "node-a"}
+    of_c = {(job_id, FIRE) for job_id, owner in owners.items() if owner == "node-c"}
+    assert share and of_a and of_c  # the check below would prove nothing otherwise
+
+    await ahead.claim_due()
+    assert ahead.live == live
+    assert store.claims and store.last_claim == share
+    assert {(run.job_id, run.scheduled_for) for run in ahead.waiting} == share
+
+    # node-a claims its share in time; node-c is dead and never does.
+    for key in of_a:
+        store.rows[key] = "node-a"
+    clock.now = T0 + timedelta(milliseconds=200)  # FIRE still more than half a window away
+    await ahead.claim_due()
+    assert store.last_claim == share  # nothing new asked for: its share is decided
+    assert len(store.claims) == 1
+
+    clock.now = TAKEOVER
+    await ahead.claim_due()
+    assert store.last_claim == of_a | of_c  # everything not decided here
+    assert {(run.job_id, run.scheduled_for) for run in ahead.waiting} == share | of_c
+
+    clock.now = TAKEOVER + timedelta(milliseconds=100)
+    calls = len(store.claims)
+    await ahead.claim_due()
+    assert len(store.claims) == calls  # all decided: no statement
+    assert all(ahead.pop(key) is TAKEN for key in of_a)
+
+
+async def test_fires_at_or_before_now_are_not_claimed_ahead() -> None:
+    [job] = jobs(1).values()
+    store = FakeStore(["solo"])
+    clock = Clock(FIRE)
+    ahead = claim_ahead(store, "solo", Schedule([(job, FIRE - timedelta(milliseconds=1)), (job, FIRE)]), clock)
+    await ahead.claim_due()
+    assert store.claims == []
+    assert ahead.waiting == []
+
+
+async def test_a_fire_nobody_could_claim_is_not_retried_ahead_after_the_takeover() -> None:
+    live = ["node-a", "node-b", "node-c"]
+    all_jobs = list(jobs(30).values())
+    probe = claim_ahead(FakeStore(live), "node-a", Schedule([]), Clock(T0))
+    probe.live = live
+    mine = next(job for job in all_jobs if probe.owner((job.id, FIRE)) == "node-a")
+    theirs = next(job for job in all_jobs if probe.owner((job.id, FIRE)) == "node-b")
+    store = FakeStore(live)
+    store.blocked |= {(mine.id, FIRE), (theirs.id, FIRE)}  # e.g. their previous runs are still going
+    clock = Clock(T0)
+    ahead = claim_ahead(store, "node-a", Schedule([(mine, FIRE), (theirs, FIRE)]), clock)
+
+    await ahead.claim_due()
+    assert store.last_claim == {(mine.id, FIRE)}
+    # Lost before the takeover point and not taken: tried again at the takeover.
+    clock.now = TAKEOVER
+    await ahead.claim_due()
+    assert store.last_claim == {(mine.id, FIRE), (theirs.id, FIRE)}
+    assert ahead.waiting == []
+
+    # Lost at the takeover and still not taken: undecided, left to the claim at the fire time.
+    calls = len(store.claims)
+    store.blocked.clear()
+    for step in (100, 200, 300):
+        clock.now = TAKEOVER + timedelta(milliseconds=step)
+        await ahead.claim_due()
+    assert len(store.claims) == calls
+    assert ahead.pop((mine.id, FIRE)) is None
+    assert ahead.pop((theirs.id, FIRE)) is None
+
+
+async def test_decisions_older_than_a_minute_are_forgotten() -> None:
+    [job_won, job_taken, job_taken_too] = jobs(3).values()
+    store = FakeStore(["solo"])
+    store.rows[(job_taken.id, FIRE)] = "other"
+    store.rows[(job_taken_too.id, FIRE)] = "other"
+    clock = Clock(TAKEOVER)
+    ahead = claim_ahead(store, "solo", Schedule((job, FIRE) for job in (job_won, job_taken, job_taken_too)), clock)
+    await ahead.claim_due()
+    [won] = ahead.waiting
+    assert won.job_id == job_won.id
+
+    # The fire was never handed over (say the scheduler stalled): kept for a minute...
+    clock.now = FIRE + timedelta(seconds=59)
+    await ahead.claim_due()
+    assert ahead.waiting == [won]
+    assert ahead.pop((job_taken.id, FIRE)) is TAKEN
+    assert ahead.take_abandoned() == []
+
+    # ... then dropped, and handed to the engine to be recorded (it never started).
+    clock.now = FIRE + timedelta(seconds=61)
+    await ahead.claim_due()
+    assert ahead.waiting == []
+    assert ahead.pop((job_won.id, FIRE)) is None
+    assert ahead.pop((job_taken_too.id, FIRE)) is None
+    assert ahead.take_abandoned() == [won]
+    assert ahead.take_abandoned() == []
+
+
+async def test_the_loop_keeps_going_after_a_failed_pass() -> None:
+    [job] = jobs(1).values()
+
+    class FailingOnce(FakeStore):
+        failures = 1
+
+        async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[RunOut]:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("database away")
+            return await super().claim_ahead(fires, node)
+
+    store = FailingOnce(["solo"])
+    log = FakeLog()
+    # A short window, so that passes come every 10 ms; FIRE is within half of it.
+    ahead = claim_ahead(store, "solo", Schedule([(job, FIRE)]), Clock(FIRE - timedelta(milliseconds=10)), log)
+    ahead.window = timedelta(milliseconds=40)
+    loop = asyncio.create_task(ahead.run())
+    try:
+        async with asyncio.timeout(5):
+            while not ahead.waiting:
+                await asyncio.sleep(0.005)
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+    assert [event for event, _ in log.events] == ["claim_ahead_failed"]
+    assert [run.job_id for run in ahead.waiting] == [job.id]
+
+
+async def test_stop_lets_a_claim_under_way_finish_and_ends_the_loop() -> None:
+    """A claim cut short may have committed: a fire claimed but unknown here would be lost."""
+    [job] = jobs(1).values()
+
+    class SlowAnswer(FakeStore):
+        def __init__(self, live: list[str]) -> None:
+            super().__init__(live)
+            self.asked = asyncio.Event()
+            self.answer = asyncio.Event()
+
+        async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[RunOut]:
+            won = await super().claim_ahead(fires, node)  # committed...
+            self.asked.set()
+            await self.answer.wait()  # ... but the answer is still on its way
+            return won
+
+    store = SlowAnswer(["solo"])
+    ahead = claim_ahead(store, "solo", Schedule([(job, FIRE)]), Clock(TAKEOVER))
+    loop = asyncio.create_task(ahead.run())
+    try:
+        await asyncio.wait_for(store.asked.wait(), timeout=5)
+        ahead.stop()
+        assert ahead.stopping
+        store.answer.set()
+        await asyncio.wait_for(asyncio.shield(loop), timeout=5)  # ends by itself
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+    assert [(run.job_id, run.scheduled_for) for run in ahead.waiting] == [(job.id, FIRE)]
+    assert len(store.claims) == 1
