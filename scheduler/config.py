@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -128,6 +128,13 @@ class JobConfig:
     @property
     def timezone(self) -> ZoneInfo:
         return self.schedule.timezone
+
+    def overdue(self, last_success: datetime | None, first_seen: datetime, now: datetime) -> bool | None:
+        """The dead-man's switch: no success within ``expect_success_within`` (counted from
+        when the job was first seen if it never succeeded); None for a job without one."""
+        if self.expect_success_within is None:
+            return None
+        return now - (last_success or first_seen) > self.expect_success_within
 
     def describe(self) -> dict[str, Any]:
         """The job's settings as plain values: what a config reload compares and logs."""
