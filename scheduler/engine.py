@@ -1,11 +1,14 @@
 """The engine: APScheduler does the timing, PostgreSQL decides what runs.
 
-For every fire APScheduler reports, the engine claims ``(job, fire time,
-attempt)`` in the database; only the replica whose insert wins runs it, and a
-fire that does not run (previous run still going, job paused, daemon too busy)
-is recorded as ``skipped`` or ``missed``. Runs heartbeat while they run, and
-any replica declares lost those whose owner stopped heartbeating for longer
-than the lease. The engine implements :class:`admin_api.interface.AdminEngine`.
+Every fire is claimed as ``(job, fire time, attempt)`` in the database; only the
+replica whose insert wins runs it. Fires are claimed about a second ahead, each
+replica its share first (``scheduler/claim_ahead.py``); what was not decided
+ahead is claimed when APScheduler hands the fire over. A fire that does not run
+(previous run still going, job paused, daemon too busy) is recorded as
+``skipped`` or ``missed``. Runs heartbeat while they run, and any replica
+declares lost those whose owner stopped heartbeating for longer than the lease.
+Jobs sharing a schedule share one APScheduler job. What admins ask of the
+engine is in :mod:`scheduler.engine_admin`.
 """
 
 from __future__ import annotations
