@@ -56,7 +56,13 @@ def create_app(config: Config, *, systemd: ServiceNotifier | None = None) -> Fas
                 await engine.apply_config(new, diff)
                 tokens.replace(_token_entries(new))
 
-            reloader = Reloader(config, apply=apply, audit=store.add_audit, clock=engine.clock)
+            reloader = Reloader(
+                config,
+                apply=apply,
+                audit=store.add_audit,
+                clock=engine.clock,
+                announce=(notifier.reloading, notifier.reloaded),
+            )
             # Until the engine has stopped: a SIGHUP during the drain reloads or is ignored,
             # never the default action (which ends the process mid-drain).
             with reload_on_sighup(reloader):

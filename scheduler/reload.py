@@ -104,8 +104,12 @@ class Reloader:
         apply: Callable[[Config, ConfigDiff], Awaitable[None]],
         audit: Callable[[AuditEntry], Awaitable[None]],
         clock: Callable[[], datetime],
+        announce: tuple[Callable[[], None], Callable[[], None]] | None = None,
     ) -> None:
+        """``announce``: called as a reload begins and once it has ended (systemd's
+        RELOADING=1 and READY=1)."""
         self.config = config
+        self._announce = announce
         self._apply = apply
         self._audit = audit
         self._clock = clock
@@ -123,22 +127,32 @@ class Reloader:
             if self._closed:
                 log.warning("config_reload_ignored", path=str(path), reason="the daemon is stopping")
                 return None
+            if self._announce is None:
+                return await self._reload(path)
+            began, ended = self._announce
+            began()
             try:
-                new = load_config(path)
-            except ConfigError as exc:
-                log.error("config_reload_rejected", path=str(path), problems=exc.problems, kept="the running config")
-                return None
-            diff = diff_configs(self.config, new)
-            if diff.empty:
-                log.info("config_reload_unchanged", path=str(path))
-                return diff
-            await self._apply(new, diff)
-            self.config = new
-            if diff.needs_restart:
-                log.warning("config_reload_needs_restart", keys=diff.needs_restart)
-            log.info("config_reloaded", path=str(path), **diff.as_dict())
-            await self._audit(AuditEntry(self._clock(), "SIGHUP", "reload", str(path), None, diff.as_dict()))
+                return await self._reload(path)
+            finally:
+                ended()
+
+    async def _reload(self, path: Path | None) -> ConfigDiff | None:
+        try:
+            new = load_config(path)
+        except ConfigError as exc:
+            log.error("config_reload_rejected", path=str(path), problems=exc.problems, kept="the running config")
+            return None
+        diff = diff_configs(self.config, new)
+        if diff.empty:
+            log.info("config_reload_unchanged", path=str(path))
             return diff
+        await self._apply(new, diff)
+        self.config = new
+        if diff.needs_restart:
+            log.warning("config_reload_needs_restart", keys=diff.needs_restart)
+        log.info("config_reloaded", path=str(path), **diff.as_dict())
+        await self._audit(AuditEntry(self._clock(), "SIGHUP", "reload", str(path), None, diff.as_dict()))
+        return diff
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -180,6 +181,16 @@ class ServiceNotifier:
         """Migrations ran, the scheduler started and the port is bound."""
         self._sent_status = self.status()
         self.notifier.notify(READY=1, STATUS=self._sent_status, MAINPID=self.pid)
+
+    def reloading(self) -> None:
+        """A config reload (SIGHUP) began; systemd shows the unit reloading until :meth:`reloaded`."""
+        # MONOTONIC_USEC: CLOCK_MONOTONIC, which time.monotonic() reads on Linux.
+        self.notifier.notify(RELOADING=1, MONOTONIC_USEC=time.monotonic_ns() // 1000, STATUS="reloading config")
+
+    def reloaded(self) -> None:
+        """The reload ended, applied or rejected: the unit is ready again."""
+        self._sent_status = self.status()
+        self.notifier.notify(READY=1, STATUS=self._sent_status)
 
     def stopping(self) -> None:
         """A stop was asked for: said at once, before running jobs are drained."""

@@ -156,6 +156,21 @@ def test_ready_and_stopping(systemd_socket: tuple[str, Systemd]) -> None:
     service.close()
 
 
+def test_a_reload_is_announced_and_ends_ready(systemd_socket: tuple[str, Systemd]) -> None:
+    path, systemd = systemd_socket
+    service = ServiceNotifier(Notifier(path), None, pid=4242)
+    service._summary = lambda: "3 jobs, 0 running, last failure: none"
+    before = time.monotonic_ns() // 1000
+    service.reloading()
+    fields = dict(line.split("=", 1) for line in systemd.next()[1].splitlines())
+    assert fields["RELOADING"] == "1" and fields["STATUS"] == "reloading config"
+    # systemd compares MONOTONIC_USEC with its own CLOCK_MONOTONIC reading.
+    assert before <= int(fields["MONOTONIC_USEC"]) <= time.monotonic_ns() // 1000
+    service.reloaded()
+    assert systemd.next()[1] == "READY=1\nSTATUS=3 jobs, 0 running, last failure: none"
+    service.close()
+
+
 async def test_status_is_sent_when_it_changes(systemd_socket: tuple[str, Systemd]) -> None:
     path, systemd = systemd_socket
     status = ["1 jobs, 0 running, last failure: none"]
