@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -58,9 +57,6 @@ _VERBS = {"failed": "failed", "timed_out": "timed out", "lost": "was lost"}
 _REASON_CHARS = 300
 _ERROR_TAIL_LINES = 40
 _ERROR_TAIL_CHARS = 6000
-# httpx logs every request's full URL at INFO, and a webhook URL is often a secret
-# (Slack's is): only its warnings reach the journal. Our own events name the host only.
-logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)

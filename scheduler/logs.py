@@ -62,3 +62,5 @@ def configure_logging(*, level: str = "info", stream: TextIO | None = None, json
     # APScheduler logs every fire at INFO; the daemon logs runs itself.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # httpx logs every request's full URL at INFO, and an alert webhook's URL is often a secret.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
