@@ -75,7 +75,8 @@ class ClaimAhead:
         # the fire time as usual, not tried again ahead.
         self._undecided: set[FireKey] = set()
         self._abandoned: list[RunOut] = []
-        # Fires handed over before any claim ahead decided them.
+        # Fires in the claim statement under way, and those of them handed over before it answered.
+        self._claiming: set[FireKey] = set()
         self._handed_over: set[FireKey] = set()
         self._stopping = asyncio.Event()
 
@@ -91,8 +92,8 @@ class ClaimAhead:
         if key in self._taken:
             self._taken.discard(key)
             return TAKEN
-        if (run := self._won.pop(key, None)) is None:
-            # A claim still under way may win it after all: see claim_due.
+        if (run := self._won.pop(key, None)) is None and key in self._claiming:
+            # The claim under way may win it after all: see claim_due.
             self._handed_over.add(key)
         return run
 
@@ -159,7 +160,13 @@ class ClaimAhead:
         fires = [(job, fire) for job, fire in coming if fire <= takeover_from or self.owner((job.id, fire)) == self.node]
         if not fires:
             return
-        won = await self.store.claim_ahead([(job.id, fire, job.overlap == "forbid") for job, fire in fires], self.node)
+        self._claiming = {(job.id, fire) for job, fire in fires}
+        try:
+            won = await self.store.claim_ahead(
+                [(job.id, fire, job.overlap == "forbid") for job, fire in fires], self.node
+            )
+        finally:
+            self._claiming = set()
         for run in won:
             assert run.scheduled_for is not None
             key = (run.job_id, run.scheduled_for)
@@ -170,7 +177,8 @@ class ClaimAhead:
                 self._on_late_win(run)
             else:
                 self._won[key] = run
-        lost = [(job.id, fire) for job, fire in fires if (job.id, fire) not in self._won]
+        won_keys = {(run.job_id, run.scheduled_for) for run in won}
+        lost = [(job.id, fire) for job, fire in fires if (job.id, fire) not in won_keys]
         if lost:
             taken = await self.store.taken_fires(lost)
             self._taken |= taken
