@@ -69,7 +69,7 @@ def create_app(config: Config, *, systemd: ServiceNotifier | None = None) -> Fas
                 try:
                     yield
                 finally:
-                    reloader.close()
+                    await reloader.close()
                     try:
                         await engine.stop(config.scheduler.shutdown_grace)
                     finally:

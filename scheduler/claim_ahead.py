@@ -154,14 +154,17 @@ class ClaimAhead:
         ]
         if not coming:
             return
-        # Shares follow the nodes live right now: a replica that just started takes
-        # its share of the very next fires.
-        self.live = await self.store.node_heartbeat(self.node, self.lease)
-        fires = [(job, fire) for job, fire in coming if fire <= takeover_from or self.owner((job.id, fire)) == self.node]
-        if not fires:
-            return
-        self._claiming = {(job.id, fire) for job, fire in fires}
+        # Watched from here on: a fire handed over while this pass waits is known to be.
+        self._claiming = {(job.id, fire) for job, fire in coming}
         try:
+            # Shares follow the nodes live right now: a replica that just started takes
+            # its share of the very next fires.
+            self.live = await self.store.node_heartbeat(self.node, self.lease)
+            fires = [
+                (job, fire) for job, fire in coming if fire <= takeover_from or self.owner((job.id, fire)) == self.node
+            ]
+            if not fires:
+                return
             won = await self.store.claim_ahead(
                 [(job.id, fire, job.overlap == "forbid") for job, fire in fires], self.node
             )

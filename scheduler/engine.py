@@ -42,7 +42,7 @@ from scheduler.config import Config, JobConfig
 from scheduler.durations import format_duration
 from scheduler.engine_admin import ALERTS_AT_STOP, READINESS_TIMEOUT_S, EngineAdmin
 from scheduler.fire_executor import FireExecutor, fire_placeholder
-from scheduler.metrics import Metrics
+from scheduler.metrics import JobSeries, Metrics
 from scheduler.reload import ConfigDiff
 from scheduler.run_logs import RUN_LOGS
 from scheduler.schedules import ScheduleTrigger
@@ -64,6 +64,8 @@ CLAIM_SETTLE = timedelta(seconds=2)
 RETRY_LOOKBACK = timedelta(days=1)
 CANCEL_CHANNEL = "maintd_cancel"
 TOO_BUSY = "missed: the daemon was too busy to fire on time"
+# At stop, a claim ahead under way gets this long to be answered.
+CLAIM_AT_STOP_S = 5.0
 # Fires are claimed this long before they are due (see scheduler/claim_ahead.py).
 CLAIM_AHEAD = timedelta(seconds=1)
 
@@ -85,6 +87,8 @@ class ActiveRun:
     run: RunOut
     job: JobConfig
     ctx: JobContext
+    # Its job's metric series, kept: a reload that removes the job drops them meanwhile.
+    series: JobSeries
     task: asyncio.Task[None] | None = None
     cancelled_by: str | None = None
     hard_cancel: asyncio.TimerHandle | None = field(default=None, repr=False)
@@ -146,6 +150,8 @@ class Engine(EngineAdmin):
             else None
         )
         self._claiming_ahead: asyncio.Task[None] | None = None
+        # The newest fire APScheduler handed over, per job.
+        self._newest_handed_over: dict[str, datetime] = {}
         # APScheduler job id -> the ids of the jobs sharing that schedule.
         self._timers: dict[str, list[str]] = {}
         self.alerter = Alerter(config.alerts, store, node=node, smtp=config.smtp, metrics=self.metrics, clock=clock)
@@ -225,6 +231,11 @@ class Engine(EngineAdmin):
         if self._ahead is None or self._claiming_ahead is None:
             return
         self._ahead.stop()
+        # The claim under way is let finish, within bounds: a database that does not answer
+        # must not hold the stop (a claim committed but never heard of is reaped as missed).
+        _, unfinished = await asyncio.wait({self._claiming_ahead}, timeout=CLAIM_AT_STOP_S)
+        for task in unfinished:
+            task.cancel()
         await asyncio.gather(self._claiming_ahead, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.store.node_stopped(self.node)
@@ -323,6 +334,7 @@ class Engine(EngineAdmin):
             self._on_job_fire(self.jobs[job_id], run_times)
 
     def _on_job_fire(self, job: JobConfig, run_times: list[datetime]) -> None:
+        self._newest_handed_over[job.id] = run_times[-1]
         if self._ahead is not None:
             run_times = self._take_claimed_ahead(job, run_times)
             if not run_times:
@@ -373,9 +385,19 @@ class Engine(EngineAdmin):
             self.log.error("fire_failed", job_id=job.id, run_times=[t.isoformat() for t in fires], error=repr(exc))
 
     def _start_late_win(self, run: RunOut) -> None:
-        """A claim ahead won after its fire was handed over: start it now, late."""
-        if (job := self.jobs.get(run.job_id)) is None or not self._accepting:
-            reason = "missed: the claim ahead was answered after the fire time, while stopping or reloading"
+        """A claim ahead won after its fire was handed over: start it now, late, unless
+        the fire no longer stands (the job was removed or rescheduled, a newer fire was
+        handed over meanwhile, or this replica is stopping)."""
+        job, fire = self.jobs.get(run.job_id), run.scheduled_for
+        assert fire is not None
+        stands = (
+            job is not None
+            and self._accepting
+            and job.schedule.next_after(fire - timedelta(microseconds=1)) == fire
+            and fire >= self._newest_handed_over.get(run.job_id, fire)
+        )
+        if job is None or not stands:
+            reason = "missed: the claim ahead was answered after the fire time, and the fire no longer stood"
             self._spawn(self._finish_unstarted(run, "missed", reason), name=f"fire:{run.job_id}")
             return
         self._start_claimed_ahead(job, run)
@@ -570,10 +592,10 @@ class Engine(EngineAdmin):
             smtp=self.smtp,
             _progress=lambda progress: self.store.set_progress(run.id, progress),
         )
-        active = ActiveRun(run=run, job=job, ctx=ctx)
+        active = ActiveRun(run=run, job=job, ctx=ctx, series=self.metrics.job(job.id))
         self._active[run.id] = active
         RUN_LOGS.open(run.id, job.id)
-        self.metrics.job(job.id).running.inc()
+        active.series.running.inc()
         active.task = self._spawn(self._execute(active), name=f"run:{run.id}")
         if (by := self._cancel_before_start.pop(run.id, None)) is not None:
             self._cancel_active(active, by)
@@ -606,7 +628,7 @@ class Engine(EngineAdmin):
         # A job that ended without ever yielding lets the runs started with it start
         # before its bookkeeping (a burst of short jobs would otherwise queue behind it).
         await asyncio.sleep(0)
-        series = self.metrics.job(job.id)
+        series = active.series
         series.running.dec()
         duration = (active.outcome.finished_at - run.started_at).total_seconds() if run.started_at else 0.0
         series.runs[status].inc()
@@ -649,7 +671,9 @@ class Engine(EngineAdmin):
         for active in ended:
             assert active.outcome is not None
             outcome = active.outcome
-            outcomes.append((active.run.id, outcome.status, outcome.finished_at, outcome.result, outcome.error))
+            outcomes.append(
+                (active.run.id, outcome.status, outcome.finished_at, outcome.result, outcome.error, active.run.started_at)
+            )
         recorded = {run.id: run for run in await self.store.finish_runs(outcomes)}
         return [recorded.get(active.run.id) for active in ended]
 
@@ -721,12 +745,12 @@ class Engine(EngineAdmin):
         for job_id in [*diff.added, *diff.changed]:
             self.metrics.register_job(job_id)
             self._add_to_timer(self.jobs[job_id])
-        for job_id in diff.removed:
-            self.metrics.unregister_job(job_id)
         # Fires claimed ahead under a schedule that no longer holds are recorded, not run.
         released = [run for job_id in [*diff.removed, *rescheduled] for run in self._drop_claimed_ahead(job_id)]
         for run in released:
             await self._finish_unstarted(run, "skipped", "skipped: the job was changed by a config reload before this fire")
+        for job_id in diff.removed:
+            self.metrics.unregister_job(job_id)
 
     def _drop_claimed_ahead(self, job_id: str) -> list[RunOut]:
         return self._ahead.drop(job_id) if self._ahead is not None else []
@@ -736,12 +760,15 @@ class Engine(EngineAdmin):
         declared lost after the lease if the database cannot be told)."""
         self._cancel_before_start.pop(run.id, None)
         try:
-            await self.store.finish_run(run.id, status, self.clock(), None, reason)
+            recorded = await self.store.finish_run(run.id, status, self.clock(), None, reason)
         except Exception as exc:
             self.log.warning("claimed_fire_not_recorded", job_id=run.job_id, run_id=run.id, error=repr(exc))
             return
-        series = self.metrics.job(run.job_id)
-        (series.runs if status == "cancelled" else series.fires)[status].inc()
+        if recorded is None:  # the reaper (or another path) recorded it already
+            return
+        if run.job_id in self.jobs:  # a removed job's series are gone, not to be made again
+            series = self.metrics.job(run.job_id)
+            (series.runs if status == "cancelled" else series.fires)[status].inc()
         self.log.info(f"fire_{status}", job_id=run.job_id, run_id=run.id, scheduled_for=str(run.scheduled_for), reason=reason)
 
     # -- heartbeat and reaper ----------------------------------------------

@@ -116,9 +116,11 @@ class Reloader:
         self._lock = asyncio.Lock()
         self._closed = False
 
-    def close(self) -> None:
-        """The daemon is stopping: later reloads are ignored."""
+    async def close(self) -> None:
+        """The daemon is stopping: a reload under way is let finish, later ones are ignored."""
         self._closed = True
+        async with self._lock:
+            pass
 
     async def reload(self, path: Path | None = None) -> ConfigDiff | None:
         """Apply the file's current content; None when it was rejected or ignored."""

@@ -171,10 +171,13 @@ class RunStore:
         row = await self.pool.fetchrow(Q["finish_run"], run_id, status, at, result, error)
         return run_from_row(row) if row else None
 
-    async def finish_runs(self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None]]) -> list[RunOut]:
-        """finish_run for many (run id, status, finished at, result, error) at once; returns the runs updated."""
-        ids, statuses, times, results, errors = (list(column) for column in zip(*outcomes, strict=True))
-        rows = await self.pool.fetch(Q["finish_runs"], ids, statuses, times, results, errors)
+    async def finish_runs(
+        self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None]]
+    ) -> list[RunOut]:
+        """finish_run for many (run id, status, finished at, result, error, started at) at once;
+        returns the runs updated."""
+        ids, statuses, times, results, errors, started = (list(column) for column in zip(*outcomes, strict=True))
+        rows = await self.pool.fetch(Q["finish_runs"], ids, statuses, times, results, errors, started)
         return [run_from_row(row) for row in rows]
 
     async def set_progress(self, run_id: int, progress: dict[str, Any]) -> None:

@@ -188,7 +188,9 @@ class ServiceNotifier:
         self.notifier.notify(RELOADING=1, MONOTONIC_USEC=time.monotonic_ns() // 1000, STATUS="reloading config")
 
     def reloaded(self) -> None:
-        """The reload ended, applied or rejected: the unit is ready again."""
+        """The reload ended, applied or rejected: the unit is ready again (unless it is stopping)."""
+        if self._stopping:
+            return
         self._sent_status = self.status()
         self.notifier.notify(READY=1, STATUS=self._sent_status)
 

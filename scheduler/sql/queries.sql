@@ -54,12 +54,16 @@ WHERE id = $1 AND status IN ('running', 'lost')
 RETURNING *;
 
 -- name: finish_runs
--- finish_run for the runs that ended together, in one statement.
+-- finish_run for the runs that ended together, in one statement; also sets when they
+-- started where mark_started did not get through. A run claimed ahead that the reaper
+-- took for never started (missed, started_at unset) reports its real outcome too: only
+-- its owner knows the run's id to report on it.
 UPDATE maintd.runs r
-SET status = f.status, finished_at = f.finished_at, result = f.result, error = f.error
-FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::jsonb[], $5::text[])
-     AS f(id, status, finished_at, result, error)
-WHERE r.id = f.id AND r.status IN ('running', 'lost')
+SET status = f.status, finished_at = f.finished_at, result = f.result, error = f.error,
+    started_at = coalesce(r.started_at, f.started_at)
+FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::jsonb[], $5::text[], $6::timestamptz[])
+     AS f(id, status, finished_at, result, error, started_at)
+WHERE r.id = f.id AND (r.status IN ('running', 'lost') OR (r.status = 'missed' AND r.started_at IS NULL))
 RETURNING r.*;
 
 -- name: set_progress

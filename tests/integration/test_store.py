@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -90,3 +90,28 @@ async def test_a_run_has_finished_at_exactly_when_it_has_ended(store: RunStore) 
     run = await store.claim_run(claim("a"))
     with pytest.raises(asyncpg.CheckViolationError):
         await store.pool.execute("UPDATE maintd.runs SET status = 'succeeded' WHERE id = $1", run.id)
+
+
+async def test_a_fire_claimed_ahead_by_a_silent_owner_is_reaped_missed_and_a_started_run_lost(
+    store: RunStore,
+) -> None:
+    [ahead] = await store.claim_ahead([("nightly", FIRE, True)], "node-a")
+    started = await store.claim_run(claim("node-b", fire=datetime(2026, 5, 2, tzinfo=UTC), exclusive=False))
+    assert ahead.started_at is None and started is not None
+    await store.pool.execute("UPDATE maintd.runs SET heartbeat_at = now() - interval '1 minute'")
+    reaped = {run.id: run for run in await store.reap_lost_runs(timedelta(seconds=30))}
+    assert reaped[ahead.id].status == "missed" and "claimed this fire ahead" in (reaped[ahead.id].error or "")
+    assert reaped[started.id].status == "lost"
+
+
+async def test_the_owner_of_a_run_reaped_as_never_started_still_records_its_outcome(store: RunStore) -> None:
+    # The run started, but mark_started never got through and its owner fell silent for a lease.
+    [run] = await store.claim_ahead([("nightly", FIRE, True)], "node-a")
+    await store.pool.execute("UPDATE maintd.runs SET heartbeat_at = now() - interval '1 minute'")
+    [reaped] = await store.reap_lost_runs(timedelta(seconds=30))
+    assert reaped.status == "missed"
+    started, ended = FIRE, datetime(2026, 5, 1, 0, 5, tzinfo=UTC)
+    [recorded] = await store.finish_runs([(run.id, "succeeded", ended, {"ok": True}, None, started)])
+    assert (recorded.status, recorded.started_at, recorded.result) == ("succeeded", started, {"ok": True})
+    # Once recorded, the outcome is not overwritten.
+    assert await store.finish_run(run.id, "skipped", ended, None, "a late reload") is None
