@@ -756,8 +756,8 @@ class Engine(EngineAdmin):
         return self._ahead.drop(job_id) if self._ahead is not None else []
 
     async def _finish_unstarted(self, run: RunOut, status: str, reason: str) -> None:
-        """Record a fire claimed ahead that will not run here; never raises (it is
-        declared lost after the lease if the database cannot be told)."""
+        """Record a fire claimed ahead that will not run here; never raises (if the
+        database cannot be told, the reaper records it missed after the lease)."""
         self._cancel_before_start.pop(run.id, None)
         try:
             recorded = await self.store.finish_run(run.id, status, self.clock(), None, reason)
