@@ -28,7 +28,7 @@ DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 def pytest_configure(config: pytest.Config) -> None:
     # structlog through the stdlib, as in the daemon, so caplog sees job events.
-    configure_logging(json=False)
+    configure_logging(json=False, through_stdlib=True)
 
 
 def _with_database(dsn: str, database: str) -> str:
