@@ -137,8 +137,8 @@ def test_metrics_and_alerts_after_a_success_a_failure_and_a_skipped_fire(
         assert _samples(scrape, "maintd_build_info{")
         assert 'maintd_run_duration_seconds_count{job_id="export_invoices"} 1.0' in scrape
 
-        # A success ends the overdue episode.
+        # A success ends the overdue episode. (With a 1 s window the job is overdue again
+        # a second later: a new episode, alerted once more; not asserted here.)
         backup = http.post("/admin/trigger/nightly_backup").json()
         assert daemon.follow(backup["run_id"])["status"] == "succeeded"
         daemon.wait_for_event(lambda e: e.get("event") == "job_no_longer_overdue")
-    assert webhook.posts.empty() or all(p["event"] != "job_overdue" for p in list(webhook.posts.queue))
