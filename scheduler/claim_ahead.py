@@ -56,6 +56,7 @@ class ClaimAhead:
         window: timedelta,
         lease: timedelta,
         due_before: Callable[[datetime], list[tuple[JobConfig, datetime]]],
+        on_win: Callable[[RunOut], None],
         on_late_win: Callable[[RunOut], None],
         clock: Callable[[], datetime],
         log: Any,
@@ -65,6 +66,7 @@ class ClaimAhead:
         self.window = window
         self.lease = lease
         self._due_before = due_before
+        self._on_win = on_win
         self._on_late_win = on_late_win
         self._clock = clock
         self._log = log
@@ -180,6 +182,7 @@ class ClaimAhead:
                 self._on_late_win(run)
             else:
                 self._won[key] = run
+                self._on_win(run)
         won_keys = {(run.job_id, run.scheduled_for) for run in won}
         lost = [(job.id, fire) for job, fire in fires if (job.id, fire) not in won_keys]
         if lost:

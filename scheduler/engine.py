@@ -142,6 +142,7 @@ class Engine(EngineAdmin):
                 window=claim_ahead,
                 lease=self.lease,
                 due_before=self._due_before,
+                on_win=self._prepare_claimed_ahead,
                 on_late_win=self._start_late_win,
                 clock=clock,
                 log=self.log,
@@ -162,6 +163,8 @@ class Engine(EngineAdmin):
         self._endings: Batcher[ActiveRun, RunOut | None] = Batcher(self._write_endings)
         # Ended and recorded runs whose log buffers the next beat writes and closes.
         self._logs_to_close: set[int] = set()
+        # Runs claimed ahead, built and waiting for their fire time; by run id.
+        self._prepared: dict[int, ActiveRun] = {}
         # Cancels requested for runs claimed ahead that have not started yet.
         self._cancel_before_start: dict[int, str] = {}
 
@@ -402,13 +405,23 @@ class Engine(EngineAdmin):
             return
         self._start_claimed_ahead(job, run)
 
+    def _prepare_claimed_ahead(self, run: RunOut) -> None:
+        """A fire won ahead: build its run's context now, so that at the fire time (when a
+        burst of fires starts together) only the start itself is left to do."""
+        if (job := self.jobs.get(run.job_id)) is not None:
+            self._prepared[run.id] = self._prepare_run(job, run)
+
     def _start_claimed_ahead(self, job: JobConfig, run: RunOut) -> None:
         now = self.clock()
         if not self._started_ahead:
             asyncio.get_running_loop().call_soon(self._flush_started_ahead)
         self._started_ahead.append((run.id, now))
-        self._ran(job, run.model_copy(update={"started_at": now}))
-
+        active = self._prepared.pop(run.id, None)
+        if active is None or active.job is not job:  # not prepared, or the job was changed by a reload since
+            active = self._prepare_run(job, run)
+        # The run object is this engine's own (the claim's answer), not shared.
+        active.run.started_at = now
+        self._ran(active)
     def _flush_started_ahead(self) -> None:
         started, self._started_ahead = self._started_ahead, []
         self._spawn(self._record_started(started), name=f"fire:started-{len(started)}")
@@ -434,7 +447,7 @@ class Engine(EngineAdmin):
             )
             due_jobs = {job.id: job for job, _ in due}
             for run in won:
-                self._ran(due_jobs[run.job_id], run)
+                self._ran(self._prepare_run(due_jobs[run.job_id], run))
             claimed = {(run.job_id, run.scheduled_for) for run in won}
             lost = [(job, fire) for job, fire in due if (job.id, fire) not in claimed]
             if not lost:
@@ -490,7 +503,7 @@ class Engine(EngineAdmin):
             )
         )
         if run is not None:
-            self._ran(job, run)
+            self._ran(self._prepare_run(job, run))
             return
         if await self.store.get_fire(job.id, fire, attempt):
             self.metrics.job(job.id).fires["taken"].inc()
@@ -501,12 +514,13 @@ class Engine(EngineAdmin):
         )
         await self._record_unrun(job, "skipped", fire, reason, trigger=trigger, attempt=attempt)
 
-    def _ran(self, job: JobConfig, run: RunOut) -> None:
-        assert run.scheduled_for is not None
-        series = self.metrics.job(job.id)
-        series.fires["ran"].inc()
-        series.fire_lateness.observe(max(0.0, (self.clock() - run.scheduled_for).total_seconds()))
-        self._start_run(job, run)
+    def _ran(self, active: ActiveRun) -> None:
+        """A fire starts its run."""
+        scheduled_for = active.run.scheduled_for
+        assert scheduled_for is not None
+        active.series.fires["ran"].inc()
+        active.series.fire_lateness.observe(max(0.0, (self.clock() - scheduled_for).total_seconds()))
+        self._launch(active)
 
     async def _record_unrun(
         self, job: JobConfig, status: str, fire: datetime, reason: str, *, trigger: str = "schedule", attempt: int = 1
@@ -577,6 +591,10 @@ class Engine(EngineAdmin):
     # -- runs ------------------------------------------------------------
 
     def _start_run(self, job: JobConfig, run: RunOut) -> None:
+        self._launch(self._prepare_run(job, run))
+
+    def _prepare_run(self, job: JobConfig, run: RunOut) -> ActiveRun:
+        """The run's context, logger and metric series; nothing is registered yet."""
         assert run.scheduled_for is not None
         log = structlog.get_logger("maintd.run").bind(job_id=job.id, run_id=run.id, node=self.node)
         ctx = JobContext(
@@ -592,12 +610,15 @@ class Engine(EngineAdmin):
             smtp=self.smtp,
             _progress=lambda progress: self.store.set_progress(run.id, progress),
         )
-        active = ActiveRun(run=run, job=job, ctx=ctx, series=self.metrics.job(job.id))
-        self._active[run.id] = active
-        RUN_LOGS.open(run.id, job.id)
+        return ActiveRun(run=run, job=job, ctx=ctx, series=self.metrics.job(job.id))
+
+    def _launch(self, active: ActiveRun) -> None:
+        run_id = active.run.id
+        self._active[run_id] = active
+        RUN_LOGS.open(run_id, active.job.id)
         active.series.running.inc()
-        active.task = self._spawn(self._execute(active), name=f"run:{run.id}")
-        if (by := self._cancel_before_start.pop(run.id, None)) is not None:
+        active.task = self._spawn(self._execute(active), name=f"run:{run_id}")
+        if (by := self._cancel_before_start.pop(run_id, None)) is not None:
             self._cancel_active(active, by)
 
     async def _execute(self, active: ActiveRun) -> None:
@@ -759,6 +780,7 @@ class Engine(EngineAdmin):
         """Record a fire claimed ahead that will not run here; never raises (if the
         database cannot be told, the reaper records it missed after the lease)."""
         self._cancel_before_start.pop(run.id, None)
+        self._prepared.pop(run.id, None)
         try:
             recorded = await self.store.finish_run(run.id, status, self.clock(), None, reason)
         except Exception as exc:

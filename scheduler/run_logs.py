@@ -25,8 +25,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 import structlog
 
 # Per run, at most this much is kept: enough for a batch job's story, small enough
@@ -54,16 +55,23 @@ _NOT_FIELDS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class LogLine:
+class LogLine(NamedTuple):
     """One captured event, JSON-safe."""
 
     seq: int
     at: datetime
     level: str
     event: str
-    fields: dict[str, Any]
-    size: int  # bytes of its JSON, what the byte bounds count
+    fields_json: str  # its fields as JSON text, rendered once at capture and written as is
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return json.loads(self.fields_json)  # type: ignore[no-any-return]
+
+    @property
+    def size(self) -> int:
+        """Bytes of the line, what the byte bounds count."""
+        return len(self.fields_json) + len(self.event) + 64  # + seq, time, level
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,7 @@ class LogBatch:
         if self.gap_after is None or self.gap_at is None:
             return None
         fields = {"dropped": self.dropped, "kept": f"the first {self.gap_after} lines and the newest ones"}
-        return LogLine(self.gap_after + 1, self.gap_at, "warning", DROPPED_EVENT, fields, 0)
+        return LogLine(self.gap_after + 1, self.gap_at, "warning", DROPPED_EVENT, json.dumps(fields))
 
     def __bool__(self) -> bool:
         return bool(self.lines) or self.gap_after is not None
@@ -141,27 +149,47 @@ def _cut(value: Any) -> Any:
     return value
 
 
-def _size(event: str, fields: dict[str, Any]) -> int:
-    return len(json.dumps(fields).encode()) + len(event.encode()) + 64  # + seq, time, level
-
-
 def line_from_event(seq: int, event_dict: Mapping[str, Any]) -> LogLine:
     """A captured line of a structlog event dict (after the shared processors ran)."""
-    fields = {key: _cut(json_safe(value)) for key, value in event_dict.items() if key not in _NOT_FIELDS}
-    if event_dict.get("exc_info"):
-        # Rendered now: the exception is only known while the event is being logged.
-        rendered = structlog.processors.format_exc_info(None, "", {"exc_info": event_dict["exc_info"]})
-        if "exception" in rendered:
-            fields["exception"] = _cut(storable(rendered["exception"]))
-    if event_dict.get("stack_info"):
-        fields["stack"] = _cut(storable(str(event_dict["stack_info"])))
+    fields = {key: value for key, value in event_dict.items() if key not in _NOT_FIELDS}
+    careful = event_dict.get("exc_info") or event_dict.get("stack_info")
+    fields_json = None if careful else _plain_json(fields)
+    if fields_json is None:
+        fields = {key: _cut(json_safe(value)) for key, value in fields.items()}
+        if event_dict.get("exc_info"):
+            # Rendered now: the exception is only known while the event is being logged.
+            rendered = structlog.processors.format_exc_info(None, "", {"exc_info": event_dict["exc_info"]})
+            if "exception" in rendered:
+                fields["exception"] = _cut(storable(rendered["exception"]))
+        if event_dict.get("stack_info"):
+            fields["stack"] = _cut(storable(str(event_dict["stack_info"])))
+        fields_json = json.dumps(fields)
+        if len(fields_json) > MAX_LINE_BYTES:
+            fields_json = json.dumps({"fields_cut": _cut(fields_json)})
     event = _cut(storable(str(event_dict.get("event", ""))))
-    size = _size(event, fields)
-    if size > MAX_LINE_BYTES:
-        fields = {"fields_cut": _cut(json.dumps(fields))}
-        size = _size(event, fields)
     level = storable(str(event_dict.get("level", "info")))
-    return LogLine(seq, _timestamp(event_dict.get("timestamp")), level, event, fields, size)
+    return LogLine(seq, _timestamp(event_dict.get("timestamp")), level, event, fields_json)
+
+
+# Field values taken as they are (most lines hold only these); anything else is made
+# JSON-safe value by value.
+_PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+
+
+def _plain_json(fields: dict[str, Any]) -> str | None:
+    """The fields as JSON when every value is a short plain scalar, in one orjson call
+    (1 us where the careful walk takes 5, and a burst of 1,000 runs captures 2,000
+    lines); None when the fields need the careful walk."""
+    if not all(type(value) in _PLAIN_TYPES for value in fields.values()):
+        return None
+    try:
+        raw = orjson.dumps(fields)
+    except TypeError:  # a lone surrogate, an integer beyond 64 bits
+        return None
+    # A value that long may need cutting, and PostgreSQL's jsonb refuses NUL.
+    if len(raw) > MAX_VALUE_CHARS or b"\\u0000" in raw:
+        return None
+    return raw.decode()
 
 
 def _timestamp(value: Any) -> datetime:

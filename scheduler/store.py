@@ -275,7 +275,7 @@ class RunStore:
                     [line.at for _, line in lines],
                     [line.level for _, line in lines],
                     [line.event for _, line in lines],
-                    [json.dumps(line.fields) for _, line in lines],
+                    [line.fields_json for _, line in lines],
                 )
             for run_id, batch in batches:
                 if (marker := batch.marker()) is None:

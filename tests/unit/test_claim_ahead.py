@@ -111,13 +111,21 @@ class Schedule:
         return [(job, fire) for job, fire in self.fires if fire < until]
 
 
-def claim_ahead(store: FakeStore, node: str, schedule: Schedule, clock: Clock, log: FakeLog | None = None) -> ClaimAhead:
+def claim_ahead(
+    store: FakeStore,
+    node: str,
+    schedule: Schedule,
+    clock: Clock,
+    log: FakeLog | None = None,
+    announced: list[RunOut] | None = None,
+) -> ClaimAhead:
     return ClaimAhead(
         store,  # type: ignore[arg-type]  # the fake answers the calls ClaimAhead makes
         node=node,
         window=WINDOW,
         lease=LEASE,
         due_before=schedule,
+        on_win=(announced if announced is not None else []).append,
         on_late_win=lambda run: None,
         clock=clock,
         log=log or FakeLog(),
@@ -181,11 +189,15 @@ async def test_pop_returns_the_run_won_or_taken_or_none_and_forgets_the_key() ->
     store.rows[(job_taken.id, FIRE)] = "other"
     store.blocked.add((job_undecided.id, FIRE))
     clock = Clock(TAKEOVER)
-    ahead = claim_ahead(store, "solo", Schedule((job, FIRE) for job in (job_won, job_taken, job_undecided)), clock)
+    announced: list[RunOut] = []
+    schedule = Schedule((job, FIRE) for job in (job_won, job_taken, job_undecided))
+    ahead = claim_ahead(store, "solo", schedule, clock, announced=announced)
     await ahead.claim_due()
 
     won = ahead.pop((job_won.id, FIRE))
     assert isinstance(won, RunOut)
+    # The engine heard of the win when it was made (to prepare the run), and of nothing else.
+    assert announced == [won]
     assert (won.job_id, won.scheduled_for, won.node) == (job_won.id, FIRE, "solo")
     assert ahead.pop((job_taken.id, FIRE)) is TAKEN
     assert ahead.pop((job_undecided.id, FIRE)) is None
