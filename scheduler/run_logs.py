@@ -45,6 +45,8 @@ MAX_VALUE_CHARS = 8 * 1024
 # Nesting kept as JSON before the rest is shown as repr().
 MAX_DEPTH = 8
 DROPPED_EVENT = "log_lines_dropped"
+# Lines of plain values are converted when read, or when this many wait (see RunLogBuffer.append).
+_DEFERRED_MAX = 64
 
 _log = structlog.get_logger("maintd.run_logs")
 
@@ -176,6 +178,16 @@ def line_from_event(seq: int, event_dict: Mapping[str, Any]) -> LogLine:
 _PLAIN_TYPES = frozenset({str, int, bool, type(None)})
 
 
+def _plain_event(event_dict: Mapping[str, Any]) -> bool:
+    """Only plain scalar values (nothing that can change after the call), and no
+    exception or stack to render while it is being logged."""
+    return (
+        not event_dict.get("exc_info")
+        and not event_dict.get("stack_info")
+        and all(type(value) in _PLAIN_TYPES for value in event_dict.values())
+    )
+
+
 def _plain_json(fields: dict[str, Any]) -> str | None:
     """The fields as JSON when every value is a short plain scalar, in one orjson call
     (1 us where the careful walk takes 5, and a burst of 1,000 runs captures 2,000
@@ -228,6 +240,8 @@ class RunLogBuffer:
         self._tail: deque[tuple[int, int, datetime]] = deque()  # (seq, size, at) of the kept tail lines
         self._tail_used = 0
         self._pending: dict[int, LogLine] = {}
+        # Lines logged but not converted yet: (seq, the event dict), see append().
+        self._deferred: list[tuple[int, dict[str, Any]]] = []
         self._next_seq = 1
         self.dropped = 0
         self._gap_at: datetime | None = None
@@ -238,30 +252,49 @@ class RunLogBuffer:
 
     def append(self, event_dict: Mapping[str, Any]) -> None:
         with self._lock:
-            line = line_from_event(self._next_seq, event_dict)
+            seq = self._next_seq
             self._next_seq += 1
-            if not self._head_closed and (
-                self._head_used[0] < self._head_lines and self._head_used[1] + line.size <= self._head_bytes
-            ):
-                self._head_used[0] += 1
-                self._head_used[1] += line.size
-                self._head_last = line.seq
+            if _plain_event(event_dict):
+                # Converted when the buffer is read: a run's start logs one such line, and
+                # a burst of 1,000 starts should not wait on 1,000 conversions. Plain values
+                # cannot change meanwhile; a run logging in a loop is converted every so often.
+                self._deferred.append((seq, dict(event_dict)))
+                if len(self._deferred) >= _DEFERRED_MAX:
+                    self._convert_deferred()
             else:
-                self._head_closed = True
-                self._tail.append((line.seq, line.size, line.at))
-                self._tail_used += line.size
-                while len(self._tail) > self._tail_lines or self._tail_used > self._tail_bytes:
-                    seq, size, at = self._tail.popleft()
-                    self._gap_at = self._gap_at or at
-                    self._tail_used -= size
-                    self._pending.pop(seq, None)
-                    self.dropped += 1
-            if line.seq <= self._head_last or (self._tail and line.seq >= self._tail[0][0]):
-                self._pending[line.seq] = line
+                self._convert_deferred()
+                self._keep(line_from_event(seq, event_dict))
+
+    def _convert_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for seq, event_dict in deferred:
+            self._keep(line_from_event(seq, event_dict))
+
+    def _keep(self, line: LogLine) -> None:
+        """Count a new line into the head or the tail, dropping the tail's oldest past its bounds."""
+        if not self._head_closed and (
+            self._head_used[0] < self._head_lines and self._head_used[1] + line.size <= self._head_bytes
+        ):
+            self._head_used[0] += 1
+            self._head_used[1] += line.size
+            self._head_last = line.seq
+        else:
+            self._head_closed = True
+            self._tail.append((line.seq, line.size, line.at))
+            self._tail_used += line.size
+            while len(self._tail) > self._tail_lines or self._tail_used > self._tail_bytes:
+                seq, size, at = self._tail.popleft()
+                self._gap_at = self._gap_at or at
+                self._tail_used -= size
+                self._pending.pop(seq, None)
+                self.dropped += 1
+        if line.seq <= self._head_last or (self._tail and line.seq >= self._tail[0][0]):
+            self._pending[line.seq] = line
 
     def take(self) -> LogBatch:
         """What is to be written now: the lines not written yet, and the gap if it grew."""
         with self._lock:
+            self._convert_deferred()
             lines = list(self._pending.values())
             self._pending.clear()
             if self.dropped == self._dropped_written:
@@ -276,6 +309,7 @@ class RunLogBuffer:
     def restore(self, batch: LogBatch) -> None:
         """Give back a batch that could not be written, less the lines dropped meanwhile."""
         with self._lock:
+            self._convert_deferred()
             keep_from = self._tail[0][0] if self._tail else self._next_seq
             kept = {line.seq: line for line in batch.lines if line.seq <= self._head_last or line.seq >= keep_from}
             self._pending = dict(sorted({**kept, **self._pending}.items()))

@@ -244,6 +244,30 @@ async def test_reload_that_reschedules_or_removes_a_job_skips_its_fire_claimed_a
     assert engine._ahead is not None and waiting.id not in {r.id for r in engine._ahead.waiting}
 
 
+async def test_reload_that_changes_only_a_jobs_params_runs_its_fire_claimed_ahead_with_the_new_ones(
+    start_engine: StartEngine, store: RunStore
+) -> None:
+    # The run claimed ahead was built when claimed (scheduler/engine.py, _prepare_claimed_ahead):
+    # a reload in between must not leave it with the old settings.
+    old = make_config({"tick": sleep_job(0, schedule="every 2s", params={"marker": "before"})}, scheduler=LONG_LEASE)
+    new = make_config({"tick": sleep_job(0, schedule="every 2s", params={"marker": "after"})}, scheduler=LONG_LEASE)
+    engine = await start_engine(old)
+    [waiting] = await first_waiting(engine)
+    fire = waiting.scheduled_for
+    assert fire is not None
+    diff = diff_configs(old, new)
+    assert list(diff.changed) == ["tick"] and list(diff.changed["tick"]) == ["params"]
+    await engine.apply_config(new, diff)
+    assert now() < fire, "the reload came too late to test a fire claimed ahead"
+    assert engine._ahead is not None and [run.id for run in engine._ahead.waiting] == [waiting.id]  # kept
+
+    await eventually(lambda: all_ended(store, fire, 1), timeout=10, what="the fire's run ended")
+    run = await engine.get_run(waiting.id)
+    assert (run.status, run.started_at is not None) == ("succeeded", True)
+    markers = await store.pool.fetch("SELECT marker FROM test_markers WHERE run_id = $1", waiting.id)
+    assert [row["marker"] for row in markers] == ["after"]
+
+
 async def test_frozen_clock_engines_do_not_claim_ahead(db_dsn: str) -> None:
     config = make_config({"tick": sql_job(schedule="every 2s")})
     fire = datetime(2026, 5, 1, 12, 0, 2, tzinfo=UTC)

@@ -178,6 +178,21 @@ class TestLines:
         assert (line.seq, line.event, line.level, line.fields) == (3, "batch_deleted", "info", {"rows": 5})
         assert line.at == datetime(2026, 5, 4, 3, 0, 0, 123456, tzinfo=UTC)
 
+    def test_lines_of_plain_and_of_other_values_keep_their_order_and_values(self) -> None:
+        # Lines of plain values are converted when read (RunLogBuffer.append); others at once,
+        # so a value changed after the call is kept as it was when logged.
+        buffer = RunLogBuffer(7, "cleanup")
+        rows = [1]
+        buffer.append(event("plain", rows=5, table="sessions"))
+        buffer.append(event("mutable", rows=rows))
+        rows.append(2)
+        buffer.append(event("plain_again", done=True))
+        batch = buffer.take()
+        assert [(line.seq, line.event, line.fields) for line in batch.lines] == [
+            (1, "plain", {"rows": 5, "table": "sessions"}), (2, "mutable", {"rows": [1]}), (3, "plain_again", {"done": True})
+        ]
+        assert buffer.take().lines == []
+
     def test_a_long_value_keeps_both_ends_and_a_huge_line_is_cut(self) -> None:
         line = line_from_event(1, event(error="start " + "x" * 50_000 + " RuntimeError: boom"))
         assert line.fields["error"].startswith("start ") and line.fields["error"].endswith("RuntimeError: boom")

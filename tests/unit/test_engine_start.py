@@ -1,0 +1,88 @@
+"""How a burst of fires claimed ahead starts, on an engine with a stand-in store.
+
+What matters at a fire time is how soon every run's job starts (bench/claims.py):
+runs claimed ahead are built when claimed, and the metric updates of a pass are
+made once the runs of the pass have started.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from admin_api.interface import RunOut
+from jobs import JobContext, task
+from jobs.registry import NoParams
+from scheduler.engine import Engine
+from scheduler.metrics import Metrics
+from tests.configs import make_config
+
+FIRE = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+JOBS = 5
+
+# What each run saw of its fire's metrics when its job started: job id -> (ran, running).
+_SEEN: dict[str, tuple[float, float]] = {}
+_METRICS: list[Metrics] = []
+
+
+@task()
+async def note_metrics(ctx: JobContext, params: NoParams) -> None:
+    [metrics] = _METRICS
+    ran = metrics.fires.labels(ctx.job_id, "ran")._value.get()
+    running = metrics.running.labels(ctx.job_id)._value.get()
+    _SEEN[ctx.job_id] = (ran, running)
+
+
+class StandInStore:
+    """Answers the calls a run's start and end make; the runs are this test's own."""
+
+    pool = None
+
+    def __init__(self) -> None:
+        self.started: list[tuple[int, datetime]] = []
+        self.finished: list[tuple[Any, ...]] = []
+
+    async def mark_started(self, started: list[tuple[int, datetime]]) -> None:
+        self.started += started
+
+    async def finish_runs(self, outcomes: list[tuple[Any, ...]]) -> list[RunOut]:
+        self.finished += outcomes
+        return []
+
+    async def write_runs_logs(self, batches: list[Any]) -> None:
+        pass
+
+
+def claimed(run_id: int, job_id: str) -> RunOut:
+    return RunOut(
+        id=run_id, job_id=job_id, trigger="schedule", status="running", scheduled_for=FIRE,
+        started_at=None, finished_at=None, duration_s=None, node="node-a",
+    )  # fmt: skip
+
+
+async def test_a_burst_starts_every_run_before_counting_it_and_counts_each_once() -> None:
+    config = make_config({f"job-{n}": {"task": f"{__name__}:note_metrics", "schedule": "every 60s"} for n in range(JOBS)})
+    store = StandInStore()
+    engine = Engine(config, store, node="node-a")  # type: ignore[arg-type]  # the stand-in answers what runs call
+    _METRICS[:] = [engine.metrics]
+    _SEEN.clear()
+    engine._accepting = True
+    runs = [claimed(n + 1, job_id) for n, job_id in enumerate(engine.jobs)]
+    for run in runs:
+        engine._prepare_claimed_ahead(run)  # as when the claim ahead is won
+    assert sorted(engine._prepared) == [run.id for run in runs]
+
+    for run in runs:  # as when APScheduler hands the fire over
+        engine._start_claimed_ahead(engine.jobs[run.job_id], run)
+    await engine.idle()
+
+    # Every job started before its fire was counted.
+    assert _SEEN == {job_id: (0.0, 0.0) for job_id in engine.jobs}
+    # And then each was counted once, and is no longer running.
+    for job_id in engine.jobs:
+        assert engine.metrics.fires.labels(job_id, "ran")._value.get() == 1
+        assert engine.metrics.running.labels(job_id)._value.get() == 0
+        assert engine.metrics.runs.labels(job_id, "succeeded")._value.get() == 1
+    assert engine._prepared == {}
+    assert sorted(run_id for run_id, _ in store.started) == [run.id for run in runs]
+    assert sorted(outcome[0] for outcome in store.finished) == [run.id for run in runs]
