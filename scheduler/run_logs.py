@@ -175,7 +175,7 @@ def line_from_event(seq: int, event_dict: Mapping[str, Any]) -> LogLine:
 
 # Field values taken as they are (most lines hold only these); anything else is made
 # JSON-safe value by value.
-_PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
 def _plain_event(event_dict: Mapping[str, Any]) -> bool:
@@ -193,6 +193,9 @@ def _plain_json(fields: dict[str, Any]) -> str | None:
     (1 us where the careful walk takes 5, and a burst of 1,000 runs captures 2,000
     lines); None when the fields need the careful walk."""
     if not all(type(value) in _PLAIN_TYPES for value in fields.values()):
+        return None
+    # orjson writes NaN and infinity as null; the careful walk keeps them readable.
+    if not all(math.isfinite(value) for value in fields.values() if type(value) is float):
         return None
     try:
         raw = orjson.dumps(fields)
