@@ -425,6 +425,7 @@ class Engine(EngineAdmin):
         # The run object is this engine's own (the claim's answer), not shared.
         active.run.started_at = now
         self._ran(active)
+
     def _flush_started_ahead(self) -> None:
         started, self._started_ahead = self._started_ahead, []
         self._spawn(self._record_started(started), name=f"fire:started-{len(started)}")

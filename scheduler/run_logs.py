@@ -65,15 +65,11 @@ class LogLine(NamedTuple):
     level: str
     event: str
     fields_json: str  # its fields as JSON text, rendered once at capture and written as is
+    size: int  # bytes of its JSON, what the byte bounds count
 
     @property
     def fields(self) -> dict[str, Any]:
         return json.loads(self.fields_json)  # type: ignore[no-any-return]
-
-    @property
-    def size(self) -> int:
-        """Bytes of the line, what the byte bounds count."""
-        return len(self.fields_json) + len(self.event) + 64  # + seq, time, level
 
 
 @dataclass(frozen=True)
@@ -95,7 +91,7 @@ class LogBatch:
         if self.gap_after is None or self.gap_at is None:
             return None
         fields = {"dropped": self.dropped, "kept": f"the first {self.gap_after} lines and the newest ones"}
-        return LogLine(self.gap_after + 1, self.gap_at, "warning", DROPPED_EVENT, json.dumps(fields))
+        return LogLine(self.gap_after + 1, self.gap_at, "warning", DROPPED_EVENT, json.dumps(fields), 0)
 
     def __bool__(self) -> bool:
         return bool(self.lines) or self.gap_after is not None
@@ -170,7 +166,8 @@ def line_from_event(seq: int, event_dict: Mapping[str, Any]) -> LogLine:
             fields_json = json.dumps({"fields_cut": _cut(fields_json)})
     event = _cut(storable(str(event_dict.get("event", ""))))
     level = storable(str(event_dict.get("level", "info")))
-    return LogLine(seq, _timestamp(event_dict.get("timestamp")), level, event, fields_json)
+    size = len(fields_json.encode()) + len(event.encode()) + 64  # + seq, time, level
+    return LogLine(seq, _timestamp(event_dict.get("timestamp")), level, event, fields_json, size)
 
 
 # Field values taken as they are (most lines hold only these); anything else is made
