@@ -563,9 +563,10 @@ class Engine(EngineAdmin):
         database away), and claim one catch-up run per job where configured; return the
         jobs that got one. ``no_run_for``: jobs whose catch-up run was already claimed."""
         states = await self.store.job_states()
+        last_fires = await self.store.last_fires(list(self.jobs), until)
         caught_up = set()
         for job in self.jobs.values():
-            last = await self.store.last_fire(job.id, until)
+            last = last_fires[job.id]
             since = max(last or states[job.id]["first_seen"], until - CATCH_UP_HORIZON)
             missed: deque[datetime] = deque(maxlen=CATCH_UP_MAX_ROWS)
             count = 0

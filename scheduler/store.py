@@ -212,8 +212,11 @@ class RunStore:
     async def running_counts(self) -> dict[str, int]:
         return {row["job_id"]: row["running"] for row in await self.pool.fetch(Q["running_counts"])}
 
-    async def last_fire(self, job_id: str, before: datetime) -> datetime | None:
-        return await self.pool.fetchval(Q["last_fire"], job_id, before)
+    async def last_fires(self, job_ids: Sequence[str], before: datetime) -> dict[str, datetime | None]:
+        """Each job's latest scheduled fire before ``before``, in one statement (a start with
+        1,000 jobs made 1,000 round trips, twice)."""
+        rows = await self.pool.fetch(Q["last_fires"], list(job_ids), before)
+        return {row["job_id"]: row["last_fire"] for row in rows}
 
     async def register_jobs(self, job_ids: Sequence[str], at: datetime) -> None:
         await self.pool.execute(Q["register_jobs"], list(job_ids), at)

@@ -136,10 +136,14 @@ ORDER BY job_id, id DESC;
 -- How many runs of each job are in progress, cluster-wide.
 SELECT job_id, count(*) AS running FROM maintd.runs WHERE status = 'running' GROUP BY job_id;
 
--- name: last_fire
--- The latest scheduled fire of a job before $2 recorded by any replica (run or not).
-SELECT max(scheduled_for) FROM maintd.runs
-WHERE job_id = $1 AND trigger IN ('schedule', 'catch_up') AND scheduled_for < $2;
+-- name: last_fires
+-- The latest scheduled fire of each job before $2 recorded by any replica (run or not),
+-- NULL for a job with none; one index lookup per job.
+SELECT j.job_id, (
+    SELECT max(r.scheduled_for) FROM maintd.runs r
+    WHERE r.job_id = j.job_id AND r.trigger IN ('schedule', 'catch_up') AND r.scheduled_for < $2
+) AS last_fire
+FROM unnest($1::text[]) AS j(job_id);
 
 -- name: register_jobs
 -- Note when each configured job was first seen; returns every job's state.
