@@ -97,7 +97,6 @@ class LogBatch:
         return bool(self.lines) or self.gap_after is not None
 
 
-Writer = Callable[[int, LogBatch], Awaitable[None]]
 # Writes the batches of several runs at once (one transaction for a burst of runs).
 ManyWriter = Callable[[list[tuple[int, LogBatch]]], Awaitable[None]]
 
@@ -248,6 +247,7 @@ class RunLogBuffer:
         self._dropped_written = 0
         # Logging can come from a job's worker threads.
         self._lock = threading.Lock()
+        # Held while a batch of this buffer is being written (RunLogCapture.flush).
         self._writing = asyncio.Lock()
 
     def append(self, event_dict: Mapping[str, Any]) -> None:
@@ -314,20 +314,6 @@ class RunLogBuffer:
             kept = {line.seq: line for line in batch.lines if line.seq <= self._head_last or line.seq >= keep_from}
             self._pending = dict(sorted({**kept, **self._pending}.items()))
 
-    async def flush(self, write: Writer) -> None:
-        """Write what is new with ``write(run_id, batch)``; on failure it is kept for the next flush."""
-        # One write at a time: a later batch's gap must not be overwritten by an earlier one's.
-        async with self._writing:
-            batch = self.take()
-            if not batch:
-                return
-            try:
-                await write(self.run_id, batch)
-            except BaseException:
-                self.restore(batch)
-                raise
-            self.written(batch)
-
 
 class RunLogCapture:
     """The structlog processor feeding the buffers of the runs in progress in this process."""
@@ -335,8 +321,9 @@ class RunLogCapture:
     def __init__(self) -> None:
         self._buffers: dict[int, RunLogBuffer] = {}
 
-    def open(self, run_id: int, job_id: str) -> RunLogBuffer:
-        buffer = self._buffers[run_id] = RunLogBuffer(run_id, job_id)
+    def open(self, run_id: int, job_id: str, **bounds: int) -> RunLogBuffer:
+        """Start keeping a run's lines (``bounds``: RunLogBuffer's, for tests)."""
+        buffer = self._buffers[run_id] = RunLogBuffer(run_id, job_id, **bounds)
         return buffer
 
     def get(self, run_id: int) -> RunLogBuffer | None:
@@ -356,7 +343,8 @@ class RunLogCapture:
             key=lambda buffer: buffer.run_id,
         )
         async with contextlib.AsyncExitStack() as writing:
-            # One write at a time per buffer (see RunLogBuffer.flush), taken in run order.
+            # One write at a time per buffer (a later batch's gap must not be overwritten by
+            # an earlier one's), taken in run order.
             for buffer in buffers:
                 await writing.enter_async_context(buffer._writing)
             batches = [(buffer, batch) for buffer in buffers if (batch := buffer.take())]
