@@ -19,6 +19,7 @@ import pytest
 
 from admin_api.auth import new_token
 from tests.e2e.conftest import Daemon, free_port, launch
+from tests.notify_socket import NotifySocket
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +58,7 @@ class Message:
 
 
 @dataclass
-class StandInSystemd:
+class StandInSystemd(NotifySocket):
     """systemd's side of $NOTIFY_SOCKET: records each datagram, and checks the port the moment READY=1 arrives."""
 
     path: Path
@@ -68,41 +69,30 @@ class StandInSystemd:
     ready_probe: str = "READY=1 never arrived"
     process_alive_at_stopping: bool | None = None
     process: object = None
-    _closing: bool = False
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
     def __post_init__(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(self.path))
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        NotifySocket.__init__(self, str(self.path))
 
-    def _read(self) -> None:
-        while True:
+    def received(self, at: float, text: str) -> None:
+        message = Message(at - self.started, time.time(), text)
+        fields = message.fields
+        if fields.get("READY") == "1":
+            # Right now, before reading on: had READY come before the bind, this would fail.
             try:
-                data = self.sock.recv(4096)
-            except OSError:  # closed
-                return
-            if self._closing:  # recv returns b"" once the socket is shut down
-                return
-            message = Message(time.monotonic() - self.started, time.time(), data.decode())
-            fields = message.fields
+                socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+                response = httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=5)
+                self.ready_probe = f"port bound, /readyz {response.status_code}"
+            except (OSError, httpx.HTTPError) as exc:
+                self.ready_probe = f"port not answering: {exc!r}"
+        if fields.get("STOPPING") == "1":
+            self.process_alive_at_stopping = self.process.poll() is None  # type: ignore[attr-defined]
+        with self._changed:
+            self.messages.append(message)
+            self.timeline.append((message.at, "systemd <-", " | ".join(message.text.splitlines())))
             if fields.get("READY") == "1":
-                # Right now, before reading on: had READY come before the bind, this would fail.
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
-                    response = httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=5)
-                    self.ready_probe = f"port bound, /readyz {response.status_code}"
-                except (OSError, httpx.HTTPError) as exc:
-                    self.ready_probe = f"port not answering: {exc!r}"
-            if fields.get("STOPPING") == "1":
-                self.process_alive_at_stopping = self.process.poll() is None  # type: ignore[attr-defined]
-            with self._changed:
-                self.messages.append(message)
-                self.timeline.append((message.at, "systemd <-", " | ".join(message.text.splitlines())))
-                if fields.get("READY") == "1":
-                    self.timeline.append((time.monotonic() - self.started, "test", f"{self.ready_probe} on READY"))
-                self._changed.notify_all()
+                self.timeline.append((time.monotonic() - self.started, "test", f"{self.ready_probe} on READY"))
+            self._changed.notify_all()
 
     def note(self, what: str) -> None:
         with self._changed:
@@ -126,12 +116,6 @@ class StandInSystemd:
     def render(self) -> str:
         with self._changed:
             return "\n".join(f"{at:+9.3f}s  {who:<10}  {what}" for at, who, what in sorted(self.timeline))
-
-    def close(self) -> None:
-        self._closing = True
-        self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        self._reader.join(timeout=10)
 
 
 def is_ping(message: Message) -> bool:

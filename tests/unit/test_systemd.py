@@ -6,8 +6,6 @@ import asyncio
 import os
 import queue
 import re
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,29 +19,22 @@ from scheduler.durations import parse_duration
 from scheduler.engine import Engine
 from scheduler.systemd import Notifier, ServiceNotifier, WatchdogTiming, watchdog_interval
 from tests.configs import make_config, sql_job
+from tests.notify_socket import NotifySocket
 
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-class Systemd:
-    """A datagram socket in systemd's place: every message, with when it arrived (time.monotonic)."""
+class Systemd(NotifySocket):
+    """Every message, with when it arrived (time.monotonic)."""
 
     def __init__(self, address: str | bytes) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(address)
         self.messages: queue.Queue[tuple[float, str]] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(address)
 
-    def _read(self) -> None:
-        while True:
-            try:
-                data = self.sock.recv(4096)
-            except OSError:  # closed
-                return
-            self.messages.put((time.monotonic(), data.decode()))
+    def received(self, at: float, text: str) -> None:
+        self.messages.put((at, text))
 
     def next(self, timeout: float = 5) -> tuple[float, str]:
         return self.messages.get(timeout=timeout)
@@ -55,11 +46,6 @@ class Systemd:
             if re.search(pattern, message):
                 return at, message
         raise AssertionError(f"no message matching {pattern!r} within {timeout}s")
-
-    def close(self) -> None:
-        self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        self._reader.join(timeout=5)
 
 
 @pytest.fixture
