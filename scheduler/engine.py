@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import json
 import random
 import traceback
@@ -161,8 +162,10 @@ class Engine(EngineAdmin):
         self._overdue: set[str] = set()
         # Runs claimed ahead that started in the current APScheduler pass, recorded together.
         self._started_ahead: list[tuple[int, datetime]] = []
-        # Metric updates of the fires of the current pass, made right after it (see _count_soon).
-        self._uncounted: list[Callable[[], None]] = []
+        # Metric updates of the fires of the current pass, made right after it, and whether
+        # the garbage collector waits for that meanwhile (see _after_starts).
+        self._after_pass: list[Callable[[], None]] = []
+        self._gc_paused = False
         self._endings: Batcher[ActiveRun, RunOut | None] = Batcher(self._write_endings)
         # Ended and recorded runs whose log buffers the next beat writes and closes.
         self._logs_to_close: set[int] = set()
@@ -229,6 +232,7 @@ class Engine(EngineAdmin):
         closing, self._logs_to_close = self._logs_to_close, set()
         await RUN_LOGS.flush(closing, self.store.write_runs_logs, close=True)
         await self.alerter.close(ALERTS_AT_STOP)
+        self._end_of_pass()  # in case the loop stops before the pass's end (the collector back on)
         self.log.info("engine_stopped")
 
     async def _hand_over_claimed_ahead(self) -> None:
@@ -365,7 +369,7 @@ class Engine(EngineAdmin):
         for fire in run_times:
             claimed = self._ahead.pop((job.id, fire)) if self._ahead is not None else None
             if claimed is TAKEN:
-                self._count_soon(self.metrics.job(job.id).fires["taken"].inc)
+                self._after_starts(self.metrics.job(job.id).fires["taken"].inc)
             elif isinstance(claimed, RunOut):
                 if (by := self._cancel_before_start.get(claimed.id)) is not None:
                     # Cancelled before its time: recorded so, and the job never starts.
@@ -519,11 +523,11 @@ class Engine(EngineAdmin):
         await self._record_unrun(job, "skipped", fire, reason, trigger=trigger, attempt=attempt)
 
     def _ran(self, active: ActiveRun) -> None:
-        """A fire starts its run (its metrics are counted soon, see _count_soon)."""
+        """A fire starts its run (counted into the metrics after the pass, see _after_starts)."""
         scheduled_for = active.run.scheduled_for
         assert scheduled_for is not None
         lateness = max(0.0, (self.clock() - scheduled_for).total_seconds())
-        self._count_soon(functools.partial(self._count_start, active.series, lateness))
+        self._after_starts(functools.partial(self._count_start, active.series, lateness))
         self._launch(active)
 
     @staticmethod
@@ -532,21 +536,29 @@ class Engine(EngineAdmin):
         series.fire_lateness.observe(lateness)
         series.running.inc()
 
-    def _count_soon(self, count: Callable[[], None]) -> None:
-        """Count a fire into the metrics once the runs started in the same pass have
-        started: a burst of 1,000 fires makes thousands of metric updates (2-5 us each,
-        the series of 1,000 jobs being spread over memory; bench/claims.py), and its
-        runs should not wait on them."""
-        if not self._uncounted:
-            loop = asyncio.get_running_loop()
-            # Two hops: the second queues behind the first step of every run started in this pass.
-            loop.call_soon(loop.call_soon, self._count)
-        self._uncounted.append(count)
+    def _after_starts(self, work: Callable[[], None]) -> None:
+        """Do ``work`` (a metric update) once the runs started in this loop pass have
+        started, i.e. made their first step; until then the garbage collector waits too.
 
-    def _count(self) -> None:
-        uncounted, self._uncounted = self._uncounted, []
-        for count in uncounted:
-            count()
+        A burst of 1,000 fires makes thousands of metric updates (2-5 us each, the
+        series of 1,000 jobs being spread over memory), and allocates enough to set
+        off collections that walk every young object (milliseconds at times): its runs
+        should not wait on either (bench/claims.py)."""
+        if not self._after_pass:
+            loop = asyncio.get_running_loop()
+            # Two hops: the second is queued behind the first step of every run started in this pass.
+            loop.call_soon(loop.call_soon, self._end_of_pass)
+            self._gc_paused = gc.isenabled()
+            gc.disable()
+        self._after_pass.append(work)
+
+    def _end_of_pass(self) -> None:
+        if self._gc_paused:
+            self._gc_paused = False
+            gc.enable()
+        work, self._after_pass = self._after_pass, []
+        for do in work:
+            do()
 
     async def _record_unrun(
         self, job: JobConfig, status: str, fire: datetime, reason: str, *, trigger: str = "schedule", attempt: int = 1

@@ -2,11 +2,12 @@
 
 What matters at a fire time is how soon every run's job starts (bench/claims.py):
 runs claimed ahead are built when claimed, and the metric updates of a pass are
-made once the runs of the pass have started.
+made once the runs of the pass have started (the garbage collector waits till then).
 """
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,8 +21,9 @@ from tests.configs import make_config
 FIRE = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 JOBS = 5
 
-# What each run saw of its fire's metrics when its job started: job id -> (ran, running).
-_SEEN: dict[str, tuple[float, float]] = {}
+# What each run saw when its job started: job id -> (its fire's ran count, its running
+# gauge, whether the garbage collector was on).
+_SEEN: dict[str, tuple[float, float, bool]] = {}
 _METRICS: list[Metrics] = []
 
 
@@ -30,7 +32,7 @@ async def note_metrics(ctx: JobContext, params: NoParams) -> None:
     [metrics] = _METRICS
     ran = metrics.fires.labels(ctx.job_id, "ran")._value.get()
     running = metrics.running.labels(ctx.job_id)._value.get()
-    _SEEN[ctx.job_id] = (ran, running)
+    _SEEN[ctx.job_id] = (ran, running, gc.isenabled())
 
 
 class StandInStore:
@@ -61,6 +63,7 @@ def claimed(run_id: int, job_id: str) -> RunOut:
 
 
 async def test_a_burst_starts_every_run_before_counting_it_and_counts_each_once() -> None:
+    assert gc.isenabled()
     config = make_config({f"job-{n}": {"task": f"{__name__}:note_metrics", "schedule": "every 60s"} for n in range(JOBS)})
     store = StandInStore()
     engine = Engine(config, store, node="node-a")  # type: ignore[arg-type]  # the stand-in answers what runs call
@@ -76,8 +79,9 @@ async def test_a_burst_starts_every_run_before_counting_it_and_counts_each_once(
         engine._start_claimed_ahead(engine.jobs[run.job_id], run)
     await engine.idle()
 
-    # Every job started before its fire was counted.
-    assert _SEEN == {job_id: (0.0, 0.0) for job_id in engine.jobs}
+    # Every job started before its fire was counted, and with the garbage collector waiting.
+    assert _SEEN == {job_id: (0.0, 0.0, False) for job_id in engine.jobs}
+    assert gc.isenabled()
     # And then each was counted once, and is no longer running.
     for job_id in engine.jobs:
         assert engine.metrics.fires.labels(job_id, "ran")._value.get() == 1
