@@ -371,10 +371,12 @@ class RunLogCapture:
         # job_id too: run ids are per database, and tests run engines on several at once.
         if buffer is None or event_dict.get("job_id", buffer.job_id) != buffer.job_id:
             return event_dict
-        # structlog events reach this before the stdlib's level filter does; keep what the journal gets.
-        level = logging.getLevelName(str(event_dict.get("level", method_name)).upper())
-        if isinstance(logger, logging.Logger) and isinstance(level, int) and not logger.isEnabledFor(level):
-            return event_dict
+        # Events routed through the stdlib reach this before its level filter does; keep
+        # what the journal gets. (structlog's own loggers filter by level before this.)
+        if isinstance(logger, logging.Logger):
+            level = logging.getLevelName(str(event_dict.get("level", method_name)).upper())
+            if isinstance(level, int) and not logger.isEnabledFor(level):
+                return event_dict
         try:
             buffer.append(event_dict)
         except Exception:  # capturing must never break the logging call of a job
