@@ -11,12 +11,16 @@ import gc
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from admin_api.interface import RunOut
 from jobs import JobContext, task
 from jobs.registry import NoParams
 from scheduler.engine import Engine
 from scheduler.metrics import Metrics
 from tests.configs import make_config
+
+pytestmark = pytest.mark.unit
 
 FIRE = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 JOBS = 5
