@@ -93,6 +93,8 @@ class JobTable(Section):
     retries: int = Field(0, ge=0, le=100)
     # Dead-man's switch: without a success for this long the job is overdue.
     expect_success_within: Duration | None = None
+    # This job's K for [alerts]: a flaky job may alert after 3 failures, a critical one after 1.
+    alert_after_failures: int | None = Field(None, ge=1, le=1000)
     params: dict[str, Any] = {}
 
     _timeout_positive = field_validator("timeout", "expect_success_within")(
@@ -124,6 +126,7 @@ class JobConfig:
     retries: int
     params: BaseModel
     expect_success_within: timedelta | None = None
+    alert_after_failures: int | None = None  # None: [alerts].after_failures
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -149,6 +152,7 @@ class JobConfig:
             "expect_success_within": (
                 self.expect_success_within.total_seconds() if self.expect_success_within else None
             ),
+            "alert_after_failures": self.alert_after_failures,
             "params": self.params.model_dump(mode="json"),
         }
 
@@ -167,6 +171,11 @@ class Config:
     @property
     def embedded_database(self) -> bool:
         return self.database.dsn == EMBEDDED
+
+    @property
+    def alert_thresholds(self) -> dict[str, int]:
+        """The jobs with an ``alert_after_failures`` of their own, and that K."""
+        return {job.id: job.alert_after_failures for job in self.jobs.values() if job.alert_after_failures}
 
 
 def default_config_path() -> Path:
@@ -267,6 +276,7 @@ def _resolve_job(job_id: str, raw: Any, default_zone: ZoneInfo, problems: list[s
         retries=table.retries,
         params=params,
         expect_success_within=table.expect_success_within,
+        alert_after_failures=table.alert_after_failures,
     )
 
 

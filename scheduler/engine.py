@@ -157,7 +157,10 @@ class Engine(EngineAdmin):
         self._newest_handed_over: dict[str, datetime] = {}
         # APScheduler job id -> the ids of the jobs sharing that schedule.
         self._timers: dict[str, list[str]] = {}
-        self.alerter = Alerter(config.alerts, store, node=node, smtp=config.smtp, metrics=self.metrics, clock=clock)
+        self.alerter = Alerter(
+            config.alerts, store, node=node, smtp=config.smtp, metrics=self.metrics, clock=clock,
+            after_failures=config.alert_thresholds,
+        )  # fmt: skip
         # Jobs found overdue at the last check (expect_success_within).
         self._overdue: set[str] = set()
         # Runs claimed ahead that started in the current APScheduler pass, recorded together.
@@ -803,6 +806,7 @@ class Engine(EngineAdmin):
         self.jobs = dict(config.jobs)
         self.smtp = config.smtp
         self.alerter.config, self.alerter.smtp = config.alerts, config.smtp
+        self.alerter.after_failures = config.alert_thresholds
         for job_id in [*diff.added, *diff.changed]:
             self.metrics.register_job(job_id)
             self._add_to_timer(self.jobs[job_id])

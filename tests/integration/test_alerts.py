@@ -32,8 +32,12 @@ from admin_api.interface import RunOut
 from jobs.mail import SmtpSettings
 from scheduler.alerts import Alerter
 from scheduler.alerts_config import AlertsConfig
+from scheduler.config import Config
 from scheduler.metrics import Metrics
+from scheduler.reload import diff_configs
 from scheduler.store import RunStore, create_pool
+from tests.configs import make_config
+from tests.engines import StartEngine, run_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -440,3 +444,41 @@ async def test_an_overdue_job_alerts_once_per_episode_on_any_replica(
     assert [post.json["event"] for post in receiver.posts] == ["job_overdue", "run_failed", "job_overdue"]
     assert receiver.posts[2].json["last_success"] == success.finished_at.isoformat()
     assert receiver.posts[2].json["node"] == "node-b"
+
+
+async def test_a_jobs_own_alert_after_failures_holds_its_alerts_back_and_a_reload_moves_it(
+    receiver: Receiver, start_engine: StartEngine
+) -> None:
+    def config(flaky_k: int) -> Config:
+        jobs = {
+            "flaky": {"task": "tests.tasks:fail", "schedule": "@yearly", "alert_after_failures": flaky_k},
+            "fragile": {"task": "tests.tasks:fail", "schedule": "@yearly"},  # [alerts].after_failures: 1
+        }
+        return make_config(jobs, alerts=hook(receiver, min_interval="0s"))
+
+    first = config(3)
+    engine = await start_engine(first)
+
+    async def fail(job_id: str) -> None:
+        assert (await run_to_end(engine, job_id)).status == "failed"
+        await engine.alerter.idle()
+
+    def alerted() -> list[tuple[str, int]]:
+        return [(post.json["job_id"], post.json["consecutive_failures"]) for post in receiver.posts]
+
+    await fail("fragile")
+    await fail("flaky")
+    await fail("flaky")
+    assert alerted() == [("fragile", 1)]
+    await fail("flaky")
+    assert alerted() == [("fragile", 1), ("flaky", 3)]
+
+    # A reload moves the job's K: its 4th failure in a row is now under it.
+    second = config(5)
+    diff = diff_configs(first, second)
+    assert diff.changed == {"flaky": {"alert_after_failures": [3, 5]}}
+    await engine.apply_config(second, diff)
+    await fail("flaky")
+    assert alerted() == [("fragile", 1), ("flaky", 3)]
+    await fail("flaky")
+    assert alerted() == [("fragile", 1), ("flaky", 3), ("flaky", 5)]

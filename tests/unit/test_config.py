@@ -129,6 +129,16 @@ def test_out_of_range_numbers() -> None:
     ]
 
 
+def test_a_jobs_own_alert_threshold() -> None:
+    with_k = GOOD_JOB.replace('schedule = "@hourly"', 'schedule = "@hourly"\nalert_after_failures = 3')
+    config = valid(with_k + GOOD_JOB.replace("vacuum", "analyze"))
+    assert (config.jobs["vacuum"].alert_after_failures, config.jobs["analyze"].alert_after_failures) == (3, None)
+    assert config.alert_thresholds == {"vacuum": 3}  # the others use [alerts].after_failures
+    assert problems(with_k.replace("= 3", "= 0")) == [
+        "jobs.vacuum.alert_after_failures: input should be greater than or equal to 1, got 0"
+    ]
+
+
 def test_bad_enums() -> None:
     found = problems(GOOD_JOB.replace('schedule = "@hourly"', 'schedule = "@hourly"\noverlap = "sometimes"\ncatch_up = "all"'))
     assert found == [
