@@ -865,6 +865,7 @@ class Engine(EngineAdmin):
             if run.status == "missed":
                 self.metrics.job(run.job_id).fires["missed"].inc()
                 self.log.warning("fire_missed", job_id=run.job_id, run_id=run.id, owner=run.node, reason=run.error)
+                await self._catch_up_reaped(run)
                 continue
             self.metrics.job(run.job_id).runs["lost"].inc()
             self.log.warning("run_lost", job_id=run.job_id, run_id=run.id, owner=run.node, error=run.error)
@@ -887,6 +888,19 @@ class Engine(EngineAdmin):
         await self._flush_outcomes()
         closing, self._logs_to_close = self._logs_to_close, set()
         await RUN_LOGS.flush(closing, self.store.write_runs_logs, close=True)
+
+    async def _catch_up_reaped(self, missed: RunOut) -> None:
+        """A fire claimed ahead by a replica that died before it was due: with
+        ``catch_up = "once"`` this replica (the one whose reap returned it: exactly one)
+        runs it now, as the fire's second attempt, unless the job's next fire has come
+        meanwhile (that one stands for it, as after downtime)."""
+        job, fire = self.jobs.get(missed.job_id), missed.scheduled_for
+        if job is None or fire is None or job.catch_up != "once" or missed.trigger != "schedule":
+            return
+        if job.schedule.next_after(fire) <= self.clock():
+            return
+        self.log.info("catch_up_of_reaped_fire", job_id=job.id, run_id=missed.id, scheduled_for=fire.isoformat())
+        await self._claim_fire(job, "catch_up", fire, missed.attempt + 1, None)
 
     async def _check_overdue(self) -> None:
         """Every job's last success, cluster-wide, into the metrics; and the dead-man's

@@ -268,6 +268,43 @@ async def test_reload_that_changes_only_a_jobs_params_runs_its_fire_claimed_ahea
     assert [row["marker"] for row in markers] == ["after"]
 
 
+@pytest.mark.parametrize("case", ["caught up", "catch_up none", "next fire came"])
+async def test_a_fire_claimed_ahead_by_a_replica_that_died_is_run_late_once_by_its_reaper(
+    start_engine: StartEngine, store: RunStore, case: str
+) -> None:
+    if case == "next fire came":  # an "every 2s" fire 4-6 s ago: later fires stand for it
+        schedule, fire = "every 2s", next_multiple(2, now()) - timedelta(seconds=6)
+    else:  # today's @daily fire: the next is tomorrow
+        schedule, fire = "@daily", now().replace(hour=0, minute=0, second=0, microsecond=0)
+    catch_up = "none" if case == "catch_up none" else "once"
+    config = make_config(
+        {"nightly": sleep_job(0, schedule=schedule, catch_up=catch_up, params={"marker": "nightly"})},
+        scheduler=LONG_LEASE,
+    )
+    engine = await start_engine(config, node="node-b")
+    # A replica claimed the fire ahead, then fell silent before it was due, a lease ago.
+    [ghost] = await store.claim_ahead([("nightly", fire, True)], "node-dead")
+    await store.pool.execute("UPDATE maintd.runs SET heartbeat_at = now() - interval '1 hour' WHERE id = $1", ghost.id)
+
+    await engine.beat()
+    await engine.idle()
+
+    rows = await store.pool.fetch(
+        "SELECT * FROM maintd.runs WHERE job_id = 'nightly' AND scheduled_for = $1 ORDER BY attempt", fire
+    )
+    assert [(row["id"], row["status"], row["node"]) for row in rows[:1]] == [(ghost.id, "missed", "node-dead")]
+    if case != "caught up":
+        assert len(rows) == 1
+        return
+    [_, late] = rows
+    assert (late["trigger"], late["attempt"], late["status"], late["node"]) == ("catch_up", 2, "succeeded", "node-b")
+    assert await markers_of(store, late["id"]) == 1
+    # Reaped once, run once: a second beat finds nothing more to do.
+    await engine.beat()
+    await engine.idle()
+    assert await store.pool.fetchval("SELECT count(*) FROM maintd.runs WHERE scheduled_for = $1", fire) == 2
+
+
 async def test_frozen_clock_engines_do_not_claim_ahead(db_dsn: str) -> None:
     config = make_config({"tick": sql_job(schedule="every 2s")})
     fire = datetime(2026, 5, 1, 12, 0, 2, tzinfo=UTC)
