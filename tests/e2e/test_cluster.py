@@ -250,6 +250,51 @@ def test_sigkill_of_the_owner_loses_the_run_within_lease_plus_one_heartbeat(star
     assert b.terminate() == 0
 
 
+# -- 3b. the owner of a fire claimed ahead is killed before the fire time -------------------------
+
+
+def test_sigkill_between_a_claim_ahead_and_its_fire_runs_the_fire_late_once(start_daemon: Any, db_dsn: str) -> None:
+    period = 20  # the fire's catch-up comes a lease later, well before the next fire
+    jobs = f'[jobs.nightly]\ntask = "sql"\nschedule = "every {period}s"\n[jobs.nightly.params]\nsql = "SELECT 1"\n'
+    a = start_daemon(jobs, dsn=db_dsn, scheduler_toml=_scheduler("a", lease="4s"))
+    b = start_daemon(jobs, dsn=db_dsn, scheduler_toml=_scheduler("b", lease="4s"))
+
+    def claimed_ahead() -> asyncpg.Record | None:
+        rows = _fetch(
+            db_dsn,
+            "SELECT id, node, scheduled_for FROM maintd.runs"
+            " WHERE job_id = 'nightly' AND status = 'running' AND started_at IS NULL",
+        )
+        return rows[0] if rows else None
+
+    claim = _poll(claimed_ahead, timeout=period + 5, what="a claim ahead of the next fire")
+    owner, survivor = (a, b) if claim["node"] == "a" else (b, a)
+    survivor_node = "b" if claim["node"] == "a" else "a"
+    owner.process.kill()
+    killed = time.time()
+    owner.process.wait(10)
+    fire = claim["scheduled_for"]
+    assert killed < fire.timestamp(), "killed after the fire time: not the case under test"
+
+    caught_up = survivor.wait_for_event(_event("catch_up_of_reaped_fire", run_id=claim["id"]), timeout=15)
+    rows = _poll(
+        lambda: (rows := [r for r in _runs(db_dsn, "nightly") if r["scheduled_for"] == fire])
+        and all(r["status"] != "running" for r in rows) and len(rows) == 2 and rows,
+        timeout=10, what="the fire's late run ended",
+    )  # fmt: skip
+    print(
+        f"\n[claimed, then killed] {claim['node']} killed {fire.timestamp() - killed:.3f}s before the fire;"
+        f" {survivor_node} ran it late at"
+        f" +{datetime.fromisoformat(caught_up['timestamp']).timestamp() - fire.timestamp():.3f}s:"
+        f" {[(r['status'], r['trigger'], r['attempt'], r['node']) for r in rows]}"
+    )
+    assert [(r["status"], r["trigger"], r["attempt"], r["node"]) for r in rows] == [
+        ("missed", "schedule", 1, claim["node"]),
+        ("succeeded", "catch_up", 2, survivor_node),
+    ]
+    assert survivor.terminate() == 0
+
+
 # -- 4. every replica down across fire times, then up --------------------------------------------
 
 
