@@ -438,6 +438,13 @@ class Engine(EngineAdmin):
         self._spawn(self._record_started(started), name=f"fire:started-{len(started)}")
 
     async def _record_started(self, started: list[tuple[int, datetime]]) -> None:
+        # This runs once the runs have made their first step: a run that already ended
+        # has its start written with its outcome (finish_runs), one statement fewer.
+        started = [
+            (run_id, at) for run_id, at in started if (active := self._active.get(run_id)) and active.outcome is None
+        ]
+        if not started:
+            return
         try:
             await self.store.mark_started(started)
         except Exception as exc:  # informational only: the runs are running either way

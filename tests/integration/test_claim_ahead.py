@@ -305,6 +305,24 @@ async def test_a_fire_claimed_ahead_by_a_replica_that_died_is_run_late_once_by_i
     assert await store.pool.fetchval("SELECT count(*) FROM maintd.runs WHERE scheduled_for = $1", fire) == 2
 
 
+async def test_a_run_claimed_ahead_shows_its_start_while_it_runs(start_engine: StartEngine, store: RunStore) -> None:
+    # Runs ending in their first step have their start written with their outcome; one
+    # still running has it written on its own, right after the fire pass.
+    engine = await start_engine(
+        make_config({"long": sleep_job(2, schedule="every 3s", params={"marker": "long"})}, scheduler=LONG_LEASE)
+    )
+    [waiting] = await first_waiting(engine)
+    assert waiting.scheduled_for is not None
+
+    async def started() -> bool:
+        row = await store.pool.fetchrow("SELECT status, started_at FROM maintd.runs WHERE id = $1", waiting.id)
+        return row["started_at"] is not None
+
+    await eventually(started, timeout=10, what="the run's start written")
+    row = await store.pool.fetchrow("SELECT status, started_at FROM maintd.runs WHERE id = $1", waiting.id)
+    assert row["status"] == "running" and row["started_at"] >= waiting.scheduled_for
+
+
 async def test_frozen_clock_engines_do_not_claim_ahead(db_dsn: str) -> None:
     config = make_config({"tick": sql_job(schedule="every 2s")})
     fire = datetime(2026, 5, 1, 12, 0, 2, tzinfo=UTC)
