@@ -45,7 +45,7 @@ is what maintd adds: claims, run bookkeeping (context, metrics, the
 ``run_started`` log line and its copy kept with the run) and the CPU the other
 replicas take. The first fire after start is measured, as after a deploy.
 
-``--rounds N`` (default 3) runs the phases N times, interleaved; the summary takes
+``--rounds N`` (default 5) runs the phases N times, interleaved; the summary takes
 each figure's median over the rounds and shows every round's own ratio.
 ``--explore`` adds 1 maintd replica (no competition for the claims or the CPU).
 ``--profile DIR`` writes each process's cProfile stats of its firing window.
@@ -93,7 +93,7 @@ REPLICAS = 3
 # This machine is shared: one phase can meet a busy moment the next does not. Phases
 # are run in rounds (bare, bare x3, maintd, bare, ...), and the summary takes each
 # figure's median over the rounds and shows every round's own ratio.
-ROUNDS = 3
+ROUNDS = 5
 # Spawning a process and importing maintd takes ~1-2 s on 2 cores, and
 # Engine.start() with 1,000 jobs 0.3-0.8 s.
 LEAD_S = 4.0
