@@ -55,7 +55,8 @@ RETURNING *;
 
 -- name: finish_runs
 -- finish_run for the runs that ended together, in one statement; also sets when they
--- started where mark_started did not get through. A run claimed ahead that the reaper
+-- started where mark_started was not sent (a run claimed ahead that ended in its first
+-- step) or did not get through. A run claimed ahead that the reaper
 -- took for never started (missed, started_at unset) reports its real outcome too: only
 -- its owner knows the run's id to report on it.
 UPDATE maintd.runs r

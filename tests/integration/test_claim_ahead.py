@@ -127,7 +127,7 @@ async def test_replicas_share_one_fire_of_thirty_jobs_and_run_each_once(
     rows = await fire_rows(store, fire)
     assert [row["job_id"] for row in rows] == job_ids  # exactly one run per job
     assert {row["status"] for row in rows} == {"succeeded"}
-    assert all(row["started_at"] is not None and row["started_at"] >= fire for row in rows)  # mark_started
+    assert all(row["started_at"] is not None and row["started_at"] >= fire for row in rows)  # the start written
     # Claimed before the fire time (claim ahead), not by a race at it.
     assert all(row["heartbeat_at"] < fire for row in rows), [(r["job_id"], r["heartbeat_at"]) for r in rows]
     per_node = Counter(row["node"] for row in rows)
