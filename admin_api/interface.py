@@ -38,6 +38,17 @@ class Actor:
     client: str | None = None
 
 
+class LateOutcome(BaseModel):
+    """How a run really ended, as its owner reported after its lease had run out (it
+    was frozen, blocked or cut off): kept beside the run's ``lost``/``missed`` record,
+    which stands."""
+
+    status: RunStatus
+    finished_at: Timestamp
+    error: str | None = None
+    result: Any = None
+
+
 class RunOut(BaseModel):
     """One run of a job, or one fire that did not run (``skipped``/``missed``)."""
 
@@ -55,6 +66,7 @@ class RunOut(BaseModel):
     node: str
     attempt: int = 1
     progress: dict[str, Any] | None = None
+    late_outcome: LateOutcome | None = None
 
 
 class JobOut(BaseModel):

@@ -14,6 +14,12 @@ class JobCancelled(Exception):
     """Raised by :meth:`JobContext.raise_if_cancelled` when the run was asked to stop."""
 
 
+class LeaseLost(JobCancelled):
+    """Raised by a job that found its run no longer running in the database: the run
+    was declared lost (its replica could not heartbeat for a lease) and may already be
+    running again elsewhere, so the job must not commit more work."""
+
+
 @dataclass
 class JobContext:
     """Everything a job may use; built by the daemon for each run.
@@ -33,10 +39,17 @@ class JobContext:
     attempt: int = 1
     smtp: Any = None  # jobs.mail.SmtpSettings from [smtp], or None when not configured
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    # The daemon's check of its lease on this run, by its own clock (no database round
+    # trip): a lease that ran out sets ``cancelled``.
+    check_lease: Callable[[], None] | None = None
     _progress: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
     def raise_if_cancelled(self) -> None:
-        """Stop here if cancellation was requested; call it between steps of long work."""
+        """Stop here if cancellation was requested or the run's lease ran out (the run may
+        be declared lost and run again elsewhere); call it between steps of long work and
+        before a commit."""
+        if self.check_lease is not None:
+            self.check_lease()
         if self.cancelled.is_set():
             raise JobCancelled(f"run {self.run_id} of {self.job_id} was cancelled")
 

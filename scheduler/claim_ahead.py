@@ -107,6 +107,17 @@ class ClaimAhead:
         self._undecided = {key for key in self._undecided if key[0] != job_id}
         return dropped
 
+    def forget_all(self) -> list[RunOut]:
+        """Forget every fire claimed ahead (this replica's lease ran out); return their runs."""
+        forgotten, self._won = list(self._won.values()), {}
+        return forgotten
+
+    def forget_runs(self, run_ids: set[int]) -> list[RunOut]:
+        """Forget the fires of these runs (they were recorded missed meanwhile); return their runs."""
+        forgotten = [run for run in self._won.values() if run.id in run_ids]
+        self._won = {key: run for key, run in self._won.items() if run.id not in run_ids}
+        return forgotten
+
     def in_flight(self, key: FireKey) -> bool:
         """Handed over before any claim ahead decided it: a claim under way may still win it."""
         return key in self._handed_over

@@ -35,7 +35,7 @@ from apscheduler.triggers.date import DateTrigger
 from admin_api.interface import (
     RunOut,
 )
-from jobs.context import JobCancelled, JobContext
+from jobs.context import JobCancelled, JobContext, LeaseLost
 from scheduler.alerts import Alerter
 from scheduler.batching import Batcher
 from scheduler.claim_ahead import TAKEN, ClaimAhead
@@ -44,6 +44,7 @@ from scheduler.config import Config, JobConfig
 from scheduler.durations import format_duration
 from scheduler.engine_admin import ALERTS_AT_STOP, READINESS_TIMEOUT_S, EngineAdmin
 from scheduler.fire_executor import FireExecutor, fire_placeholder
+from scheduler.lease import HeartbeatLine, Lease
 from scheduler.metrics import JobSeries, Metrics
 from scheduler.reload import ConfigDiff
 from scheduler.run_logs import RUN_LOGS
@@ -96,6 +97,9 @@ class ActiveRun:
     hard_cancel: asyncio.TimerHandle | None = field(default=None, repr=False)
     # Set when the job has ended but the database could not be told yet.
     outcome: Outcome | None = None
+    # Why this replica gave the run up: its lease ran out, or the database said it was
+    # declared lost. Its outcome is then recorded only as the run's late_outcome.
+    fenced: str | None = None
 
 
 class Engine(EngineAdmin):
@@ -120,6 +124,13 @@ class Engine(EngineAdmin):
         self.lease = config.scheduler.lease
         # Three beats per lease: one late beat never loses a run.
         self.heartbeat_interval = config.scheduler.lease / 3
+        self._lease = Lease(self.lease)
+        self._heartbeat_line = HeartbeatLine(store, timeout=self.heartbeat_interval)
+        # Runs given up because the lease ran out unseen, whose rows may still say
+        # running: ended (lost/missed) before anything else is written for them; by id.
+        self._to_reap: dict[int, str] = {}
+        # When the lease loop last looked (loop time): a longer gap than the lease means frozen.
+        self._lease_checked_at: float | None = None
         self.max_clock_skew = config.scheduler.max_clock_skew
         self.clock_skew: timedelta | None = None
         # The latest run on this replica that did not succeed: (job id, when it ended), for STATUS=.
@@ -183,11 +194,16 @@ class Engine(EngineAdmin):
         """Register jobs, record fires missed while down, then start firing."""
         now = self.clock()
         await self.store.register_jobs(list(self.jobs), now)
+        # What a previous process under this node's name left running ends now, not a
+        # lease later: its claims ahead would hold back this start's catch-up.
+        left_running = await self.store.reap_node_runs(self.node)
+        self._lease.reset()
         self._scheduler.add_executor(FireExecutor(self._on_fire), alias=_EXECUTOR)
         for job in self.jobs.values():
             self.metrics.register_job(job.id)
             self._add_to_timer(job)
         self._accepting = True
+        await self._on_reaped(left_running)
         caught_up = await self._catch_up(now - CLAIM_SETTLE)
         self._scheduler.start()
         # APScheduler fires from its start on; every fire before this instant is the
@@ -198,7 +214,8 @@ class Engine(EngineAdmin):
         await self._check_overdue()
         self._listener = await self._first_listener()
         self._background = [
-            asyncio.create_task(self._heartbeat_loop(), name="maintd-heartbeat"),
+            asyncio.create_task(self._heartbeat_loop(self._keep_lease), name="maintd-lease"),
+            asyncio.create_task(self._heartbeat_loop(self._housekeeping), name="maintd-heartbeat"),
             asyncio.create_task(self._listen_loop(), name="maintd-listen"),
             asyncio.create_task(self._catch_up_recent(firing_since, caught_up), name="maintd-catch-up"),
         ]
@@ -230,6 +247,7 @@ class Engine(EngineAdmin):
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._listener is not None:  # the loop may have been cancelled before it ran
             await self._listener.close(timeout=2)
+        await self._heartbeat_line.close()
         if unrecorded := await self._flush_outcomes():
             self.log.error("runs_not_recorded_at_stop", run_ids=unrecorded)
         closing, self._logs_to_close = self._logs_to_close, set()
@@ -347,6 +365,8 @@ class Engine(EngineAdmin):
             self._on_job_fire(self.jobs[job_id], run_times)
 
     def _on_job_fire(self, job: JobConfig, run_times: list[datetime]) -> None:
+        # After a freeze, fires come in late: runs claimed ahead under a lease that ran out meanwhile must not start.
+        self._check_lease()
         self._newest_handed_over[job.id] = run_times[-1]
         if self._ahead is not None:
             run_times = self._take_claimed_ahead(job, run_times)
@@ -659,11 +679,17 @@ class Engine(EngineAdmin):
             trigger=run.trigger,
             attempt=run.attempt,
             smtp=self.smtp,
-            _progress=lambda progress: self.store.set_progress(run.id, progress),
+            check_lease=self._check_lease,
+            _progress=functools.partial(self._publish_progress, run.id),
         )
         return ActiveRun(run=run, job=job, ctx=ctx, series=self.metrics.job(job.id))
 
+    async def _publish_progress(self, run_id: int, progress: dict[str, Any]) -> None:
+        if not await self.store.set_progress(run_id, progress):
+            self._declared_lost([run_id])
+
     def _launch(self, active: ActiveRun) -> None:
+        self._check_lease()  # a lease that ran out unseen ends with the runs it covered, not with this one
         run_id = active.run.id
         self._active[run_id] = active
         RUN_LOGS.open(run_id, active.job.id)
@@ -681,10 +707,14 @@ class Engine(EngineAdmin):
         try:
             async with asyncio.timeout(timeout) as deadline:
                 result = await job.task(active.ctx, job.params)
-        except (asyncio.CancelledError, JobCancelled):
+        except (asyncio.CancelledError, JobCancelled) as exc:
             if (task := asyncio.current_task()) is not None:
                 task.uncancel()
             status, error = "cancelled", f"cancelled by {active.cancelled_by or 'the event loop'}"
+            if active.fenced is not None:
+                error = f"cancelled: {active.fenced}"
+            elif isinstance(exc, LeaseLost):  # the job's own statement found the run declared lost
+                error = f"cancelled: {exc}"
         except TimeoutError:
             if deadline.expired():
                 status, error = "timed_out", f"timed out after {format_duration(job.timeout)}"  # type: ignore[arg-type]
@@ -727,6 +757,12 @@ class Engine(EngineAdmin):
         # What it logs from here on (a retry scheduled, an alert) is written at the next beat.
         self._logs_to_close.add(run.id)
         job = active.job
+        if ended is not None and ended.late_outcome is not None:
+            # The run was declared lost (and alerted so) before its owner could tell how it ended.
+            active.ctx.log.warning(
+                "run_outcome_after_lease", status=ended.status, late_status=outcome.status, error=outcome.error
+            )
+            return True
         if ended is not None:
             await self.alerter.run_ended(ended)
         if ended and ended.status in ("failed", "timed_out") and run.attempt <= job.retries and self._accepting:
@@ -738,6 +774,10 @@ class Engine(EngineAdmin):
         their logs in one transaction, then their outcomes in one statement; a run seen
         ended shows all it logged."""
         await RUN_LOGS.flush([active.run.id for active in ended], self.store.write_runs_logs)
+        # Nothing is written for a run of a lease that ran out before it is ended as the reaper would.
+        self._check_lease()
+        if any(active.run.id in self._to_reap for active in ended):
+            await self._reap_given_up()
         outcomes = []
         for active in ended:
             assert active.outcome is not None
@@ -846,11 +886,17 @@ class Engine(EngineAdmin):
 
     # -- heartbeat and reaper ----------------------------------------------
 
-    async def _heartbeat_loop(self, beat: Callable[[], Awaitable[None]] | None = None) -> None:
+    async def _heartbeat_loop(self, beat: Callable[[], Awaitable[None]]) -> None:
+        """Call ``beat`` every heartbeat interval, counted from when each began: a slow
+        beat does not push the next one back."""
+        loop = asyncio.get_running_loop()
+        interval = self.heartbeat_interval.total_seconds()
+        next_at = loop.time() + interval
         while True:
-            await asyncio.sleep(self.heartbeat_interval.total_seconds())
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at = max(next_at, loop.time()) + interval
             try:
-                await (beat or self.beat)()
+                await beat()
             except Exception as exc:
                 self._database_ok = False
                 self.log.warning("heartbeat_failed", error=repr(exc))
@@ -859,16 +905,44 @@ class Engine(EngineAdmin):
         await self._heartbeat_loop(self._beat_own_runs)
 
     async def beat(self) -> None:
-        """One heartbeat: keep this replica's runs alive and pick up cancel requests (a
-        fallback for NOTIFY), reap lost runs cluster-wide, check the clock, and after a
-        database outage record what it made this replica miss."""
+        """One heartbeat: keep this replica's lease on its runs (and pick up cancel
+        requests, a fallback for NOTIFY), then its housekeeping."""
+        await self._keep_lease()
+        await self._housekeeping()
+
+    async def _beat_own_runs(self) -> None:
+        """The heartbeat of a process that only runs (``maintd run-job``): its lease and its runs' writes."""
+        await self._keep_lease()
+        await self._write_own_runs()
+
+    async def _housekeeping(self) -> None:
+        """Write what this replica's runs logged and how they ended, reap lost runs
+        cluster-wide, check the clock, and after a database outage record what it made
+        this replica miss."""
         if self._ahead is not None and not self._ahead.stopping:  # a stopping replica takes no share
             self._ahead.live = await self.store.node_heartbeat(self.node, self.lease)
         if self._ahead is not None:
             for run in self._ahead.take_abandoned():
                 await self._finish_unstarted(run, "missed", "missed: the fire was claimed ahead but never handed over")
-        await self._beat_own_runs()
-        for run in await self.store.reap_lost_runs(self.lease):
+        await self._write_own_runs()
+        await self._on_reaped(await self.store.reap_lost_runs(self.lease))
+        await self._check_overdue()
+        await self._check_clock()
+        await self._recovered(until=self.clock())
+        await self._sweep_retries()
+
+    async def _write_own_runs(self) -> None:
+        """What this process's runs logged since the last beat (for ended runs, before
+        their outcome), and how those that ended ended, where the database missed it."""
+        await RUN_LOGS.flush(list(self._active), self.store.write_runs_logs)
+        await self._flush_outcomes()
+        closing, self._logs_to_close = self._logs_to_close, set()
+        await RUN_LOGS.flush(closing, self.store.write_runs_logs, close=True)
+
+    async def _on_reaped(self, runs: list[RunOut]) -> None:
+        """Count, log and alert runs just declared lost (and fires claimed ahead recorded
+        missed), by the reaper or by their own owner."""
+        for run in runs:
             if run.status == "missed":
                 self.metrics.job(run.job_id).fires["missed"].inc()
                 self.log.warning("fire_missed", job_id=run.job_id, run_id=run.id, owner=run.node, reason=run.error)
@@ -877,24 +951,83 @@ class Engine(EngineAdmin):
             self.metrics.job(run.job_id).runs["lost"].inc()
             self.log.warning("run_lost", job_id=run.job_id, run_id=run.id, owner=run.node, error=run.error)
             await self.alerter.run_ended(run)
-        await self._check_overdue()
-        await self._check_clock()
-        await self._recovered(until=self.clock())
-        await self._sweep_retries()
 
-    async def _beat_own_runs(self) -> None:
-        """The part of a heartbeat about this process's own runs: keep them alive, pick
-        up cancel requests, write what they logged and how those that ended ended."""
+    # -- the lease (scheduler/lease.py) ------------------------------------
+
+    async def _keep_lease(self) -> None:
+        """Heartbeat this replica's runs over the line of their own. Runs of a lease that
+        ran out unseen are given up (and ended as the reaper would) first; runs the
+        database says are no longer running were declared lost: given up too."""
+        now = asyncio.get_running_loop().time()
+        if self._lease_checked_at is not None and now - self._lease_checked_at > self._lease.duration:
+            # Frozen (SIGSTOP, a VM pause) or a loop blocked that long: no beat could be sent.
+            self.log.error("replica_was_frozen", gap_s=round(now - self._lease_checked_at, 3), lease_s=self._lease.duration)
+        self._lease_checked_at = now
+        self._check_lease()
+        await self._reap_given_up()
         waiting = [run.id for run in self._ahead.waiting] if self._ahead is not None else []
-        if self._active or waiting:
-            for run_id, cancelled_by in (await self.store.heartbeat([*self._active, *waiting])).items():
-                if cancelled_by:
-                    self._on_cancel_request(run_id, cancelled_by)
-        # What runs logged since the last beat (for ended runs, before their outcome).
-        await RUN_LOGS.flush(list(self._active), self.store.write_runs_logs)
-        await self._flush_outcomes()
-        closing, self._logs_to_close = self._logs_to_close, set()
-        await RUN_LOGS.flush(closing, self.store.write_runs_logs, close=True)
+        beating = [run_id for run_id, active in self._active.items() if active.fenced is None] + waiting
+        alive, sent_at = await self._heartbeat_line.beat(beating)
+        self._lease.renew(sent_at)
+        if gone := [run_id for run_id in beating if run_id not in alive]:
+            self._declared_lost(gone)
+        for run_id, cancelled_by in alive.items():
+            if cancelled_by:
+                self._on_cancel_request(run_id, cancelled_by)
+
+    def _check_lease(self) -> None:
+        """If this replica's lease ran out unseen, give up its runs before anything is
+        written for them: they are cancelled at once (their cleanup runs), fires claimed
+        ahead never start, and all are ended as lost or missed at the next contact with
+        the database; their own outcomes are kept only as late outcomes."""
+        if not self._lease.expired():
+            return
+        reason = (
+            f"node {self.node} had no heartbeat confirmed for "
+            f"{self._lease.duration + self._lease.overdue_by():.1f}s (frozen, blocked or cut off from the database)"
+        )
+        for active in self._active.values():
+            if active.fenced is None:
+                self._to_reap[active.run.id] = reason
+                self._give_up(active, reason)
+        for run in self._ahead.forget_all() if self._ahead is not None else []:
+            self._prepared.pop(run.id, None)
+            self._cancel_before_start.pop(run.id, None)
+            self._to_reap[run.id] = reason
+            self.log.error("lease_lost", job_id=run.job_id, run_id=run.id, reason=reason, started=False)
+        # Runs claimed from now on are stamped from now on.
+        self._lease.reset()
+
+    def _declared_lost(self, run_ids: list[int]) -> None:
+        """The database no longer holds these runs as running: another replica declared
+        them lost (or the fires claimed ahead missed) while this one could not beat."""
+        gone = set(run_ids)
+        for active in [a for run_id, a in self._active.items() if run_id in gone and a.outcome is None]:
+            if active.fenced is None:
+                self._give_up(active, "it was declared lost: its owner's lease had run out")
+        for run in self._ahead.forget_runs(gone) if self._ahead is not None else []:
+            self._prepared.pop(run.id, None)
+            self._cancel_before_start.pop(run.id, None)
+            self.log.error("lease_lost", job_id=run.job_id, run_id=run.id, reason="recorded missed", started=False)
+
+    def _give_up(self, active: ActiveRun, reason: str) -> None:
+        active.fenced = reason
+        active.ctx.log.error("lease_lost", reason=reason, started=True)
+        if active.outcome is None:
+            self._cancel_active(active, "the loss of its lease", grace=timedelta(0))
+
+    async def _reap_given_up(self) -> None:
+        """End the given-up runs whose rows may still say running (lost, or missed if
+        never started); rows another replica reaped meanwhile are left as they are."""
+        if not self._to_reap:
+            return
+        given_up = dict(self._to_reap)
+        for reason in set(given_up.values()):
+            run_ids = [run_id for run_id, why in given_up.items() if why == reason]
+            reaped = await self.store.reap_own_runs(run_ids, reason)
+            for run_id in run_ids:
+                self._to_reap.pop(run_id, None)
+            await self._on_reaped(reaped)
 
     async def _catch_up_reaped(self, missed: RunOut) -> None:
         """A fire claimed ahead by a replica that died before it was due: with
@@ -962,7 +1095,7 @@ class Engine(EngineAdmin):
             self.log.info("clock_skew_resolved", skew_s=round(skew.total_seconds(), 3))
 
     async def _listen(self) -> asyncpg.Connection:
-        conn = await self.store.listen_connection()
+        conn = await self.store.dedicated_connection()
         await conn.add_listener(CANCEL_CHANNEL, self._on_cancel_notice)
         return conn
 

@@ -66,6 +66,7 @@ class EngineAdmin:
     idle: Callable[[], Any]
     _beat_own_runs: Callable[[], Any]
     _beat_own_runs_loop: Callable[[], Any]
+    _heartbeat_line: Any
 
     def _job(self, job_id: str) -> JobConfig:
         try:
@@ -232,6 +233,7 @@ class EngineAdmin:
                 await asyncio.gather(heartbeat, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self._beat_own_runs()  # the run's last log lines
+            await self._heartbeat_line.close()
             await self.alerter.close(ALERTS_AT_STOP)
             if listener is not None:
                 with contextlib.suppress(Exception):

@@ -63,6 +63,7 @@ def run_from_row(row: asyncpg.Record) -> RunOut:
         node=row["node"],
         attempt=row["attempt"],
         progress=row["progress"],
+        late_outcome=row["late_outcome"],
     )
 
 
@@ -88,8 +89,9 @@ class RunStore:
         self.pool = pool
         self.dsn = dsn
 
-    async def listen_connection(self) -> asyncpg.Connection:
-        """A connection of its own for LISTEN: a pool connection would be reset on release."""
+    async def dedicated_connection(self) -> asyncpg.Connection:
+        """A connection outside the pool: for LISTEN (a pool connection would be reset on
+        release), and for heartbeats that jobs holding every pooled connection must not starve."""
         return await asyncpg.connect(self.dsn, server_settings=_SERVER_SETTINGS)
 
     async def claim_run(self, claim: Claim) -> RunOut | None:
@@ -180,16 +182,28 @@ class RunStore:
         rows = await self.pool.fetch(Q["finish_runs"], ids, statuses, times, results, errors, started)
         return [run_from_row(row) for row in rows]
 
-    async def set_progress(self, run_id: int, progress: dict[str, Any]) -> None:
-        await self.pool.execute(Q["set_progress"], run_id, progress)
+    async def set_progress(self, run_id: int, progress: dict[str, Any]) -> bool:
+        """Publish a run's progress; False when the run is no longer running."""
+        return await self.pool.fetchval(Q["set_progress"], run_id, progress) is not None
 
-    async def heartbeat(self, run_ids: Sequence[int]) -> dict[int, str | None]:
-        """Refresh the given runs; map each still running one to who asked to cancel it."""
-        rows = await self.pool.fetch(Q["heartbeat"], list(run_ids))
+    async def heartbeat(
+        self, run_ids: Sequence[int], *, via: asyncpg.Connection | None = None
+    ) -> dict[int, str | None]:
+        """Refresh the given runs; map each still running one to who asked to cancel it.
+        ``via``: a connection of the caller's own instead of the pool."""
+        rows = await (via or self.pool).fetch(Q["heartbeat"], list(run_ids))
         return {row["id"]: row["cancel_requested_by"] for row in rows}
 
     async def reap_lost_runs(self, lease: timedelta) -> list[RunOut]:
         return [run_from_row(row) for row in await self.pool.fetch(Q["reap_lost_runs"], lease)]
+
+    async def reap_own_runs(self, run_ids: Sequence[int], reason: str) -> list[RunOut]:
+        """End this replica's runs whose lease ran out (lost, or missed if never started)."""
+        return [run_from_row(row) for row in await self.pool.fetch(Q["reap_own_runs"], list(run_ids), reason)]
+
+    async def reap_node_runs(self, node: str) -> list[RunOut]:
+        """End the runs a previous process under this node's name left running."""
+        return [run_from_row(row) for row in await self.pool.fetch(Q["reap_node_runs"], node)]
 
     async def request_cancel(self, run_id: int, by: str) -> RunOut | None:
         row = await self.pool.fetchrow(Q["request_cancel"], run_id, by)

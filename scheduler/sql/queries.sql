@@ -47,29 +47,37 @@ ON CONFLICT DO NOTHING
 RETURNING *;
 
 -- name: finish_run
--- Record how a run ended. A run the reaper declared lost may still report its real outcome.
+-- Record how a run that never started ended (a fire claimed ahead that will not run
+-- here). Only a running row changes: what the reaper recorded stands.
 UPDATE maintd.runs
 SET status = $2, finished_at = $3, result = $4, error = $5
-WHERE id = $1 AND status IN ('running', 'lost')
+WHERE id = $1 AND status = 'running'
 RETURNING *;
 
 -- name: finish_runs
--- finish_run for the runs that ended together, in one statement; also sets when they
--- started where mark_started was not sent (a run claimed ahead that ended in its first
--- step) or did not get through. A run claimed ahead that the reaper
--- took for never started (missed, started_at unset) reports its real outcome too: only
--- its owner knows the run's id to report on it.
+-- Record how the runs that ended together ended, in one statement. A running run gets
+-- its outcome as its status, and its start where mark_started was not sent (a run
+-- claimed ahead that ended in its first step) or did not get through. A run declared
+-- lost, or a fire recorded missed, keeps that record for good: its owner's outcome came
+-- after its lease and is kept beside it as late_outcome (once: the first one stands).
 UPDATE maintd.runs r
-SET status = f.status, finished_at = f.finished_at, result = f.result, error = f.error,
-    started_at = coalesce(r.started_at, f.started_at)
+SET status = CASE WHEN r.status = 'running' THEN f.status ELSE r.status END,
+    finished_at = CASE WHEN r.status = 'running' THEN f.finished_at ELSE r.finished_at END,
+    result = CASE WHEN r.status = 'running' THEN f.result ELSE r.result END,
+    error = CASE WHEN r.status = 'running' THEN f.error ELSE r.error END,
+    started_at = CASE WHEN r.status = 'running' THEN coalesce(r.started_at, f.started_at) ELSE r.started_at END,
+    late_outcome = CASE WHEN r.status = 'running' THEN NULL ELSE jsonb_build_object(
+        'status', f.status, 'finished_at', f.finished_at, 'error', f.error, 'result', f.result) END
 FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::jsonb[], $5::text[], $6::timestamptz[])
      AS f(id, status, finished_at, result, error, started_at)
-WHERE r.id = f.id AND (r.status IN ('running', 'lost') OR (r.status = 'missed' AND r.started_at IS NULL))
+WHERE r.id = f.id AND (r.status = 'running' OR (r.status IN ('lost', 'missed') AND r.late_outcome IS NULL))
 RETURNING r.*;
 
 -- name: set_progress
--- Publish a running run's progress.
-UPDATE maintd.runs SET progress = $2 WHERE id = $1 AND status = 'running';
+-- Publish a running run's progress; no row when the run is no longer running (its
+-- owner's lease ran out and it was declared lost).
+UPDATE maintd.runs SET progress = $2 WHERE id = $1 AND status = 'running'
+RETURNING id;
 
 -- name: heartbeat
 -- Keep this node's runs alive; returns those whose cancellation was requested.
@@ -89,6 +97,30 @@ SET status = CASE WHEN started_at IS NULL THEN 'missed' ELSE 'lost' END,
         ELSE 'lost: node ' || node || ' stopped heartbeating (last at ' || heartbeat_at || ')'
     END
 WHERE status = 'running' AND heartbeat_at < now() - $1::interval
+RETURNING *;
+
+-- name: reap_own_runs
+-- A replica that finds its lease ran out (it was frozen, its loop blocked, or the
+-- database out of reach for a lease) ends its runs as the reaper would have, before
+-- it writes anything else for them: started ones lost, fires claimed ahead missed.
+-- $2 says why. Rows another replica reaped already are left as they are.
+UPDATE maintd.runs
+SET status = CASE WHEN started_at IS NULL THEN 'missed' ELSE 'lost' END,
+    finished_at = now(),
+    error = CASE WHEN started_at IS NULL THEN 'missed: ' ELSE 'lost: ' END || $2
+WHERE id = ANY($1::bigint[]) AND status = 'running'
+RETURNING *;
+
+-- name: reap_node_runs
+-- At start: the runs a previous process under this node's name left running. That
+-- process is gone (the node name is one replica's), so they end now instead of a
+-- lease later: started ones lost, fires it claimed ahead missed.
+UPDATE maintd.runs
+SET status = CASE WHEN started_at IS NULL THEN 'missed' ELSE 'lost' END,
+    finished_at = now(),
+    error = CASE WHEN started_at IS NULL THEN 'missed: ' ELSE 'lost: ' END
+        || 'node ' || node || ' restarted (last heartbeat at ' || heartbeat_at || ')'
+WHERE node = $1 AND status = 'running'
 RETURNING *;
 
 -- name: request_cancel

@@ -104,14 +104,52 @@ async def test_a_fire_claimed_ahead_by_a_silent_owner_is_reaped_missed_and_a_sta
     assert reaped[started.id].status == "lost"
 
 
-async def test_the_owner_of_a_run_reaped_as_never_started_still_records_its_outcome(store: RunStore) -> None:
-    # The run started, but mark_started never got through and its owner fell silent for a lease.
-    [run] = await store.claim_ahead([("nightly", FIRE, True)], "node-a")
+@pytest.mark.parametrize("started", [False, True], ids=["claimed ahead, reaped missed", "started, reaped lost"])
+async def test_a_reaped_run_keeps_its_record_and_its_owners_outcome_comes_beside_it(
+    store: RunStore, started: bool
+) -> None:
+    # The owner fell silent for a lease (frozen, blocked, cut off) and was reaped; then it woke up.
+    if started:
+        run = await store.claim_run(claim("node-a"))
+        assert run is not None
+    else:
+        [run] = await store.claim_ahead([("nightly", FIRE, True)], "node-a")
     await store.pool.execute("UPDATE maintd.runs SET heartbeat_at = now() - interval '1 minute'")
     [reaped] = await store.reap_lost_runs(timedelta(seconds=30))
-    assert reaped.status == "missed"
-    started, ended = FIRE, datetime(2026, 5, 1, 0, 5, tzinfo=UTC)
-    [recorded] = await store.finish_runs([(run.id, "succeeded", ended, {"ok": True}, None, started)])
-    assert (recorded.status, recorded.started_at, recorded.result) == ("succeeded", started, {"ok": True})
-    # Once recorded, the outcome is not overwritten.
+    assert reaped.status == ("lost" if started else "missed")
+    ended = datetime(2026, 5, 1, 0, 5, tzinfo=UTC)
+    [recorded] = await store.finish_runs([(run.id, "succeeded", ended, {"ok": True}, None, FIRE)])
+    assert (recorded.status, recorded.finished_at, recorded.error) == (reaped.status, reaped.finished_at, reaped.error)
+    assert recorded.result is None and recorded.started_at == reaped.started_at
+    assert recorded.late_outcome is not None
+    assert (recorded.late_outcome.status, recorded.late_outcome.finished_at) == ("succeeded", ended)
+    assert recorded.late_outcome.result == {"ok": True}
+    # The first late outcome stands, and nothing else is written over the record.
+    assert await store.finish_runs([(run.id, "failed", ended, None, "boom", FIRE)]) == []
     assert await store.finish_run(run.id, "skipped", ended, None, "a late reload") is None
+    assert await store.set_progress(run.id, {"deleted": 1}) is False
+    assert (await store.get_run(run.id)) == recorded
+
+
+async def test_a_replica_that_lost_its_lease_ends_its_runs_as_the_reaper_would(store: RunStore) -> None:
+    started = await store.claim_run(claim("node-a", exclusive=False))
+    [ahead] = await store.claim_ahead([("nightly", datetime(2026, 5, 2, tzinfo=UTC), True)], "node-a")
+    done = await store.claim_run(claim("node-a", exclusive=False, fire=datetime(2026, 5, 3, tzinfo=UTC)))
+    assert started is not None and done is not None
+    await store.finish_run(done.id, "succeeded", FIRE, None, None)
+    reaped = {run.id: run for run in await store.reap_own_runs([started.id, ahead.id, done.id], "node-a was frozen")}
+    assert set(reaped) == {started.id, ahead.id}  # an ended run is left as it is
+    assert (reaped[started.id].status, reaped[started.id].error) == ("lost", "lost: node-a was frozen")
+    assert (reaped[ahead.id].status, reaped[ahead.id].error) == ("missed", "missed: node-a was frozen")
+    assert await store.reap_own_runs([started.id], "again") == []
+
+
+async def test_a_restarted_node_ends_what_its_previous_process_left_running(store: RunStore) -> None:
+    mine = await store.claim_run(claim("node-a", exclusive=False))
+    [ahead] = await store.claim_ahead([("nightly", datetime(2026, 5, 2, tzinfo=UTC), True)], "node-a")
+    other = await store.claim_run(claim("node-b", exclusive=False, fire=datetime(2026, 5, 3, tzinfo=UTC)))
+    assert mine is not None and other is not None
+    reaped = {run.id: run for run in await store.reap_node_runs("node-a")}
+    assert {run_id: run.status for run_id, run in reaped.items()} == {mine.id: "lost", ahead.id: "missed"}
+    assert "node node-a restarted" in (reaped[mine.id].error or "")
+    assert (await store.get_run(other.id)).status == "running"

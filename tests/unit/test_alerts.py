@@ -73,6 +73,7 @@ def test_a_run_alert_payload_has_every_field_and_the_run_as_the_api_shows_it() -
             "node": "node-a",
             "attempt": 1,
             "progress": None,
+            "late_outcome": None,
         },
         "consecutive_failures": 3,
         "last_success": None,
