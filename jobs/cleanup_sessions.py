@@ -19,6 +19,9 @@ whose expiry is NULL never expire. The expiry column may be ``timestamptz``,
 zone: UTC on maintd's pool.
 Cancellation and timeouts take effect between batches or abort the current
 one, whose transaction then rolls back: the table never holds half a batch.
+Each batch is fenced by the run's lease in its own statement: once the run was
+declared lost (its replica frozen or cut off past the lease, the run perhaps
+already running again elsewhere), no further batch deletes anything.
 """
 
 from __future__ import annotations
@@ -32,11 +35,10 @@ from typing import Any, TypeVar
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.context import JobContext
+from jobs.context import JobContext, LeaseLost
 from jobs.identifiers import Identifier, TableName, quote
 from jobs.job_queries import JOB_QUERIES as Q
 from jobs.registry import task
-from jobs.sql import parse_status
 
 # Types the expiry bounds (timestamptz values) compare with, using the column's own index.
 EXPIRY_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
@@ -126,10 +128,12 @@ async def cleanup_sessions(ctx: JobContext, params: CleanupParams) -> dict[str, 
             started = _elapsed_clock()
             high = await tally.timed(conn.fetchval(sql.next_bound, low, cutoff, params.batch_size))
             if high is not None and high == low:
-                status = await tally.timed(conn.execute(sql.delete_ties, low, params.batch_size))
+                batch = await tally.timed(conn.fetchrow(sql.delete_ties, low, params.batch_size, ctx.run_id))
             else:
-                status = await tally.timed(conn.execute(sql.delete_range, low, high or cutoff))
-            tally.deleted += parse_status(status)["rows"]
+                batch = await tally.timed(conn.fetchrow(sql.delete_range, low, high or cutoff, ctx.run_id))
+            if not batch["leased"]:
+                raise LeaseLost(f"run {ctx.run_id} was declared lost; stopped before batch {tally.batches + 1}")
+            tally.deleted += batch["deleted"]
             tally.batches += 1
             tally.longest_batch = max(tally.longest_batch, _elapsed_clock() - started)
             await ctx.report_progress(deleted=tally.deleted, batches=tally.batches)

@@ -109,6 +109,8 @@ async def _deliver(
     """Claim the day, send, mark it sent (the protocol in the module docstring)."""
     day = period.report_date
     claim = store.Claim(ctx.job_id, period, ctx.run_id, ctx.now(), to, message["Message-ID"])
+    # A run whose lease ran out may be running again elsewhere: that run sends the day's report.
+    ctx.raise_if_cancelled()
     if await store.claim_delivery(ctx.pool, claim) is None:
         return await _not_sent(ctx, period)
     try:

@@ -32,6 +32,9 @@ def parse_status(status: str) -> dict[str, Any]:
 async def run_sql(ctx: JobContext, params: SqlParams) -> dict[str, Any]:
     """Run the configured statement; the result holds its status line and row count."""
     async with ctx.pool.acquire() as conn:
+        # The statement is the operator's, run as is (VACUUM cannot run in a transaction), so
+        # the lease is checked before it starts; a lease lost while it runs cancels it.
+        ctx.raise_if_cancelled()
         status = await conn.execute(params.sql)
     ctx.log.info("sql_done", status=status)
     return parse_status(status)

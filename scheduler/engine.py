@@ -830,7 +830,8 @@ class Engine(EngineAdmin):
         active.cancelled_by = active.cancelled_by or by
         active.ctx.cancelled.set()
         task = active.task
-        if task is None or task.done():
+        # The run itself asking (raise_if_cancelled found the lease ran out) stops on the event.
+        if task is None or task.done() or task is asyncio.current_task():
             return
         if grace <= timedelta(0):
             task.cancel()
