@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -58,6 +58,7 @@ class ClaimAhead:
         due_before: Callable[[datetime], list[tuple[JobConfig, datetime]]],
         on_win: Callable[[RunOut], None],
         on_late_win: Callable[[RunOut], None],
+        ready: Callable[[datetime], Awaitable[bool]],
         clock: Callable[[], datetime],
         log: Any,
     ) -> None:
@@ -68,6 +69,7 @@ class ClaimAhead:
         self._due_before = due_before
         self._on_win = on_win
         self._on_late_win = on_late_win
+        self._ready = ready
         self._clock = clock
         self._log = log
         self.live: list[str] = [node]
@@ -155,6 +157,9 @@ class ClaimAhead:
         """One pass: claim this replica's share of the fires due within the window, and
         every fire still unclaimed within half of it."""
         now = self._clock()
+        # After a database outage, what it made the replica miss is recorded first.
+        if not await self._ready(now):
+            return
         self._forget(now - _FORGET_AFTER)
         takeover_from = now + self.window / 2
         coming = [

@@ -146,6 +146,8 @@ class Engine(EngineAdmin):
         self._accepting = False
         # False after a database call failed; see _recovered().
         self._database_ok = True
+        # The earliest fire time the failed calls may have concerned: recovery judges from there.
+        self._outage_since: datetime | None = None
         self._recovery = asyncio.Lock()
         # No claims ahead with claim_ahead=0 (frozen-clock tests: time moves only when told).
         self._ahead = (
@@ -157,6 +159,7 @@ class Engine(EngineAdmin):
                 due_before=self._due_before,
                 on_win=self._prepare_claimed_ahead,
                 on_late_win=self._start_late_win,
+                ready=self._recovered,
                 clock=clock,
                 log=self.log,
             )
@@ -204,7 +207,8 @@ class Engine(EngineAdmin):
             self._add_to_timer(job)
         self._accepting = True
         await self._on_reaped(left_running)
-        caught_up = await self._catch_up(now - CLAIM_SETTLE)
+        judged_until = now - CLAIM_SETTLE
+        caught_up = await self._catch_up(judged_until)
         self._scheduler.start()
         # APScheduler fires from its start on; every fire before this instant is the
         # catch-up's to judge (the few fires both see are told apart by their key).
@@ -217,7 +221,7 @@ class Engine(EngineAdmin):
             asyncio.create_task(self._heartbeat_loop(self._keep_lease), name="maintd-lease"),
             asyncio.create_task(self._heartbeat_loop(self._housekeeping), name="maintd-heartbeat"),
             asyncio.create_task(self._listen_loop(), name="maintd-listen"),
-            asyncio.create_task(self._catch_up_recent(firing_since, caught_up), name="maintd-catch-up"),
+            asyncio.create_task(self._catch_up_recent(judged_until, firing_since, caught_up), name="maintd-catch-up"),
         ]
         if self._ahead is not None:
             self._ahead.live = await self.store.node_heartbeat(self.node, self.lease)
@@ -414,7 +418,7 @@ class Engine(EngineAdmin):
             for fire in fires:
                 await self._record_unrun(job, "missed", fire, TOO_BUSY)
         except Exception as exc:  # recorded by the catch-up once the database is back
-            self._database_ok = False
+            self._database_failed(fires[0])
             self.log.error("fire_failed", job_id=job.id, run_times=[t.isoformat() for t in fires], error=repr(exc))
 
     def _start_late_win(self, run: RunOut) -> None:
@@ -499,7 +503,7 @@ class Engine(EngineAdmin):
                 else:
                     await self._claim_fire(job, "schedule", fire, 1, None)
         except Exception as exc:  # a fire must never take the daemon down
-            self._database_ok = False
+            self._database_failed(min(fire for _, fire in due))
             self.log.error("fires_not_claimed", fires=len(due), error=repr(exc))
 
     async def _handle_fire(self, job: JobConfig, run_times: list[datetime], retry_of: RunOut | None) -> None:
@@ -519,7 +523,7 @@ class Engine(EngineAdmin):
             await self._claim_fire(job, "schedule", due, 1, None)
         except Exception as exc:  # a fire must never take the daemon down
             # Recorded as missed (and caught up, if configured) once the database is back.
-            self._database_ok = False
+            self._database_failed(retry_of.scheduled_for if retry_of is not None else run_times[0])
             log.error("fire_failed", run_times=[t.isoformat() for t in run_times], error=repr(exc))
 
     async def _claim_fire(
@@ -600,27 +604,48 @@ class Engine(EngineAdmin):
             self.metrics.job(job.id).fires[status].inc()
             self.log.info(f"fire_{status}", job_id=job.id, run_id=row.id, scheduled_for=fire.isoformat(), reason=reason)
 
-    async def _catch_up(self, until: datetime, *, no_run_for: set[str] = frozenset()) -> set[str]:
+    async def _catch_up(
+        self, until: datetime, *, outage_since: datetime | None = None, no_run_for: set[str] = frozenset()
+    ) -> set[str]:
         """Record the fires before ``until`` that no replica recorded (no replica up, or the
         database away), and claim one catch-up run per job where configured; return the
-        jobs that got one. ``no_run_for``: jobs whose catch-up run was already claimed."""
+        jobs that got one. ``no_run_for``: jobs whose catch-up run was already claimed.
+
+        After downtime every fire since a job's newest recorded one went unrecorded. After
+        an outage (``outage_since``: the earliest fire the failed calls concerned), fires
+        since then may have been recorded meanwhile (by other replicas, or claimed ahead
+        here once the database answered): the gap is looked for from the newest fire
+        before the outage, fire by fire, so a fire recorded after it cannot hide it. A
+        job whose latest fire before ``until`` was run gets no catch-up run: that fire
+        stands for the others."""
         states = await self.store.job_states()
-        last_fires = await self.store.last_fires(list(self.jobs), until)
-        caught_up = set()
+        last_fires = await self.store.last_fires(list(self.jobs), outage_since or until)
+        gaps: dict[str, tuple[list[datetime], int]] = {}
         for job in self.jobs.values():
             last = last_fires[job.id]
             since = max(last or states[job.id]["first_seen"], until - CATCH_UP_HORIZON)
-            missed: deque[datetime] = deque(maxlen=CATCH_UP_MAX_ROWS)
+            unrecorded: deque[datetime] = deque(maxlen=CATCH_UP_MAX_ROWS)
             count = 0
             fire = job.schedule.next_after(since)
             while fire < until:
-                missed.append(fire)
+                unrecorded.append(fire)
                 count += 1
                 fire = job.schedule.next_after(fire)
-            if not count:
+            if count:
+                gaps[job.id] = (list(unrecorded), count)
+        taken: set[tuple[str, datetime]] = set()
+        if outage_since is not None and gaps:
+            taken = await self.store.taken_fires([(job_id, fire) for job_id, (fires, _) in gaps.items() for fire in fires])
+        caught_up = set()
+        for job_id, (fires, count) in gaps.items():
+            job, newest = self.jobs[job_id], fires[-1]
+            missed = [fire for fire in fires if (job_id, fire) not in taken]
+            if not missed:
                 continue
+            count -= len(fires) - len(missed)
             self.log.warning("fires_missed", job_id=job.id, count=count, first=missed[0].isoformat(), catch_up=job.catch_up)
-            latest = missed.pop() if job.catch_up == "once" and job.id not in no_run_for else None
+            run_latest = job.catch_up == "once" and job.id not in no_run_for and missed[-1] == newest
+            latest = missed.pop() if run_latest else None
             for fire in missed:
                 await self._record_unrun(job, "missed", fire, "missed: no replica could run it")
             if latest is not None:
@@ -628,14 +653,14 @@ class Engine(EngineAdmin):
                 caught_up.add(job.id)
         return caught_up
 
-    async def _catch_up_recent(self, started: datetime, caught_up: set[str]) -> None:
+    async def _catch_up_recent(self, judged_until: datetime, started: datetime, caught_up: set[str]) -> None:
         """Fires of the last moments before start may be in a live replica's hands: they
         are looked at once it has had time to claim them."""
         await asyncio.sleep(CLAIM_SETTLE.total_seconds())
         try:
             await self._catch_up(started, no_run_for=caught_up)
         except Exception as exc:
-            self._database_ok = False
+            self._database_failed(judged_until)
             self.log.warning("catch_up_failed", error=repr(exc))
 
     async def _recovered(self, until: datetime) -> bool:
@@ -649,13 +674,18 @@ class Engine(EngineAdmin):
                 return True
             try:
                 await self._flush_outcomes()
-                await self._catch_up(until)
+                await self._catch_up(until, outage_since=self._outage_since)
             except Exception as exc:
                 self.log.warning("database_still_unavailable", error=repr(exc))
                 return False
-            self._database_ok = True
+            self._database_ok, self._outage_since = True, None
             self.log.info("database_recovered")
             return True
+
+    def _database_failed(self, since: datetime) -> None:
+        """A database call failed; fires from ``since`` on may have gone unclaimed (see _recovered)."""
+        self._database_ok = False
+        self._outage_since = since if self._outage_since is None else min(self._outage_since, since)
 
     # -- runs ------------------------------------------------------------
 
@@ -750,7 +780,7 @@ class Engine(EngineAdmin):
         try:
             ended = await self._endings(active)
         except Exception as exc:
-            self._database_ok = False
+            self._database_failed(self.clock())
             active.ctx.log.error("run_outcome_not_recorded", status=outcome.status, error=repr(exc))
             return False
         self._active.pop(run.id, None)
@@ -899,7 +929,7 @@ class Engine(EngineAdmin):
             try:
                 await beat()
             except Exception as exc:
-                self._database_ok = False
+                self._database_failed(self.clock())
                 self.log.warning("heartbeat_failed", error=repr(exc))
 
     async def _beat_own_runs_loop(self) -> None:

@@ -127,9 +127,14 @@ def claim_ahead(
         due_before=schedule,
         on_win=(announced if announced is not None else []).append,
         on_late_win=lambda run: None,
+        ready=_always_ready,
         clock=clock,
         log=log or FakeLog(),
     )
+
+
+async def _always_ready(_now: datetime) -> bool:
+    return True
 
 
 def replica(node: str, live: list[str]) -> ClaimAhead:
