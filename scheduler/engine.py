@@ -529,32 +529,65 @@ class Engine(EngineAdmin):
     async def _claim_fire(
         self, job: JobConfig, trigger: str, fire: datetime, attempt: int, retry_of: RunOut | None
     ) -> None:
-        if not self._accepting:
-            return
-        run = await self.store.claim_run(
-            Claim(
-                job_id=job.id,
-                trigger=trigger,
-                scheduled_for=fire,
-                attempt=attempt,
-                exclusive=job.overlap == "forbid",
-                started_at=self.clock(),
-                triggered_by=f"retry of run {retry_of.id}" if retry_of else None,
-                node=self.node,
-                ignore_pause=retry_of is not None and retry_of.trigger == "manual",
+        """Claim a fire and run it; or record why it does not run (the true reason, read
+        after the claim), unless another replica holds it.
+
+        A run in the way whose owner has gone silent may have ended during a database
+        outage while its owner could not say so yet: the fire waits (up to a lease) for
+        that owner to settle it or for its lease to run out, rather than being judged
+        skipped by a stale row."""
+        settle_by = asyncio.get_running_loop().time() + (self.lease + self.heartbeat_interval).total_seconds()
+        conflicts, announced = 0, False
+        while self._accepting:
+            run = await self.store.claim_run(
+                Claim(
+                    job_id=job.id,
+                    trigger=trigger,
+                    scheduled_for=fire,
+                    attempt=attempt,
+                    exclusive=job.overlap == "forbid",
+                    started_at=self.clock(),
+                    triggered_by=f"retry of run {retry_of.id}" if retry_of else None,
+                    node=self.node,
+                    ignore_pause=retry_of is not None and retry_of.trigger == "manual",
+                )
             )
-        )
-        if run is not None:
-            self._ran(self._prepare_run(job, run))
+            if run is not None:
+                self._ran(self._prepare_run(job, run))
+                return
+            blockers = await self.store.claim_blockers(job.id, fire, attempt)
+            if blockers.fire_run_id is not None:
+                self.metrics.job(job.id).fires["taken"].inc()
+                return
+            if blockers.paused and not (retry_of is not None and retry_of.trigger == "manual"):
+                reason = "skipped: the job is paused"
+                break
+            if blockers.running_id is None or job.overlap != "forbid":
+                # Whatever was in the way ended meanwhile: claim again (a few times at most).
+                conflicts += 1
+                if conflicts < 3:
+                    continue
+                reason = "skipped: the claim kept conflicting with runs of the job that ended at once"
+                break
+            owner_silent = (blockers.running_silent_s or 0.0) > self._silence_allowed_s
+            if not owner_silent or asyncio.get_running_loop().time() >= settle_by:
+                reason = f"skipped: run {blockers.running_id} was still running (overlap = 'forbid')"
+                break
+            if not announced:
+                announced = True
+                self.log.info(
+                    "fire_waits_for_silent_owner", job_id=job.id, scheduled_for=fire.isoformat(),
+                    run_id=blockers.running_id, silent_s=round(blockers.running_silent_s or 0.0, 3),
+                )  # fmt: skip
+            await asyncio.sleep(self.heartbeat_interval.total_seconds() / 4)
+        else:
             return
-        if await self.store.get_fire(job.id, fire, attempt):
-            self.metrics.job(job.id).fires["taken"].inc()
-            return
-        busy = await self.store.running_run_of_job(job.id) if job.overlap == "forbid" else None
-        reason = (
-            f"skipped: run {busy.id} was still running (overlap = 'forbid')" if busy else "skipped: the job is paused"
-        )
         await self._record_unrun(job, "skipped", fire, reason, trigger=trigger, attempt=attempt)
+
+    @property
+    def _silence_allowed_s(self) -> float:
+        """How long a live owner can go without heartbeating a run: one interval and a half."""
+        return self.heartbeat_interval.total_seconds() * 1.5
 
     def _ran(self, active: ActiveRun) -> None:
         """A fire starts its run (counted into the metrics after the pass, see _after_starts)."""
@@ -649,9 +682,17 @@ class Engine(EngineAdmin):
             for fire in missed:
                 await self._record_unrun(job, "missed", fire, "missed: no replica could run it")
             if latest is not None:
-                await self._claim_fire(job, "catch_up", latest, 1, None)
+                # Its own task: it may wait for a silent owner's run, and recovery must not.
+                self._spawn(self._claim_catch_up(job, latest, 1), name=f"fire:{job.id}")
                 caught_up.add(job.id)
         return caught_up
+
+    async def _claim_catch_up(self, job: JobConfig, fire: datetime, attempt: int) -> None:
+        try:
+            await self._claim_fire(job, "catch_up", fire, attempt, None)
+        except Exception as exc:  # recorded as missed by the next recovery
+            self._database_failed(fire)
+            self.log.error("fire_failed", job_id=job.id, run_times=[fire.isoformat()], error=repr(exc))
 
     async def _catch_up_recent(self, judged_until: datetime, started: datetime, caught_up: set[str]) -> None:
         """Fires of the last moments before start may be in a live replica's hands: they
@@ -997,7 +1038,9 @@ class Engine(EngineAdmin):
         self._check_lease()
         await self._reap_given_up()
         waiting = [run.id for run in self._ahead.waiting] if self._ahead is not None else []
-        beating = [run_id for run_id, active in self._active.items() if active.fenced is None] + waiting
+        # A run that ended is not beaten: its row must look silent to others until its outcome is written.
+        running = [run_id for run_id, active in self._active.items() if active.fenced is None and active.outcome is None]
+        beating = running + waiting
         alive, sent_at = await self._heartbeat_line.beat(beating)
         self._lease.renew(sent_at)
         if gone := [run_id for run_id in beating if run_id not in alive]:
@@ -1005,6 +1048,10 @@ class Engine(EngineAdmin):
         for run_id, cancelled_by in alive.items():
             if cancelled_by:
                 self._on_cancel_request(run_id, cancelled_by)
+        if any(active.outcome is not None for active in self._active.values()):
+            # The database answers again: what ended during the outage is settled at once,
+            # not at the next housekeeping beat (other replicas' fires wait for it).
+            await self._flush_outcomes()
 
     def _check_lease(self) -> None:
         """If this replica's lease ran out unseen, give up its runs before anything is
@@ -1071,7 +1118,7 @@ class Engine(EngineAdmin):
         if job.schedule.next_after(fire) <= self.clock():
             return
         self.log.info("catch_up_of_reaped_fire", job_id=job.id, run_id=missed.id, scheduled_for=fire.isoformat())
-        await self._claim_fire(job, "catch_up", fire, missed.attempt + 1, None)
+        self._spawn(self._claim_catch_up(job, fire, missed.attempt + 1), name=f"fire:{job.id}")
 
     async def _check_overdue(self) -> None:
         """Every job's last success, cluster-wide, into the metrics; and the dead-man's

@@ -82,6 +82,16 @@ class Claim:
     ignore_pause: bool
 
 
+@dataclass(frozen=True)
+class ClaimBlockers:
+    """Why a claim inserted nothing, as the database sees it a moment later."""
+
+    fire_run_id: int | None  # the row that holds the fire key
+    paused: bool
+    running_id: int | None  # the job's exclusive run in progress
+    running_silent_s: float | None  # since its owner last heartbeated it
+
+
 class RunStore:
     """Typed access to the ``maintd`` schema through a pool."""
 
@@ -146,6 +156,11 @@ class RunStore:
     async def get_fire(self, job_id: str, scheduled_for: datetime, attempt: int = 1) -> RunOut | None:
         row = await self.pool.fetchrow(Q["get_fire"], job_id, scheduled_for, attempt)
         return run_from_row(row) if row else None
+
+    async def claim_blockers(self, job_id: str, scheduled_for: datetime | None, attempt: int) -> ClaimBlockers:
+        """What stands in the way of claiming a fire key (or a manual run: ``scheduled_for`` None)."""
+        row = await self.pool.fetchrow(Q["claim_blockers"], job_id, scheduled_for, attempt)
+        return ClaimBlockers(row["fire_run_id"], row["paused"], row["running_id"], row["running_silent_s"])
 
     async def running_run_of_job(self, job_id: str) -> RunOut | None:
         row = await self.pool.fetchrow(Q["running_run_of_job"], job_id)

@@ -38,6 +38,18 @@ WHERE job_id = $1 AND scheduled_for = $2 AND attempt = $3 AND trigger <> 'manual
 -- The exclusive run of a job in progress, if any.
 SELECT * FROM maintd.runs WHERE job_id = $1 AND status = 'running' AND exclusive;
 
+-- name: claim_blockers
+-- Why a claim of fire key ($1, $2, attempt $3) inserted nothing, as the database sees
+-- it now: the row holding the key (none for a manual claim, $2 NULL), whether the job
+-- is paused, and the exclusive run in progress with how long its owner has been silent.
+SELECT (SELECT id FROM maintd.runs
+        WHERE job_id = $1 AND scheduled_for = $2 AND attempt = $3 AND trigger <> 'manual') AS fire_run_id,
+       coalesce((SELECT paused FROM maintd.job_state WHERE job_id = $1), false) AS paused,
+       r.id AS running_id,
+       extract(epoch FROM now() - r.heartbeat_at)::float8 AS running_silent_s
+FROM (SELECT 1) AS one
+LEFT JOIN maintd.runs r ON r.job_id = $1 AND r.status = 'running' AND r.exclusive;
+
 -- name: record_unrun_fire
 -- Record a fire that did not run (skipped, missed); a no-op when the fire key is taken.
 INSERT INTO maintd.runs (job_id, trigger, status, scheduled_for, attempt, exclusive,

@@ -11,7 +11,7 @@ import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,9 +20,10 @@ from freezegun import freeze_time
 from admin_api.interface import RunOut
 from scheduler.config import Config
 from scheduler.engine import Engine
-from scheduler.store import RunStore
+from scheduler.store import Claim, RunStore
 from scheduler.testing import FrozenEngine
 from tests.configs import make_config, sql_job
+from tests.engines import StartEngine
 
 pytestmark = pytest.mark.integration
 
@@ -136,3 +137,52 @@ async def test_a_fire_another_replica_ran_after_the_outage_does_not_hide_the_gap
     # The newer fire ran: it stands for the missed ones, as after downtime.
     expected |= {"00:32:00": [("schedule", "succeeded")]}
     assert rows == expected
+
+
+async def test_a_catch_up_is_not_judged_by_a_run_whose_owner_has_not_settled_it_yet(
+    store: RunStore, start_engine: StartEngine
+) -> None:
+    # lease 3 s: owners beat every second; a row silent for 1.5 s is one whose owner may be away.
+    config = make_config({"tick": sql_job(schedule="@hourly")}, scheduler={"lease": "3s"})
+    # Down for an hour, and the job's last run ended during a database outage on node-a,
+    # which could not write its outcome yet: its row still says running, beaten 2 s ago.
+    await store.register_jobs(["tick"], datetime.now(UTC) - timedelta(minutes=61))
+    stale = await store.pool.fetchval(
+        """INSERT INTO maintd.runs (job_id, trigger, status, scheduled_for, exclusive, started_at, heartbeat_at, node)
+           VALUES ('tick', 'manual', 'running', now(), true, now(), now() - interval '2 s', 'node-a') RETURNING id"""
+    )
+    engine = await start_engine(config, node="node-b")
+    await asyncio.sleep(0.5)  # what a replica that judged by the row would have recorded by now
+    assert [run.status for run in await engine.list_runs(job_id="tick", status=None, limit=10)] == ["running"]
+    # node-a is back and writes how its run ended: the catch-up runs.
+    await store.finish_runs([(stale, "succeeded", datetime.now(UTC), None, None, None)])
+    await asyncio.wait_for(engine.idle(), 5)
+    runs = await engine.list_runs(job_id="tick", status=None, limit=10)
+    assert [(run.trigger, run.status) for run in runs if run.id != stale] == [("catch_up", "succeeded")]
+
+
+async def test_a_catch_up_behind_a_live_run_is_skipped_naming_it(store: RunStore, start_engine: StartEngine) -> None:
+    config = make_config({"tick": sql_job(schedule="@hourly")}, scheduler={"lease": "3s"})
+    await store.register_jobs(["tick"], datetime.now(UTC) - timedelta(minutes=61))
+    busy = await store.claim_run(
+        Claim("tick", "manual", datetime.now(UTC), 1, True, datetime.now(UTC), "ops", "node-a", True)
+    )
+    assert busy is not None
+    engine = await start_engine(config, node="node-b")
+    await asyncio.wait_for(engine.idle(), 5)
+    runs = await engine.list_runs(job_id="tick", status=None, limit=10)
+    assert [(run.trigger, run.status, run.error) for run in runs if run.id != busy.id] == [
+        ("catch_up", "skipped", f"skipped: run {busy.id} was still running (overlap = 'forbid')")
+    ]
+
+
+async def test_a_paused_jobs_fire_is_skipped_as_paused_and_a_busy_one_as_busy(
+    store: RunStore, start_engine: StartEngine
+) -> None:
+    config = make_config({"tick": sql_job(schedule="@hourly")}, scheduler={"lease": "3s"})
+    await store.register_jobs(["tick"], datetime.now(UTC) - timedelta(minutes=61))
+    await store.pool.execute("UPDATE maintd.job_state SET paused = true WHERE job_id = 'tick'")
+    engine = await start_engine(config, node="node-b")
+    await asyncio.wait_for(engine.idle(), 5)
+    [run] = await engine.list_runs(job_id="tick", status=None, limit=10)
+    assert (run.trigger, run.status, run.error) == ("catch_up", "skipped", "skipped: the job is paused")
