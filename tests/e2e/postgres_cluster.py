@@ -52,7 +52,7 @@ def _run(args: list[str | Path]) -> None:
 
 @dataclass
 class PgServer:
-    """One server: its data dir, its port, and whether a process of ours runs on it."""
+    """One server of the test's: its data dir and its port."""
 
     data_dir: Path
     port: int
