@@ -56,13 +56,38 @@ class BlockParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seconds: float = 3.0
+    # Yield this long first: the trigger's answer goes out and the run is seen started before the loop blocks.
+    after: float = 0.0
 
 
 @task()
 async def block(ctx: JobContext, params: BlockParams) -> dict[str, float]:
     """Block the whole event loop, as a job calling a blocking function in async code does (by mistake)."""
-    time.sleep(params.seconds)  # deliberately not asyncio.sleep: the systemd watchdog test needs a wedged loop
+    if params.after:
+        await asyncio.sleep(params.after)
+    # Deliberately not asyncio.sleep: the systemd watchdog and fencing tests need a wedged loop.
+    time.sleep(params.seconds)  # noqa: ASYNC251
     return {"blocked": params.seconds}
+
+
+class StutterParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = 6.0
+    spell: float = 0.3
+
+
+@task()
+async def stutter(ctx: JobContext, params: StutterParams) -> dict[str, int]:
+    """Busy but alive: block the loop ``spell`` seconds at a time (CPU-bound work done in steps), yielding
+    between steps, for ``seconds``; the loop lags by up to a spell, never longer."""
+    loop = asyncio.get_running_loop()
+    end, spells = loop.time() + params.seconds, 0
+    while loop.time() < end:
+        time.sleep(params.spell)  # noqa: ASYNC251 - deliberately blocking: a step of CPU-bound work
+        spells += 1
+        await asyncio.sleep(0)
+    return {"spells": spells}
 
 
 class GatedProgressParams(BaseModel):

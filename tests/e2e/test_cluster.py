@@ -9,14 +9,13 @@ the daemons' JSON log events or polled with a deadline.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,24 @@ from typing import Any
 import asyncpg
 import pytest
 
-from scheduler.engine import CLAIM_SETTLE
-
 from scheduler.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from scheduler.engine import CLAIM_SETTLE
 from tests.e2e.conftest import Daemon
+from tests.e2e.records import (
+    epoch,
+    event,
+    fetch,
+    logged,
+    logged_after,
+    poll,
+    runs,
+    scheduler_toml,
+    sleep_until,
+    stop_all,
+    timeline,
+)
 
 pytestmark = pytest.mark.e2e
-
-POLL_S = 0.05
 
 TICK = """
 [jobs.tick]
@@ -51,104 +60,26 @@ cooperative = true
 """
 
 
-def _scheduler(node: str, *, lease: str | None = None) -> str:
-    return f'node = "{node}"\nshutdown_grace = "5s"\n' + (f'lease = "{lease}"\n' if lease else "")
-
-
-def _fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    async def fetch() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return list(await conn.fetch(sql, *args))
-        finally:
-            await conn.close()
-
-    return asyncio.run(fetch())
-
-
-def _runs(dsn: str, job_id: str) -> list[asyncpg.Record]:
-    return _fetch(
-        dsn,
-        "SELECT id, scheduled_for, status, trigger, node, attempt, error FROM maintd.runs"
-        " WHERE job_id = $1 ORDER BY scheduled_for, id",
-        job_id,
-    )
-
-
-def _epoch(at: datetime) -> int:
-    seconds = at.timestamp()
-    assert seconds == int(seconds), f"fire time {at} is not on a whole second"
-    return int(seconds)
-
-
-def _poll(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Call ``check`` every POLL_S until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if result := check():
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(POLL_S)
-
-
-def _event(name: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: e.get("event") == name and all(e.get(k) == v for k, v in fields.items())
-
-
-def _logged(daemon: Daemon, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
-    """An event the daemon logged already (start_daemon reads up to "Uvicorn running on"), else the next one."""
-    return next((e for e in daemon.events if predicate(e)), None) or daemon.wait_for_event(predicate, timeout)
-
-
-def _timeline(daemon: Daemon, since: float = 0.0) -> str:
-    """The engine's events (claims, failures, recovery, catch-up) and run starts, one a line, for failure messages."""
-    keys = ("scheduled_for", "trigger", "run_id", "count", "first", "fires", "run_times", "error", "reason")
-    lines = []
-    for e in daemon.events:
-        stamp = e.get("timestamp", "")
-        if e.get("logger") not in ("maintd.engine", "maintd.run") or e.get("event") in ("sql_done", "run_succeeded"):
-            continue
-        if since and stamp and datetime.fromisoformat(stamp).timestamp() < since:
-            continue
-        detail = " ".join(f"{k}={str(e[k])[:90]}" for k in keys if k in e)
-        lines.append(f"  {stamp[11:23]} {e.get('event')} {detail}")
-    return "\n".join(lines)
-
-
-def _stop_all(daemons: list[Daemon]) -> None:
-    """SIGTERM every replica at once (as systemd stops a fleet), then each must exit 0."""
-    for daemon in daemons:
-        daemon.process.send_signal(signal.SIGTERM)
-    codes = [daemon.process.wait(30) for daemon in daemons]
-    assert codes == [0] * len(daemons)
-
-
-def _sleep_until(wall: float) -> None:
-    """Wait for a wall-clock time: a fire time of an epoch-aligned schedule (inherent to these tests)."""
-    time.sleep(max(0.0, wall - time.time()))
-
-
 # -- 1. exactly once per fire, three replicas ---------------------------------------------------
 
 
 def test_three_replicas_run_every_fire_exactly_once(start_daemon: Any, db_dsn: str) -> None:
-    replicas = [start_daemon(TICK, dsn=db_dsn, scheduler_toml=_scheduler(f"r{i}")) for i in (1, 2, 3)]
+    replicas = [start_daemon(TICK, dsn=db_dsn, scheduler_toml=scheduler_toml(f"r{i}")) for i in (1, 2, 3)]
     all_up = time.time()
 
     def ten_fires_with_all_up() -> bool:
-        rows = _fetch(
+        rows = fetch(
             db_dsn,
             "SELECT count(*) FROM maintd.runs WHERE job_id = 'tick' AND scheduled_for > to_timestamp($1)",
             all_up,
         )
         return rows[0][0] >= 11
 
-    _poll(ten_fires_with_all_up, timeout=20, what="11 fires of 'every 1s' after the third replica came up")
-    _stop_all(replicas)
+    poll(ten_fires_with_all_up, timeout=20, what="11 fires of 'every 1s' after the third replica came up")
+    stop_all(replicas)
 
-    rows = _runs(db_dsn, "tick")
-    per_fire = Counter(_epoch(r["scheduled_for"]) for r in rows)
+    rows = runs(db_dsn, "tick")
+    per_fire = Counter(epoch(r["scheduled_for"]) for r in rows)
     first, last = min(per_fire), max(per_fire)
     expected = set(range(first, last + 1))
     duplicates = {fire: n for fire, n in per_fire.items() if n > 1}
@@ -181,13 +112,13 @@ def test_three_replicas_run_every_fire_exactly_once(start_daemon: Any, db_dsn: s
 
 def test_trigger_conflicts_and_cancel_reach_the_owning_replica(start_daemon: Any, db_dsn: str) -> None:
     jobs = SLOW.format(seconds=60)
-    a = start_daemon(jobs, dsn=db_dsn, scheduler_toml=_scheduler("a"))  # default lease 30 s: heartbeat every 10 s
-    b = start_daemon(jobs, dsn=db_dsn, scheduler_toml=_scheduler("b"))
+    a = start_daemon(jobs, dsn=db_dsn, scheduler_toml=scheduler_toml("a"))  # default lease 30 s: heartbeat every 10 s
+    b = start_daemon(jobs, dsn=db_dsn, scheduler_toml=scheduler_toml("b"))
     with a.operator() as on_a, b.operator() as on_b:
         started = on_a.post("/admin/trigger/slow")
         assert started.status_code == 202
         run_id = started.json()["run_id"]
-        a.wait_for_event(_event("run_started", run_id=run_id))
+        a.wait_for_event(event("run_started", run_id=run_id))
 
         busy = on_b.post("/admin/trigger/slow")
         assert busy.status_code == 409, busy.text
@@ -201,20 +132,20 @@ def test_trigger_conflicts_and_cancel_reach_the_owning_replica(start_daemon: Any
             run = on_b.get(f"/admin/runs/{run_id}").json()
             return run if run["status"] != "running" else None
 
-        run = _poll(ended, timeout=15, what=f"run {run_id} ending after a cancel sent to the other replica")
+        run = poll(ended, timeout=15, what=f"run {run_id} ending after a cancel sent to the other replica")
         latency = time.monotonic() - asked
         print(f"\n[cancel] run {run_id} on node {run['node']} cancelled from node b in {latency:.3f}s")
         assert run["status"] == "cancelled" and run["node"] == "a"
         assert run["error"] == "cancelled by ops"
         # Well under the 10 s heartbeat fallback: the owner heard the NOTIFY.
         assert latency < 3
-        a.wait_for_event(_event("run_cancelled", run_id=run_id), timeout=5)
+        a.wait_for_event(event("run_cancelled", run_id=run_id), timeout=5)
 
         again = on_b.post("/admin/trigger/slow")  # the job is free again, on either replica
         assert again.status_code == 202, again.text
         assert on_b.post(f"/admin/runs/{again.json()['run_id']}/cancel").status_code == 202
         assert b.follow(again.json()["run_id"], timeout=10)["status"] == "cancelled"
-    _stop_all([a, b])
+    stop_all([a, b])
 
 
 # -- 3. a killed owner's run is declared lost, and the job runs again --------------------------
@@ -222,18 +153,18 @@ def test_trigger_conflicts_and_cancel_reach_the_owning_replica(start_daemon: Any
 
 def test_sigkill_of_the_owner_loses_the_run_within_lease_plus_one_heartbeat(start_daemon: Any, db_dsn: str) -> None:
     # Same job id on both replicas; B's copy sleeps briefly so that its run after the loss ends quickly.
-    a = start_daemon(SLOW.format(seconds=60), dsn=db_dsn, scheduler_toml=_scheduler("a", lease="4s"))
-    b = start_daemon(SLOW.format(seconds=0.3), dsn=db_dsn, scheduler_toml=_scheduler("b", lease="4s"))
+    a = start_daemon(SLOW.format(seconds=60), dsn=db_dsn, scheduler_toml=scheduler_toml("a", lease="4s"))
+    b = start_daemon(SLOW.format(seconds=0.3), dsn=db_dsn, scheduler_toml=scheduler_toml("b", lease="4s"))
     with a.operator() as on_a:
         started = on_a.post("/admin/trigger/slow")
         assert started.status_code == 202
         run_id = started.json()["run_id"]
-    a.wait_for_event(_event("run_started", run_id=run_id))
+    a.wait_for_event(event("run_started", run_id=run_id))
 
     a.process.kill()
     killed = time.monotonic()
     a.process.wait(10)
-    lost = b.wait_for_event(_event("run_lost", run_id=run_id), timeout=15)
+    lost = b.wait_for_event(event("run_lost", run_id=run_id), timeout=15)
     detection = time.monotonic() - killed
     print(f"\n[lost] run {run_id} of node a declared lost by node b {detection:.3f}s after SIGKILL (lease 4s)")
     assert lost["owner"] == "a"
@@ -256,18 +187,18 @@ def test_sigkill_of_the_owner_loses_the_run_within_lease_plus_one_heartbeat(star
 def test_sigkill_between_a_claim_ahead_and_its_fire_runs_the_fire_late_once(start_daemon: Any, db_dsn: str) -> None:
     period = 20  # the fire's catch-up comes a lease later, well before the next fire
     jobs = f'[jobs.nightly]\ntask = "sql"\nschedule = "every {period}s"\n[jobs.nightly.params]\nsql = "SELECT 1"\n'
-    a = start_daemon(jobs, dsn=db_dsn, scheduler_toml=_scheduler("a", lease="4s"))
-    b = start_daemon(jobs, dsn=db_dsn, scheduler_toml=_scheduler("b", lease="4s"))
+    a = start_daemon(jobs, dsn=db_dsn, scheduler_toml=scheduler_toml("a", lease="4s"))
+    b = start_daemon(jobs, dsn=db_dsn, scheduler_toml=scheduler_toml("b", lease="4s"))
 
     def claimed_ahead() -> asyncpg.Record | None:
-        rows = _fetch(
+        rows = fetch(
             db_dsn,
             "SELECT id, node, scheduled_for FROM maintd.runs"
             " WHERE job_id = 'nightly' AND status = 'running' AND started_at IS NULL",
         )
         return rows[0] if rows else None
 
-    claim = _poll(claimed_ahead, timeout=period + 5, what="a claim ahead of the next fire")
+    claim = poll(claimed_ahead, timeout=period + 5, what="a claim ahead of the next fire")
     owner, survivor = (a, b) if claim["node"] == "a" else (b, a)
     survivor_node = "b" if claim["node"] == "a" else "a"
     owner.process.kill()
@@ -276,9 +207,9 @@ def test_sigkill_between_a_claim_ahead_and_its_fire_runs_the_fire_late_once(star
     fire = claim["scheduled_for"]
     assert killed < fire.timestamp(), "killed after the fire time: not the case under test"
 
-    caught_up = survivor.wait_for_event(_event("catch_up_of_reaped_fire", run_id=claim["id"]), timeout=15)
-    rows = _poll(
-        lambda: (rows := [r for r in _runs(db_dsn, "nightly") if r["scheduled_for"] == fire])
+    caught_up = survivor.wait_for_event(event("catch_up_of_reaped_fire", run_id=claim["id"]), timeout=15)
+    rows = poll(
+        lambda: (rows := [r for r in runs(db_dsn, "nightly") if r["scheduled_for"] == fire])
         and all(r["status"] != "running" for r in rows) and len(rows) == 2 and rows,
         timeout=10, what="the fire's late run ended",
     )  # fmt: skip
@@ -305,41 +236,41 @@ def test_fires_missed_while_no_replica_ran_are_recorded_and_caught_up(
     step = 4
     jobs = f'[jobs.tick3]\ntask = "sql"\nschedule = "every {step}s"\ncatch_up = "{catch_up}"\n' \
         '[jobs.tick3.params]\nsql = "SELECT 1"\n'
-    first = start_daemon(jobs, dsn=db_dsn, scheduler_toml=_scheduler("first"))
-    first.wait_for_event(_event("run_succeeded", job_id="tick3"), timeout=step + 5)
+    first = start_daemon(jobs, dsn=db_dsn, scheduler_toml=scheduler_toml("first"))
+    first.wait_for_event(event("run_succeeded", job_id="tick3"), timeout=step + 5)
     assert first.terminate() == 0
-    before = _runs(db_dsn, "tick3")
+    before = runs(db_dsn, "tick3")
     assert [(r["status"], r["trigger"]) for r in before] == [("succeeded", "schedule")] * len(before)
-    last_run = _epoch(before[-1]["scheduled_for"])
+    last_run = epoch(before[-1]["scheduled_for"])
 
     # Down across two fire times (last_run + 4 and + 8), then up again once the second
     # is older than the engine's CLAIM_SETTLE, so that start-up judges both.
-    _sleep_until(last_run + 2 * step + CLAIM_SETTLE.total_seconds() + 0.3)
-    second = start_daemon(jobs, dsn=db_dsn, scheduler_toml=_scheduler("second"))
-    _logged(second, _event("engine_started"))  # the catch-up is claimed before this event
+    sleep_until(last_run + 2 * step + CLAIM_SETTLE.total_seconds() + 0.3)
+    second = start_daemon(jobs, dsn=db_dsn, scheduler_toml=scheduler_toml("second"))
+    logged(second, event("engine_started"))  # the catch-up is claimed before this event
     missed_event = next(e for e in second.events if e.get("event") == "fires_missed")
-    catch_up_run = [r for r in _runs(db_dsn, "tick3") if r["trigger"] == "catch_up"]
+    catch_up_run = [r for r in runs(db_dsn, "tick3") if r["trigger"] == "catch_up"]
     if catch_up_run:
         second.follow(catch_up_run[0]["id"], timeout=10)
     assert second.terminate() == 0
 
-    after = [r for r in _runs(db_dsn, "tick3") if _epoch(r["scheduled_for"]) > last_run]
-    fires = [_epoch(r["scheduled_for"]) for r in after]
+    after = [r for r in runs(db_dsn, "tick3") if epoch(r["scheduled_for"]) > last_run]
+    fires = [epoch(r["scheduled_for"]) for r in after]
     assert fires == list(range(last_run + step, last_run + step * (len(fires) + 1), step)), (
         f"each fire after the last run must have exactly one row: {fires}"
     )
-    missed = [_epoch(r["scheduled_for"]) for r in after if r["status"] == "missed"]
+    missed = [epoch(r["scheduled_for"]) for r in after if r["status"] == "missed"]
     caught_up = [r for r in after if r["trigger"] == "catch_up"]
     print(
         f"\n[catch_up={catch_up}] down after the fire at {last_run}; on restart: missed rows at"
         f" +{[f - last_run for f in missed]}s, catch_up runs "
-        f"{[(_epoch(r['scheduled_for']) - last_run, r['status']) for r in caught_up]}"
+        f"{[(epoch(r['scheduled_for']) - last_run, r['status']) for r in caught_up]}"
         f" (fires_missed count={missed_event['count']})"
     )
     assert all(r["trigger"] == "schedule" for r in after if r["status"] == "missed")
     if catch_up == "once":
         assert len(caught_up) == 1 and caught_up[0]["status"] == "succeeded"
-        latest = _epoch(caught_up[0]["scheduled_for"])
+        latest = epoch(caught_up[0]["scheduled_for"])
         assert latest >= last_run + 2 * step
         # The missed fires are all those before the latest, which the catch-up run stands for.
         assert missed == list(range(last_run + step, latest, step))
@@ -350,7 +281,7 @@ def test_fires_missed_while_no_replica_ran_are_recorded_and_caught_up(
         assert missed_event["count"] == len(missed)
         latest = missed[-1]
     # What follows is the restarted replica's own schedule, run normally.
-    rest = [r for r in after if _epoch(r["scheduled_for"]) > latest]
+    rest = [r for r in after if epoch(r["scheduled_for"]) > latest]
     assert all((r["trigger"], r["status"]) == ("schedule", "succeeded") for r in rest), rest
 
 
@@ -383,14 +314,6 @@ def _stop_server(server: EmbeddedPostgres, data_dir: Path) -> None:
         raise
 
 
-def _logged_after(wall: float) -> Callable[[dict[str, Any]], bool]:
-    def logged_after(event: dict[str, Any]) -> bool:
-        stamp = event.get("timestamp")
-        return bool(stamp) and datetime.fromisoformat(stamp).timestamp() >= wall
-
-    return logged_after
-
-
 def test_database_outage_keeps_the_daemon_up_and_records_what_it_missed(
     start_daemon: Any, private_dir: Path
 ) -> None:
@@ -402,10 +325,10 @@ def test_database_outage_keeps_the_daemon_up_and_records_what_it_missed(
     jobs = TICK.replace('sql = "SELECT 1"', 'sql = "SELECT pg_sleep(0.6)"')
     daemon: Daemon | None = None
     try:
-        daemon = start_daemon(jobs, dsn=dsn, scheduler_toml=_scheduler("solo", lease=f"{lease}s"))
+        daemon = start_daemon(jobs, dsn=dsn, scheduler_toml=scheduler_toml("solo", lease=f"{lease}s"))
         with daemon.client() as http:
             assert http.get("/readyz").status_code == 200
-            interrupted = daemon.wait_for_event(_event("run_started", job_id="tick"), timeout=10)["run_id"]
+            interrupted = daemon.wait_for_event(event("run_started", job_id="tick"), timeout=10)["run_id"]
 
             stopped_at, stopping = time.time(), time.monotonic()
             _stop_server(server, data_dir)
@@ -415,7 +338,7 @@ def test_database_outage_keeps_the_daemon_up_and_records_what_it_missed(
                 answer = http.get("/readyz")
                 return answer.json() if answer.status_code == 503 else None
 
-            body = _poll(not_ready, timeout=10, what="/readyz answering 503 with the database down")
+            body = poll(not_ready, timeout=10, what="/readyz answering 503 with the database down")
             flipped = time.monotonic() - stopping
             assert any(reason.startswith("database") for reason in body["reasons"]), body
             assert http.get("/healthz").json() == {"status": "ok"}
@@ -427,37 +350,37 @@ def test_database_outage_keeps_the_daemon_up_and_records_what_it_missed(
             # so the first claim succeeds before the engine has noticed that the database is back.
             now = time.time()
             daemon.wait_for_event(
-                lambda e: e.get("event") == "heartbeat_failed" and _logged_after(now)(e), timeout=lease
+                lambda e: e.get("event") == "heartbeat_failed" and logged_after(now)(e), timeout=lease
             )
             restarted_at, restarting = time.time(), time.monotonic()
             server.start()
             outage_s = restarted_at - stopped_at
-            _poll(lambda: http.get("/readyz").status_code == 200, timeout=20, what="/readyz back to 200")
+            poll(lambda: http.get("/readyz").status_code == 200, timeout=20, what="/readyz back to 200")
             ready_again = time.monotonic() - restarting
-        daemon.wait_for_event(_event("database_recovered"), timeout=10)
+        daemon.wait_for_event(event("database_recovered"), timeout=10)
         recovered = time.monotonic() - restarting
 
         # Nothing stays running: what the outage interrupted ends (recorded late, or reaped) within a lease.
         def none_running_from_before() -> bool:
-            rows = _fetch(
+            rows = fetch(
                 dsn,
                 "SELECT count(*) FROM maintd.runs WHERE status = 'running' AND scheduled_for < to_timestamp($1)",
                 restarted_at,
             )
             return rows[0][0] == 0
 
-        _poll(none_running_from_before, timeout=lease + 3, what="no run from before the restart still running")
+        poll(none_running_from_before, timeout=lease + 3, what="no run from before the restart still running")
         assert daemon.terminate() == 0
-        _logged(daemon, _event("engine_stopped"))  # read the log to its end
-        rows = _runs(dsn, "tick")
+        logged(daemon, event("engine_stopped"))  # read the log to its end
+        rows = runs(dsn, "tick")
     finally:
         if daemon is not None and daemon.process.poll() is None:
             daemon.process.kill()  # before its server goes
         _stop_server(server, data_dir)
 
-    timeline = _timeline(daemon, since=stopped_at - 2)
+    story = timeline(daemon, since=stopped_at - 2)
     statuses = Counter(r["status"] for r in rows)
-    per_fire = Counter(_epoch(r["scheduled_for"]) for r in rows)
+    per_fire = Counter(epoch(r["scheduled_for"]) for r in rows)
     duplicates = {fire: n for fire, n in per_fire.items() if n > 1}
     missing = sorted(set(range(min(per_fire), max(per_fire) + 1)) - set(per_fire))
     # Fires clearly inside the outage (a second of margin at each end for the claims in flight).
@@ -476,11 +399,11 @@ def test_database_outage_keeps_the_daemon_up_and_records_what_it_missed(
     assert flipped < 5
     assert "running" not in statuses
     assert not duplicates, duplicates
-    assert not missing, f"fires with no row at all (silently missed): {missing}; daemon events:\n{timeline}"
+    assert not missing, f"fires with no row at all (silently missed): {missing}; daemon events:\n{story}"
     assert len(during) >= 7
-    assert all(r["status"] == "missed" or r["trigger"] == "catch_up" for r in during), f"{during}\n{timeline}"
+    assert all(r["status"] == "missed" or r["trigger"] == "catch_up" for r in during), f"{during}\n{story}"
     assert len(caught_up) == 1 and caught_up[0]["status"] == "succeeded", (
-        f"catch_up runs {caught_up}; daemon events:\n{timeline}"
+        f"catch_up runs {caught_up}; daemon events:\n{story}"
     )
     # The catch-up run stands for the latest fire missed during the outage.
     assert caught_up[0]["scheduled_for"].timestamp() >= max(r["scheduled_for"].timestamp() for r in during)
