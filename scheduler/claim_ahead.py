@@ -25,7 +25,6 @@ import contextlib
 import zlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from admin_api.interface import RunOut
 from scheduler.config import JobConfig
@@ -59,8 +58,8 @@ class ClaimAhead:
         on_win: Callable[[RunOut], None],
         on_late_win: Callable[[RunOut], None],
         ready: Callable[[datetime], Awaitable[bool]],
+        on_error: Callable[[Exception], None],
         clock: Callable[[], datetime],
-        log: Any,
     ) -> None:
         self.store = store
         self.node = node
@@ -71,7 +70,7 @@ class ClaimAhead:
         self._on_late_win = on_late_win
         self._ready = ready
         self._clock = clock
-        self._log = log
+        self._on_error = on_error
         self.live: list[str] = [node]
         self._won: dict[FireKey, RunOut] = {}
         self._taken: set[FireKey] = set()
@@ -137,7 +136,7 @@ class ClaimAhead:
             try:
                 await self.claim_due()
             except Exception as exc:  # the fire-time claim covers what this misses
-                self._log.warning("claim_ahead_failed", error=repr(exc))
+                self._on_error(exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), pause)
 

@@ -44,6 +44,7 @@ from scheduler.config import Config, JobConfig
 from scheduler.durations import format_duration
 from scheduler.engine_admin import ALERTS_AT_STOP, READINESS_TIMEOUT_S, EngineAdmin
 from scheduler.fire_executor import FireExecutor, fire_placeholder
+from scheduler.failure_log import FailureLog
 from scheduler.lease import HeartbeatLine, Lease
 from scheduler.metrics import JobSeries, Metrics
 from scheduler.reload import ConfigDiff
@@ -67,6 +68,8 @@ CLAIM_SETTLE = timedelta(seconds=2)
 RETRY_LOOKBACK = timedelta(days=1)
 CANCEL_CHANNEL = "maintd_cancel"
 TOO_BUSY = "missed: the daemon was too busy to fire on time"
+# At stop, the catch-up of the fires just before the start gets this long beyond its settling time.
+CATCH_UP_AT_STOP = timedelta(seconds=5)
 # At stop, a claim ahead under way gets this long to be answered.
 CLAIM_AT_STOP_S = 5.0
 # Fires are claimed this long before they are due (see scheduler/claim_ahead.py).
@@ -125,7 +128,9 @@ class Engine(EngineAdmin):
         # Three beats per lease: one late beat never loses a run.
         self.heartbeat_interval = config.scheduler.lease / 3
         self._lease = Lease(self.lease)
-        self._heartbeat_line = HeartbeatLine(store, timeout=self.heartbeat_interval)
+        # A beat slowed by a lagging loop still counts from when it was sent: it is given
+        # up only when it could no longer keep the lease anyway.
+        self._heartbeat_line = HeartbeatLine(store, timeout=self.lease)
         # Runs given up because the lease ran out unseen, whose rows may still say
         # running: ended (lost/missed) before anything else is written for them; by id.
         self._to_reap: dict[int, str] = {}
@@ -136,6 +141,7 @@ class Engine(EngineAdmin):
         # The latest run on this replica that did not succeed: (job id, when it ended), for STATUS=.
         self.last_failure: tuple[str, datetime] | None = None
         self.log = structlog.get_logger("maintd.engine").bind(node=node)
+        self._failures = FailureLog(self.log)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._active: dict[int, ActiveRun] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -160,8 +166,8 @@ class Engine(EngineAdmin):
                 on_win=self._prepare_claimed_ahead,
                 on_late_win=self._start_late_win,
                 ready=self._recovered,
+                on_error=self._claim_ahead_failed,
                 clock=clock,
-                log=self.log,
             )
             if claim_ahead > timedelta(0)
             else None
@@ -200,7 +206,10 @@ class Engine(EngineAdmin):
         # What a previous process under this node's name left running ends now, not a
         # lease later: its claims ahead would hold back this start's catch-up.
         left_running = await self.store.reap_node_runs(self.node)
-        self._lease.reset()
+        # The heartbeat line is opened (and its statement prepared) now: under load, a
+        # connection opened by the first beat could take longer than the lease.
+        _, sent_at = await self._heartbeat_line.beat([])
+        self._lease.renew(sent_at)
         self._scheduler.add_executor(FireExecutor(self._on_fire), alias=_EXECUTOR)
         for job in self.jobs.values():
             self.metrics.register_job(job.id)
@@ -245,6 +254,11 @@ class Engine(EngineAdmin):
                 if active.task in pending:
                     self._cancel_active(active, "shutdown", grace=timedelta(0))
             await self._wait_tasks(pending)
+        # The fires of the moments before the start are judged even when the stop comes first:
+        # no later start would look before the fires this replica ran since.
+        recent = [task for task in self._background if task.get_name() == "maintd-catch-up"]
+        if recent:
+            await asyncio.wait(recent, timeout=(CLAIM_SETTLE + CATCH_UP_AT_STOP).total_seconds())
         await self.idle()
         for task in self._background:
             task.cancel()
@@ -255,7 +269,7 @@ class Engine(EngineAdmin):
         if unrecorded := await self._flush_outcomes():
             self.log.error("runs_not_recorded_at_stop", run_ids=unrecorded)
         closing, self._logs_to_close = self._logs_to_close, set()
-        await RUN_LOGS.flush(closing, self.store.write_runs_logs, close=True)
+        await RUN_LOGS.flush(closing, self.store.write_runs_logs, close=True, failed=self._failures.failed)
         await self.alerter.close(ALERTS_AT_STOP)
         self._end_of_pass()  # in case the loop stops before the pass's end (the collector back on)
         self.log.info("engine_stopped")
@@ -419,7 +433,7 @@ class Engine(EngineAdmin):
                 await self._record_unrun(job, "missed", fire, TOO_BUSY)
         except Exception as exc:  # recorded by the catch-up once the database is back
             self._database_failed(fires[0])
-            self.log.error("fire_failed", job_id=job.id, run_times=[t.isoformat() for t in fires], error=repr(exc))
+            self._failures.failed("fire_failed", level="error", job_id=job.id, run_times=[t.isoformat() for t in fires], error=repr(exc))
 
     def _start_late_win(self, run: RunOut) -> None:
         """A claim ahead won after its fire was handed over: start it now, late, unless
@@ -472,7 +486,7 @@ class Engine(EngineAdmin):
         try:
             await self.store.mark_started(started)
         except Exception as exc:  # informational only: the runs are running either way
-            self.log.warning("start_times_not_recorded", runs=len(started), error=repr(exc))
+            self._failures.failed("start_times_not_recorded", runs=len(started), error=repr(exc))
 
     def _flush_due(self) -> None:
         due, self._due = self._due, []
@@ -504,7 +518,7 @@ class Engine(EngineAdmin):
                     await self._claim_fire(job, "schedule", fire, 1, None)
         except Exception as exc:  # a fire must never take the daemon down
             self._database_failed(min(fire for _, fire in due))
-            self.log.error("fires_not_claimed", fires=len(due), error=repr(exc))
+            self._failures.failed("fires_not_claimed", level="error", fires=len(due), error=repr(exc))
 
     async def _handle_fire(self, job: JobConfig, run_times: list[datetime], retry_of: RunOut | None) -> None:
         log = self.log.bind(job_id=job.id)
@@ -524,7 +538,9 @@ class Engine(EngineAdmin):
         except Exception as exc:  # a fire must never take the daemon down
             # Recorded as missed (and caught up, if configured) once the database is back.
             self._database_failed(retry_of.scheduled_for if retry_of is not None else run_times[0])
-            log.error("fire_failed", run_times=[t.isoformat() for t in run_times], error=repr(exc))
+            self._failures.failed(
+                "fire_failed", level="error", job_id=job.id, run_times=[t.isoformat() for t in run_times], error=repr(exc)
+            )
 
     async def _claim_fire(
         self, job: JobConfig, trigger: str, fire: datetime, attempt: int, retry_of: RunOut | None
@@ -687,12 +703,16 @@ class Engine(EngineAdmin):
                 caught_up.add(job.id)
         return caught_up
 
+    def _claim_ahead_failed(self, exc: Exception) -> None:
+        # The fire-time claims cover what a failed pass leaves undecided.
+        self._failures.failed("claim_ahead_failed", error=repr(exc))
+
     async def _claim_catch_up(self, job: JobConfig, fire: datetime, attempt: int) -> None:
         try:
             await self._claim_fire(job, "catch_up", fire, attempt, None)
         except Exception as exc:  # recorded as missed by the next recovery
             self._database_failed(fire)
-            self.log.error("fire_failed", job_id=job.id, run_times=[fire.isoformat()], error=repr(exc))
+            self._failures.failed("fire_failed", level="error", job_id=job.id, run_times=[fire.isoformat()], error=repr(exc))
 
     async def _catch_up_recent(self, judged_until: datetime, started: datetime, caught_up: set[str]) -> None:
         """Fires of the last moments before start may be in a live replica's hands: they
@@ -702,7 +722,7 @@ class Engine(EngineAdmin):
             await self._catch_up(started, no_run_for=caught_up)
         except Exception as exc:
             self._database_failed(judged_until)
-            self.log.warning("catch_up_failed", error=repr(exc))
+            self._failures.failed("catch_up_failed", error=repr(exc))
 
     async def _recovered(self, until: datetime) -> bool:
         """After a failed database call, before claiming anything new: record how the
@@ -717,10 +737,10 @@ class Engine(EngineAdmin):
                 await self._flush_outcomes()
                 await self._catch_up(until, outage_since=self._outage_since)
             except Exception as exc:
-                self.log.warning("database_still_unavailable", error=repr(exc))
+                self._failures.failed("database_still_unavailable", error=repr(exc))
                 return False
             self._database_ok, self._outage_since = True, None
-            self.log.info("database_recovered")
+            self.log.info("database_recovered", failures_held_back=self._failures.recovered())
             return True
 
     def _database_failed(self, since: datetime) -> None:
@@ -822,7 +842,9 @@ class Engine(EngineAdmin):
             ended = await self._endings(active)
         except Exception as exc:
             self._database_failed(self.clock())
-            active.ctx.log.error("run_outcome_not_recorded", status=outcome.status, error=repr(exc))
+            self._failures.failed(
+                "run_outcome_not_recorded", level="error", job_id=run.job_id, run_id=run.id, status=outcome.status, error=repr(exc)
+            )
             return False
         self._active.pop(run.id, None)
         # What it logs from here on (a retry scheduled, an alert) is written at the next beat.
@@ -844,7 +866,7 @@ class Engine(EngineAdmin):
         """The runs that ended in one loop iteration (a burst of short jobs ends together):
         their logs in one transaction, then their outcomes in one statement; a run seen
         ended shows all it logged."""
-        await RUN_LOGS.flush([active.run.id for active in ended], self.store.write_runs_logs)
+        await RUN_LOGS.flush([active.run.id for active in ended], self.store.write_runs_logs, failed=self._failures.failed)
         # Nothing is written for a run of a lease that ran out before it is ended as the reaper would.
         self._check_lease()
         if any(active.run.id in self._to_reap for active in ended):
@@ -947,7 +969,7 @@ class Engine(EngineAdmin):
         try:
             recorded = await self.store.finish_run(run.id, status, self.clock(), None, reason)
         except Exception as exc:
-            self.log.warning("claimed_fire_not_recorded", job_id=run.job_id, run_id=run.id, error=repr(exc))
+            self._failures.failed("claimed_fire_not_recorded", job_id=run.job_id, run_id=run.id, error=repr(exc))
             return
         if recorded is None:  # the reaper (or another path) recorded it already
             return
@@ -960,18 +982,22 @@ class Engine(EngineAdmin):
 
     async def _heartbeat_loop(self, beat: Callable[[], Awaitable[None]]) -> None:
         """Call ``beat`` every heartbeat interval, counted from when each began: a slow
-        beat does not push the next one back."""
+        beat does not push the next one back. After a failed beat the next comes sooner:
+        the lease (and the recovery) resume as soon as the database answers again."""
         loop = asyncio.get_running_loop()
         interval = self.heartbeat_interval.total_seconds()
         next_at = loop.time() + interval
         while True:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
-            next_at = max(next_at, loop.time()) + interval
+            began = max(next_at, loop.time())
             try:
                 await beat()
             except Exception as exc:
                 self._database_failed(self.clock())
-                self.log.warning("heartbeat_failed", error=repr(exc))
+                self._failures.failed("heartbeat_failed", error=repr(exc))
+                next_at = began + interval / 4
+            else:
+                next_at = began + interval
 
     async def _beat_own_runs_loop(self) -> None:
         await self._heartbeat_loop(self._beat_own_runs)
@@ -1006,10 +1032,10 @@ class Engine(EngineAdmin):
     async def _write_own_runs(self) -> None:
         """What this process's runs logged since the last beat (for ended runs, before
         their outcome), and how those that ended ended, where the database missed it."""
-        await RUN_LOGS.flush(list(self._active), self.store.write_runs_logs)
+        await RUN_LOGS.flush(list(self._active), self.store.write_runs_logs, failed=self._failures.failed)
         await self._flush_outcomes()
         closing, self._logs_to_close = self._logs_to_close, set()
-        await RUN_LOGS.flush(closing, self.store.write_runs_logs, close=True)
+        await RUN_LOGS.flush(closing, self.store.write_runs_logs, close=True, failed=self._failures.failed)
 
     async def _on_reaped(self, runs: list[RunOut]) -> None:
         """Count, log and alert runs just declared lost (and fires claimed ahead recorded
@@ -1182,7 +1208,7 @@ class Engine(EngineAdmin):
         try:
             return await self._listen()
         except Exception as exc:
-            self.log.warning("listen_failed", error=repr(exc))
+            self._failures.failed("listen_failed", error=repr(exc))
             return None
 
     async def _listen_loop(self) -> None:
@@ -1202,7 +1228,7 @@ class Engine(EngineAdmin):
                     with contextlib.suppress(Exception):
                         await asyncio.shield(conn.close(timeout=2))
             except Exception as exc:
-                self.log.warning("listen_failed", error=repr(exc))
+                self._failures.failed("listen_failed", error=repr(exc))
             await asyncio.sleep(self.heartbeat_interval.total_seconds())
 
     def _on_cancel_notice(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:

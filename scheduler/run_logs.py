@@ -332,12 +332,20 @@ class RunLogCapture:
     def close(self, run_id: int) -> RunLogBuffer | None:
         return self._buffers.pop(run_id, None)
 
-    async def flush(self, run_ids: Iterable[int], write: ManyWriter, *, close: bool = False) -> None:
+    async def flush(
+        self,
+        run_ids: Iterable[int],
+        write: ManyWriter,
+        *,
+        close: bool = False,
+        failed: Callable[..., None] | None = None,
+    ) -> None:
         """Write the buffers of ``run_ids`` (those of runs in progress on the caller's engine)
         with one call of ``write``.
 
         ``close``: the runs have ended and been recorded; their buffers go, written or not.
-        A failed write is logged, never raised: logs must not stop a run or a heartbeat."""
+        A failed write is logged (through ``failed``, an event logger, where given), never
+        raised: logs must not stop a run or a heartbeat."""
         buffers = sorted(
             (buffer for run_id in set(run_ids) if (buffer := self._buffers.get(run_id)) is not None),
             key=lambda buffer: buffer.run_id,
@@ -355,7 +363,7 @@ class RunLogCapture:
                     for buffer, batch in batches:
                         buffer.restore(batch)
                     # runs=, not run_id=: this is about the daemon's writing, not something a run did.
-                    _log.warning(
+                    (failed or _log.warning)(
                         "run_logs_not_written", runs=[b.run_id for b, _ in batches], error=repr(exc), closed=close
                     )
                 else:
