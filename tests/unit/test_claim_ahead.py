@@ -48,6 +48,9 @@ class FakeStore:
         self.heartbeats += 1
         return sorted({*self.live, node})
 
+    async def node_heartbeat_at(self, node: str, lease: timedelta) -> tuple[list[str], datetime]:
+        return await self.node_heartbeat(node, lease), T0
+
     async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[RunOut]:
         self.claims.append([(job_id, fire) for job_id, fire, _ in fires])
         won = []

@@ -13,7 +13,18 @@ from typing import Any
 
 import pytest
 
+from scheduler.claim_ahead import ClaimAhead
 from scheduler.clock_guard import RECHECK_SUSPENDED, NoClockGuard, SkewGuard, Stamp
+from tests.unit.test_claim_ahead import (
+    LEASE,
+    T0,
+    WINDOW,
+    Clock,
+    FakeLog,
+    FakeStore,
+    Schedule,
+    jobs,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -189,3 +200,28 @@ def test_the_null_guard_never_suspends() -> None:
     checked.observe(Stamp(DB + timedelta(days=400), 0.0), DB)
     assert not checked.suspended() and checked.reason() is None and not checked.wants_measurement()
 
+
+async def test_a_claim_pass_whose_node_heartbeat_reads_the_clock_off_claims_nothing() -> None:
+    # The database says T0 (the fake store's answer); this host's wall clock says 10 s later.
+    host = Clock(T0 + timedelta(seconds=10))
+    checked = SkewGuard(BOUND, clock=host, monotonic=lambda: 1000.0, log=Log())
+    store = FakeStore(["node-a"])
+    [job] = jobs(1).values()
+    ahead = ClaimAhead(
+        store,  # type: ignore[arg-type]  # the fake answers the calls ClaimAhead makes
+        node="node-a",
+        window=WINDOW,
+        lease=LEASE,
+        due_before=Schedule([(job, host.now + timedelta(milliseconds=400))]),
+        on_win=lambda run: None,
+        on_late_win=lambda run: None,
+        clock=host,
+        log=FakeLog(),
+        clock_guard=checked,
+    )
+    await ahead.claim_due()
+    assert store.heartbeats == 1 and store.claims == []
+    assert checked.suspended()
+    # Suspended: no more passes at the database until a reading is due.
+    await ahead.claim_due()
+    assert store.heartbeats == 1 and store.claims == []
