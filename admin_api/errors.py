@@ -14,11 +14,12 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from admin_api.interface import AdminError, Conflict, NotFound
+from admin_api.interface import AdminError, Conflict, NotFound, SchedulingSuspended
 
 STATUS_OF: dict[type[AdminError], int] = {
     NotFound: status.HTTP_404_NOT_FOUND,
     Conflict: status.HTTP_409_CONFLICT,
+    SchedulingSuspended: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 

@@ -7,9 +7,10 @@ Error hierarchy (each maps to one HTTP status in ``admin_api.errors``)::
     ├── NotFound            404
     │   ├── JobNotFound
     │   └── RunNotFound
-    └── Conflict            409
-        ├── JobBusy         a run is in progress and overlap is forbidden
-        └── RunEnded        the run is no longer in progress
+    ├── Conflict            409
+    │   ├── JobBusy         a run is in progress and overlap is forbidden
+    │   └── RunEnded        the run is no longer in progress
+    └── SchedulingSuspended 503  this replica takes no part in scheduling for now
 """
 
 from __future__ import annotations
@@ -167,6 +168,14 @@ class RunEnded(Conflict):
         super().__init__(f"run {run_id} has already ended ({status})")
         self.run_id = run_id
         self.status = status
+
+
+class SchedulingSuspended(AdminError):
+    """This replica starts no run for now (e.g. its clock is off the database's); another may."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"this replica is not scheduling: {reason}")
+        self.reason = reason
 
 
 class AdminEngine(Protocol):

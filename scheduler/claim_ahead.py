@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from admin_api.interface import RunOut
+from scheduler.clock_guard import ClockGuard, NoClockGuard
 from scheduler.config import JobConfig
 from scheduler.store import RunStore
 
@@ -37,6 +38,8 @@ _PASSES_PER_WINDOW = 4
 # Decisions about fires this long past are dropped (the job was removed, or the
 # scheduler stopped before handing the fire over).
 _FORGET_AFTER = timedelta(minutes=1)
+# A reading of the database's clock while suspended waits this long at most.
+_CLOCK_TIMEOUT_S = 2.0
 
 
 class Taken:
@@ -60,6 +63,7 @@ class ClaimAhead:
         ready: Callable[[datetime], Awaitable[bool]],
         on_error: Callable[[Exception], None],
         clock: Callable[[], datetime],
+        clock_guard: ClockGuard | None = None,
     ) -> None:
         self.store = store
         self.node = node
@@ -71,6 +75,7 @@ class ClaimAhead:
         self._ready = ready
         self._clock = clock
         self._on_error = on_error
+        self._guard = clock_guard or NoClockGuard()
         self.live: list[str] = [node]
         self._won: dict[FireKey, RunOut] = {}
         self._taken: set[FireKey] = set()
@@ -99,6 +104,10 @@ class ClaimAhead:
             # The claim under way may win it after all: see claim_due.
             self._handed_over.add(key)
         return run
+
+    def take_won(self, key: FireKey) -> RunOut | None:
+        """The run this replica claimed for the fire, taken out of the waiting ones."""
+        return self._won.pop(key, None)
 
     def drop(self, job_id: str) -> list[RunOut]:
         """Forget a job's fires (it was removed or rescheduled); return its runs claimed ahead."""
@@ -154,7 +163,12 @@ class ClaimAhead:
 
     async def claim_due(self) -> None:
         """One pass: claim this replica's share of the fires due within the window, and
-        every fire still unclaimed within half of it."""
+        every fire still unclaimed within half of it; none while the clock is off the
+        database's (the pass then reads the database's clock now and then, to resume soon)."""
+        if self._guard.suspended():
+            if self._guard.wants_measurement():
+                await self._guard.measure(lambda: self.store.ping(timeout=_CLOCK_TIMEOUT_S))
+            return
         now = self._clock()
         # After a database outage, what it made the replica miss is recorded first.
         if not await self._ready(now):
@@ -175,8 +189,13 @@ class ClaimAhead:
         self._claiming = {(job.id, fire) for job, fire in coming}
         try:
             # Shares follow the nodes live right now: a replica that just started takes
-            # its share of the very next fires.
-            self.live = await self.store.node_heartbeat(self.node, self.lease)
+            # its share of the very next fires. The same statement reads the database's
+            # clock: a wall clock that went wrong is caught before the claim.
+            sent = self._guard.stamp()
+            self.live, database_now = await self.store.node_heartbeat_at(self.node, self.lease)
+            self._guard.observe(sent, database_now)
+            if self._guard.suspended():
+                return
             fires = [
                 (job, fire) for job, fire in coming if fire <= takeover_from or self.owner((job.id, fire)) == self.node
             ]

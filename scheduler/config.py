@@ -64,7 +64,8 @@ class SchedulerConfig(Section):
     timezone: TimeZone = ZoneInfo("UTC")
     shutdown_grace: Duration = timedelta(seconds=30)
     lease: Duration = timedelta(seconds=30)
-    # Replicas agree on fire times only if their clocks do: beyond this, /readyz says so.
+    # Replicas agree on fire times only if their clocks do: beyond this, a replica is not
+    # ready and takes no part in scheduling (scheduler/clock_guard.py).
     max_clock_skew: Duration = timedelta(seconds=2)
     node: str | None = None  # name recorded on runs; default host:pid
 

@@ -40,6 +40,7 @@ from scheduler.alerts import Alerter
 from scheduler.batching import Batcher
 from scheduler.claim_ahead import TAKEN, ClaimAhead
 from scheduler.clock import utcnow
+from scheduler.clock_guard import ClockGuard, SkewGuard
 from scheduler.config import Config, JobConfig
 from scheduler.durations import format_duration
 from scheduler.engine_admin import ALERTS_AT_STOP, READINESS_TIMEOUT_S, EngineAdmin
@@ -117,6 +118,7 @@ class Engine(EngineAdmin):
         metrics: Metrics | None = None,
         clock: Callable[[], datetime] = utcnow,
         claim_ahead: timedelta = CLAIM_AHEAD,
+        clock_guard: ClockGuard | None = None,
     ) -> None:
         self.jobs = dict(config.jobs)
         self.smtp = config.smtp
@@ -136,12 +138,13 @@ class Engine(EngineAdmin):
         self._to_reap: dict[int, str] = {}
         # When the lease loop last looked (loop time): a longer gap than the lease means frozen.
         self._lease_checked_at: float | None = None
-        self.max_clock_skew = config.scheduler.max_clock_skew
-        self.clock_skew: timedelta | None = None
         # The latest run on this replica that did not succeed: (job id, when it ended), for STATUS=.
         self.last_failure: tuple[str, datetime] | None = None
         self.log = structlog.get_logger("maintd.engine").bind(node=node)
         self._failures = FailureLog(self.log)
+        # While this replica's clock is off the database's, it takes no part in scheduling.
+        self.clock_guard = clock_guard or SkewGuard(config.scheduler.max_clock_skew, clock=clock, log=self.log)
+        self.clock_guard.listen(self._on_clock_change)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._active: dict[int, ActiveRun] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -168,6 +171,7 @@ class Engine(EngineAdmin):
                 ready=self._recovered,
                 on_error=self._claim_ahead_failed,
                 clock=clock,
+                clock_guard=self.clock_guard,
             )
             if claim_ahead > timedelta(0)
             else None
@@ -200,9 +204,14 @@ class Engine(EngineAdmin):
     # -- lifecycle -------------------------------------------------------
 
     async def start(self) -> None:
-        """Register jobs, record fires missed while down, then start firing."""
+        """Compare the clock with the database's, register jobs, record fires missed while
+        down, then start firing. A replica whose clock is off registers, records and claims
+        nothing until it is back within bound (see _resume_scheduling)."""
+        await self.clock_guard.establish(self._database_clock)
+        scheduling = not self.clock_guard.suspended()
         now = self.clock()
-        await self.store.register_jobs(list(self.jobs), now)
+        if scheduling:
+            await self.store.register_jobs(list(self.jobs), now)
         # What a previous process under this node's name left running ends now, not a
         # lease later: its claims ahead would hold back this start's catch-up.
         left_running = await self.store.reap_node_runs(self.node)
@@ -222,21 +231,22 @@ class Engine(EngineAdmin):
         # APScheduler fires from its start on; every fire before this instant is the
         # catch-up's to judge (the few fires both see are told apart by their key).
         firing_since = self.clock()
-        await self._check_clock()
         await self._sweep_retries()
-        await self._check_overdue()
+        if scheduling:
+            await self._check_overdue()
         self._listener = await self._first_listener()
-        self._background = [
+        self._background += [
             asyncio.create_task(self._heartbeat_loop(self._keep_lease), name="maintd-lease"),
             asyncio.create_task(self._heartbeat_loop(self._housekeeping), name="maintd-heartbeat"),
             asyncio.create_task(self._listen_loop(), name="maintd-listen"),
             asyncio.create_task(self._catch_up_recent(judged_until, firing_since, caught_up), name="maintd-catch-up"),
         ]
         if self._ahead is not None:
-            self._ahead.live = await self.store.node_heartbeat(self.node, self.lease)
+            if scheduling:  # else it joins the live nodes once back within bound
+                self._ahead.live = await self.store.node_heartbeat(self.node, self.lease)
             self._claiming_ahead = asyncio.create_task(self._ahead.run(), name="maintd-claim-ahead")
             self._background.append(self._claiming_ahead)
-        self.log.info("engine_started", jobs=len(self.jobs))
+        self.log.info("engine_started", jobs=len(self.jobs), scheduling=scheduling)
 
     async def stop(self, grace: timedelta) -> None:
         """Stop firing, let running jobs finish for up to ``grace``, then cancel and record the rest."""
@@ -374,6 +384,8 @@ class Engine(EngineAdmin):
 
     def _on_fire(self, apjob: APJob, run_times: list[datetime]) -> None:
         """Called by APScheduler (FireExecutor) in the loop when fires are due."""
+        if self.clock_guard.suspended():
+            return  # due by a wrong clock: the fires are judged once it is right (_resume_scheduling)
         retry_of: RunOut | None = apjob.kwargs.get("retry_of")
         if retry_of is not None:
             if (job := self.jobs.get(retry_of.job_id)) is not None:  # None: removed by a reload
@@ -458,6 +470,8 @@ class Engine(EngineAdmin):
         burst of fires starts together) only the start itself is left to do."""
         if (job := self.jobs.get(run.job_id)) is not None:
             self._prepared[run.id] = self._prepare_run(job, run)
+        if self.clock_guard.suspended():  # the answer came after the clock went wrong
+            self._hold_claimed_ahead(run)
 
     def _start_claimed_ahead(self, job: JobConfig, run: RunOut) -> None:
         now = self.clock()
@@ -493,7 +507,7 @@ class Engine(EngineAdmin):
         self._spawn(self._claim_due(due), name=f"fire:batch-of-{len(due)}")
 
     async def _claim_due(self, due: list[tuple[JobConfig, datetime]]) -> None:
-        if not self._accepting:
+        if not self._accepting or self.clock_guard.suspended():
             return
         try:
             if not await self._recovered(until=min(fire for _, fire in due)):
@@ -554,7 +568,7 @@ class Engine(EngineAdmin):
         skipped by a stale row."""
         settle_by = asyncio.get_running_loop().time() + (self.lease + self.heartbeat_interval).total_seconds()
         conflicts, announced = 0, False
-        while self._accepting:
+        while self._accepting and not self.clock_guard.suspended():
             run = await self.store.claim_run(
                 Claim(
                     job_id=job.id,
@@ -646,6 +660,8 @@ class Engine(EngineAdmin):
     async def _record_unrun(
         self, job: JobConfig, status: str, fire: datetime, reason: str, *, trigger: str = "schedule", attempt: int = 1
     ) -> None:
+        if self.clock_guard.suspended():  # no fire is judged by a wrong clock
+            return
         row = await self.store.record_unrun_fire(
             job.id, trigger, status, fire, attempt, self.clock(), reason, self.node
         )
@@ -667,6 +683,8 @@ class Engine(EngineAdmin):
         before the outage, fire by fire, so a fire recorded after it cannot hide it. A
         job whose latest fire before ``until`` was run gets no catch-up run: that fire
         stands for the others."""
+        if self.clock_guard.suspended():
+            return set()
         states = await self.store.job_states()
         last_fires = await self.store.last_fires(list(self.jobs), outage_since or until)
         gaps: dict[str, tuple[list[datetime], int]] = {}
@@ -909,7 +927,7 @@ class Engine(EngineAdmin):
     async def _sweep_retries(self) -> None:
         """Schedule retries of failed runs whose owner is gone (died, or declared them lost)."""
         retrying = [job.id for job in self.jobs.values() if job.retries > 0]
-        if not retrying or not self._accepting:
+        if not retrying or not self._accepting or self.clock_guard.suspended():
             return
         for run in await self.store.runs_to_retry(retrying, self.clock() - RETRY_LOOKBACK):
             job = self.jobs.get(run.job_id)  # None: removed by a reload meanwhile
@@ -937,7 +955,7 @@ class Engine(EngineAdmin):
         """Take the jobs and settings of a reloaded config (see scheduler/reload.py).
         Runs in progress finish under the settings they started with."""
         # The one step that can fail comes first, before anything changes.
-        if diff.added:
+        if diff.added and not self.clock_guard.suspended():  # else registered when back in bound
             await self.store.register_jobs(diff.added, self.clock())
         rescheduled = [
             job_id for job_id, settings in diff.changed.items() if {"schedule", "timezone"} & settings.keys()
@@ -1014,18 +1032,21 @@ class Engine(EngineAdmin):
         await self._write_own_runs()
 
     async def _housekeeping(self) -> None:
-        """Write what this replica's runs logged and how they ended, reap lost runs
-        cluster-wide, check the clock, and after a database outage record what it made
-        this replica miss."""
-        if self._ahead is not None and not self._ahead.stopping:  # a stopping replica takes no share
+        """Check the clock, write what this replica's runs logged and how they ended, reap
+        lost runs cluster-wide, and after a database outage record what it made this
+        replica miss. While its clock is off, it only looks after its own runs."""
+        await self._check_clock()
+        scheduling = not self.clock_guard.suspended()
+        if scheduling and self._ahead is not None and not self._ahead.stopping:  # a stopping replica takes no share
             self._ahead.live = await self.store.node_heartbeat(self.node, self.lease)
         if self._ahead is not None:
             for run in self._ahead.take_abandoned():
                 await self._finish_unstarted(run, "missed", "missed: the fire was claimed ahead but never handed over")
         await self._write_own_runs()
-        await self._on_reaped(await self.store.reap_lost_runs(self.lease))
-        await self._check_overdue()
-        await self._check_clock()
+        # A reaped fire is caught up by the replica that reaps it: not one that cannot.
+        if scheduling:
+            await self._on_reaped(await self.store.reap_lost_runs(self.lease))
+            await self._check_overdue()  # overdue is judged by the clock too
         await self._recovered(until=self.clock())
         await self._sweep_retries()
 
@@ -1180,23 +1201,14 @@ class Engine(EngineAdmin):
         self._overdue = overdue
 
     async def _check_clock(self) -> None:
-        """Compare this replica's clock with the database's; a skew past the bound is loud."""
-        before = self.clock()
-        database_now = await self.store.ping(timeout=READINESS_TIMEOUT_S)
-        after = self.clock()
-        skew = before + (after - before) / 2 - database_now
-        was_bad = self.clock_skew is not None and abs(self.clock_skew) > self.max_clock_skew
-        self.clock_skew = skew
-        is_bad = abs(skew) > self.max_clock_skew
-        if is_bad and not was_bad:
-            self.log.error(
-                "clock_skew",
-                skew_s=round(skew.total_seconds(), 3),
-                max_s=self.max_clock_skew.total_seconds(),
-                hint="fire times of replicas disagree; fix NTP on this host",
-            )
-        elif was_bad and not is_bad:
-            self.log.info("clock_skew_resolved", skew_s=round(skew.total_seconds(), 3))
+        """Compare this replica's clock with the database's (scheduler/clock_guard.py)."""
+        try:
+            await self.clock_guard.measure(self._database_clock)
+        except Exception as exc:  # the runs' own heartbeat must go on
+            self._failures.failed("clock_check_failed", error=repr(exc))
+
+    async def _database_clock(self) -> datetime:
+        return await self.store.ping(timeout=READINESS_TIMEOUT_S)
 
     async def _listen(self) -> asyncpg.Connection:
         conn = await self.store.dedicated_connection()
@@ -1241,6 +1253,58 @@ class Engine(EngineAdmin):
             self._cancel_active(active, by)
         elif self._ahead is not None and any(run.id == run_id for run in self._ahead.waiting):
             self._cancel_before_start[run_id] = by
+
+    # -- a wrong clock (scheduler/clock_guard.py) ------------------------------
+
+    def _on_clock_change(self, suspended: bool) -> None:
+        """The clock went off the database's (no part in scheduling from now on), or came back."""
+        if not suspended:
+            task = asyncio.create_task(self._resume_scheduling(), name="maintd-clock-resumed")
+            self._background.append(task)
+            return
+        if self._ahead is not None:
+            for run in self._ahead.waiting:
+                self._hold_claimed_ahead(run)
+            # The other replicas take over this one's share of the fires at once.
+            self._spawn(self._leave_live_nodes(), name="clock:leave-live-nodes")
+
+    def _hold_claimed_ahead(self, run: RunOut) -> None:
+        """A fire this replica claimed ahead is still its own to run: it starts when the
+        database's clock says it is due (APScheduler, on the wrong clock, would hand it
+        over early or late, and while suspended its hand-over is ignored)."""
+        assert run.scheduled_for is not None
+        due_in = (run.scheduled_for - self.clock_guard.database_now()).total_seconds()
+        asyncio.get_running_loop().call_later(max(0.0, due_in), self._start_held, run)
+
+    def _start_held(self, run: RunOut) -> None:
+        assert run.scheduled_for is not None
+        if self._ahead is None or self._ahead.take_won((run.job_id, run.scheduled_for)) is None:
+            return  # handed over meanwhile (the clock came back), or dropped by a reload
+        if (job := self.jobs.get(run.job_id)) is not None:
+            self._start_claimed_ahead(job, run)
+
+    async def _leave_live_nodes(self) -> None:
+        with contextlib.suppress(Exception):  # else it drops out after a lease
+            await self.store.node_stopped(self.node)
+
+    async def _resume_scheduling(self) -> None:
+        """Back within bound: the fires of the spell that no replica recorded are judged as
+        after downtime (recorded missed, and one caught up where ``catch_up = "once"``),
+        those of its last moments once the live replicas have had time to claim them."""
+        if not self._accepting:
+            return
+        now = self.clock()
+        spell_began = self.clock_guard.suspended_since
+        try:
+            # A replica off since its start registered nothing: its jobs were there since then.
+            await self.store.register_jobs(list(self.jobs), spell_began or now)
+            # Fire by fire from the spell's start: fires the other replicas ran meanwhile hide nothing.
+            caught_up = await self._catch_up(now - CLAIM_SETTLE, outage_since=spell_began)
+        except Exception as exc:  # judged by the recovery after the outage
+            self._database_failed(spell_began or now - CLAIM_SETTLE)
+            self._failures.failed("catch_up_failed", error=repr(exc))
+            return
+        await self._catch_up_recent(now - CLAIM_SETTLE, now, caught_up)
 
     def status_summary(self) -> str:
         """One line for systemd's STATUS=: jobs, runs in progress on this replica, the last failure here."""

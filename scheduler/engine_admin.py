@@ -26,10 +26,11 @@ from admin_api.interface import (
     RunLogsOut,
     RunNotFound,
     RunOut,
+    SchedulingSuspended,
     TriggerOut,
 )
+from scheduler.clock_guard import ClockGuard
 from scheduler.config import JobConfig
-from scheduler.durations import format_duration
 from scheduler.run_logs import RUN_LOGS
 from scheduler.alerts import Alerter
 from scheduler.metrics import Metrics
@@ -54,8 +55,7 @@ class EngineAdmin:
     alerter: Alerter
     clock: Callable[[], datetime]
     heartbeat_interval: timedelta
-    max_clock_skew: timedelta
-    clock_skew: timedelta | None
+    clock_guard: ClockGuard
     log: Any
     _active: dict[int, Any]
     _logs_to_close: set[int]
@@ -118,6 +118,8 @@ class EngineAdmin:
 
     async def trigger(self, job_id: str, actor: Actor) -> TriggerOut:
         job = self._job(job_id)
+        if (suspended := self.clock_guard.reason()) is not None:
+            raise SchedulingSuspended(suspended)
         now = self.clock()
         run = await self.store.claim_run(
             Claim(
@@ -187,11 +189,8 @@ class EngineAdmin:
         reasons = []
         if not self.running:
             reasons.append("scheduler: not running")
-        if self.clock_skew is not None and abs(self.clock_skew) > self.max_clock_skew:
-            reasons.append(
-                f"clock: {self.clock_skew.total_seconds():+.3f}s off the database's clock"
-                f" (more than {format_duration(self.max_clock_skew)})"
-            )
+        if (suspended := self.clock_guard.reason()) is not None:
+            reasons.append(suspended)
         try:
             await self.store.ping(timeout=READINESS_TIMEOUT_S)
         except Exception as exc:

@@ -145,6 +145,11 @@ class RunStore:
         """Note this node as up; return the live nodes, sorted by name."""
         return [row["node"] for row in await self.pool.fetch(Q["node_heartbeat"], node, lease)]
 
+    async def node_heartbeat_at(self, node: str, lease: timedelta) -> tuple[list[str], datetime]:
+        """:meth:`node_heartbeat`, and the database's clock when it answered."""
+        rows = await self.pool.fetch(Q["node_heartbeat"], node, lease)
+        return [row["node"] for row in rows], rows[0]["database_now"]
+
     async def node_stopped(self, node: str) -> None:
         await self.pool.execute(Q["node_stopped"], node)
 

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from admin_api.interface import RunOut
+from scheduler.clock_guard import NoClockGuard
 from scheduler.config import Config
 from scheduler.engine import Engine
 from scheduler.migrate import apply_migrations
@@ -84,8 +85,11 @@ async def frozen_engine(
         try:
             async with pool.acquire() as conn:
                 await apply_migrations(conn)
-            # Time moves only when the test says so: fires are claimed at their time, not ahead.
-            engine = Engine(config, RunStore(pool, dsn), node=node, claim_ahead=timedelta(0))
+            # Time moves only when the test says so: fires are claimed at their time, not ahead;
+            # and the frozen clock is far from the database's on purpose: no clock check.
+            engine = Engine(
+                config, RunStore(pool, dsn), node=node, claim_ahead=timedelta(0), clock_guard=NoClockGuard()
+            )
             await engine.start()
             try:
                 yield FrozenEngine(engine, frozen)

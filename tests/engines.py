@@ -10,7 +10,8 @@ from scheduler.config import Config
 from scheduler.engine import Engine
 
 OPS = Actor(name="ops", role="operator", client="10.0.0.7")
-# start_engine(config, node="node-a", clock=None) -> a started Engine, stopped after the test.
+# start_engine(config, node="node-a", clock=None, clock_guard=None) -> a started Engine, stopped
+# after the test; with a clock of the test's own and no guard, its clock is not checked.
 StartEngine = Callable[..., Awaitable[Engine]]
 Clock = Callable[[], datetime]
 

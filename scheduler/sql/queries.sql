@@ -239,7 +239,8 @@ FROM unnest($1::bigint[], $2::timestamptz[]) AS f(id, started_at)
 WHERE r.id = f.id AND r.started_at IS NULL;
 
 -- name: node_heartbeat
--- Note that this node is up; return the live nodes (heartbeat within the lease), sorted.
+-- Note that this node is up; return the live nodes (heartbeat within the lease), sorted,
+-- each with the database's clock (for the clock check, without a round trip of its own).
 -- Nodes silent for a day are forgotten.
 WITH me AS (
     INSERT INTO maintd.nodes AS n (node, started_at, heartbeat_at) VALUES ($1, now(), now())
@@ -248,9 +249,9 @@ WITH me AS (
 ), forgotten AS (
     DELETE FROM maintd.nodes WHERE heartbeat_at < now() - interval '1 day' AND node <> $1
 )
-SELECT node FROM me
+SELECT node, now() AS database_now FROM me
 UNION
-SELECT node FROM maintd.nodes WHERE heartbeat_at > now() - $2::interval
+SELECT node, now() FROM maintd.nodes WHERE heartbeat_at > now() - $2::interval
 ORDER BY node;
 
 -- name: node_stopped

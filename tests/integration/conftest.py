@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from scheduler.clock_guard import ClockGuard, NoClockGuard
 from scheduler.config import Config
 from scheduler.engine import Engine
 from scheduler.store import RunStore
@@ -18,8 +19,13 @@ async def start_engine(store: RunStore) -> AsyncIterator[StartEngine]:
     """Start engines on the test database, each one a replica; all are stopped after the test."""
     engines: list[Engine] = []
 
-    async def start(config: Config, node: str = "node-a", clock: Clock | None = None) -> Engine:
-        engine = Engine(config, store, node=node, **({"clock": clock} if clock else {}))
+    async def start(
+        config: Config, node: str = "node-a", clock: Clock | None = None, clock_guard: ClockGuard | None = None
+    ) -> Engine:
+        # A test's own clock is far from the database's on purpose, unless the test checks it.
+        if clock is not None and clock_guard is None:
+            clock_guard = NoClockGuard()
+        engine = Engine(config, store, node=node, **({"clock": clock} if clock else {}), clock_guard=clock_guard)
         await engine.start()
         engines.append(engine)
         return engine

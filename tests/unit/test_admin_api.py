@@ -26,6 +26,7 @@ from admin_api.interface import (
     RunLogsOut,
     RunNotFound,
     RunOut,
+    SchedulingSuspended,
     TriggerOut,
 )
 
@@ -87,6 +88,8 @@ class FakeEngine:
         }
     )
     not_ready: list[str] = field(default_factory=list)
+    # Why the engine starts no run for now (SchedulingSuspended), if it does not.
+    suspended: str | None = None
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def _job(self, job_id: str) -> JobOut:
@@ -113,6 +116,8 @@ class FakeEngine:
 
     async def trigger(self, job_id: str, actor: Actor) -> TriggerOut:
         current = self._job(job_id)
+        if self.suspended is not None:
+            raise SchedulingSuspended(self.suspended)
         running = [r.id for r in self.runs.values() if r.job_id == job_id and r.status == "running"]
         if running:
             raise JobBusy(job_id, running[0])
@@ -310,6 +315,15 @@ class TestJobs:
         response = await operator.post("/admin/trigger/report")
         assert response.status_code == 409
         assert "already running" in response.json()["detail"]
+        assert max(engine.runs) == 3
+
+    async def test_trigger_is_503_naming_why_the_replica_is_not_scheduling(
+        self, operator: httpx.AsyncClient, engine: FakeEngine
+    ) -> None:
+        engine.suspended = "clock: +10.000s off the database's clock (more than 2s)"
+        response = await operator.post("/admin/trigger/cleanup")
+        assert response.status_code == 503
+        assert "+10.000s off the database's clock" in response.json()["detail"]
         assert max(engine.runs) == 3
 
     async def test_pause_then_resume_answer_the_job_object(self, operator: httpx.AsyncClient) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from admin_api.interface import RunOut
 from scheduler.claim_ahead import TAKEN, ClaimAhead, FireKey
+from scheduler.clock_guard import ClockGuard
 from scheduler.config import JobConfig
 from tests.configs import make_config, sql_job
 
@@ -47,6 +48,9 @@ class FakeStore:
     async def node_heartbeat(self, node: str, lease: timedelta) -> list[str]:
         self.heartbeats += 1
         return sorted({*self.live, node})
+
+    async def node_heartbeat_at(self, node: str, lease: timedelta) -> tuple[list[str], datetime]:
+        return await self.node_heartbeat(node, lease), T0
 
     async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[RunOut]:
         self.claims.append([(job_id, fire) for job_id, fire, _ in fires])
@@ -114,6 +118,7 @@ def claim_ahead(
     clock: Clock,
     errors: Errors | None = None,
     announced: list[RunOut] | None = None,
+    clock_guard: ClockGuard | None = None,
 ) -> ClaimAhead:
     return ClaimAhead(
         store,  # type: ignore[arg-type]  # the fake answers the calls ClaimAhead makes
@@ -126,6 +131,7 @@ def claim_ahead(
         ready=_always_ready,
         clock=clock,
         on_error=(errors if errors is not None else Errors()).append,
+        clock_guard=clock_guard,
     )
 
 
