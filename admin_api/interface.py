@@ -7,9 +7,11 @@ Error hierarchy (each maps to one HTTP status in ``admin_api.errors``)::
     ├── NotFound            404
     │   ├── JobNotFound
     │   └── RunNotFound
-    └── Conflict            409
-        ├── JobBusy         a run is in progress and overlap is forbidden
-        └── RunEnded        the run is no longer in progress
+    ├── Conflict            409
+    │   ├── JobBusy         a run is in progress and overlap is forbidden
+    │   └── RunEnded        the run is no longer in progress
+    └── Unavailable         503
+        └── SchedulingSuspended   this replica takes no part in scheduling (e.g. its clock is off)
 """
 
 from __future__ import annotations
@@ -157,6 +159,16 @@ class RunEnded(Conflict):
         self.status = status
 
 
+class Unavailable(AdminError):
+    """This replica cannot do what was asked now; another replica, or this one later, can."""
+
+
+class SchedulingSuspended(Unavailable):
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"this replica is not scheduling: {reason}")
+        self.reason = reason
+
+
 class AdminEngine(Protocol):
     """What the API needs from the daemon. Mutating calls record an audit row."""
 
@@ -181,6 +193,10 @@ class AdminEngine(Protocol):
         ...
 
     async def list_audit(self, *, limit: int) -> list[AuditOut]: ...
+
+    async def record_denied(self, actor: Actor, action: str, target: str) -> None:
+        """Write a refused mutation (a viewer's ``action`` on ``target``) to the audit log as denied."""
+        ...
 
     async def readiness(self) -> list[str]:
         """Reasons the daemon is not ready; empty when it is."""

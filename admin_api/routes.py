@@ -2,20 +2,22 @@
 
 Reads need any known token, mutations the operator role; the engine records
 the audit row for each mutation from the :class:`~admin_api.interface.Actor`
-passed to it.
+passed to it (and :class:`~admin_api.auth.Guard` the row of a viewer's refused
+one). Every string a route reads is checked first (:mod:`admin_api.safe_input`).
 """
 
 # No `from __future__ import annotations` here: FastAPI must resolve the
-# Viewer/Operator aliases, which are local to admin_router, at definition time.
+# Viewer/operator aliases, which are local to admin_router, at definition time.
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi import status as http_status
 
 from admin_api import health
-from admin_api.auth import TokenTable
+from admin_api.auth import Guard
 from admin_api.errors import responses
 from admin_api.interface import Actor, AdminEngine, AuditOut, JobOut, RunLogsOut, RunOut, RunStatus, TriggerOut
+from admin_api.safe_input import reject_unsafe_strings
 from admin_api.state import require_engine
 
 # Run ids are PostgreSQL bigints: a larger number is not a run (and must not
@@ -30,14 +32,27 @@ AfterSeq = Annotated[int, Query(ge=0, le=2**31 - 1, description="Only lines afte
 LogLimit = Annotated[int, Query(ge=1, le=1000, description="At most this many lines, oldest first.")]
 
 
-def admin_router(tokens: TokenTable) -> APIRouter:
-    """The ``/admin/*`` routes, authenticated against ``tokens``."""
+def admin_router(guard: Guard) -> APIRouter:
+    """The ``/admin/*`` routes, admitted by ``guard``."""
     # Parameter order matters: the actor comes before the engine so an
     # unauthenticated caller gets 401 even while the daemon starts.
-    Viewer = Annotated[Actor, Depends(tokens.require_viewer)]
-    Operator = Annotated[Actor, Depends(tokens.require_operator)]
+    Viewer = Annotated[Actor, Depends(guard.viewer)]
+    # An operator, named by the audit action of the mutation (a viewer's refusal is audited as such).
+    Triggering = Annotated[Actor, Depends(guard.operator("trigger"))]
+    Pausing = Annotated[Actor, Depends(guard.operator("pause"))]
+    Resuming = Annotated[Actor, Depends(guard.operator("resume"))]
+    Cancelling = Annotated[Actor, Depends(guard.operator("cancel"))]
 
-    router = APIRouter(prefix="/admin", tags=["admin"], responses=responses(401, 503))
+    # Every status a route can answer is declared, so clients (and the schema fuzzing
+    # in tests/integration/test_api_fuzzing.py) can rely on the schema: 401 no valid
+    # token, 429 too many failed ones, 422 a bad parameter, 503 starting (and, on
+    # trigger, a replica that is not scheduling).
+    router = APIRouter(
+        prefix="/admin",
+        tags=["admin"],
+        responses=responses(401, 422, 429, 503),
+        dependencies=[Depends(reject_unsafe_strings)],
+    )
     # Every mutation names a job or run (404); trigger and cancel can also conflict (409).
     mutating = responses(403, 404)
     conflicting = responses(403, 404, 409)
@@ -53,17 +68,17 @@ def admin_router(tokens: TokenTable) -> APIRouter:
         return await engine.get_job(job_id)
 
     @router.post("/trigger/{job_id}", status_code=http_status.HTTP_202_ACCEPTED, responses=conflicting)
-    async def trigger(job_id: str, actor: Operator, engine: Engine) -> TriggerOut:
+    async def trigger(job_id: str, actor: Triggering, engine: Engine) -> TriggerOut:
         """Start a run now; 409 when the job forbids overlap and a run is in progress anywhere."""
         return await engine.trigger(job_id, actor)
 
     @router.post("/jobs/{job_id}/pause", responses=mutating)
-    async def pause(job_id: str, actor: Operator, engine: Engine) -> JobOut:
+    async def pause(job_id: str, actor: Pausing, engine: Engine) -> JobOut:
         """Stop scheduled fires on every replica, across restarts, until resumed."""
         return await engine.pause(job_id, actor)
 
     @router.post("/jobs/{job_id}/resume", responses=mutating)
-    async def resume(job_id: str, actor: Operator, engine: Engine) -> JobOut:
+    async def resume(job_id: str, actor: Resuming, engine: Engine) -> JobOut:
         """Undo a pause."""
         return await engine.resume(job_id, actor)
 
@@ -84,7 +99,7 @@ def admin_router(tokens: TokenTable) -> APIRouter:
         return await engine.get_run(run_id)
 
     @router.post("/runs/{run_id}/cancel", status_code=http_status.HTTP_202_ACCEPTED, responses=conflicting)
-    async def cancel_run(run_id: RunId, actor: Operator, engine: Engine) -> RunOut:
+    async def cancel_run(run_id: RunId, actor: Cancelling, engine: Engine) -> RunOut:
         """Ask the replica running it to cancel the run; 409 when it has already ended."""
         return await engine.cancel_run(run_id, actor)
 
@@ -103,6 +118,6 @@ def admin_router(tokens: TokenTable) -> APIRouter:
     return router
 
 
-def build_routers(tokens: TokenTable) -> list[APIRouter]:
-    """Every router of the API: the open health routes and the admin routes guarded by ``tokens``."""
-    return [health.router, admin_router(tokens)]
+def build_routers(guard: Guard) -> list[APIRouter]:
+    """Every router of the API: the open health routes and the admin routes admitted by ``guard``."""
+    return [health.router, admin_router(guard)]

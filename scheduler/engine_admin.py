@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +38,9 @@ from scheduler.store import AuditEntry, Claim, RunStore
 
 # A readiness check (and the clock check) waits this long for the database.
 READINESS_TIMEOUT_S = 2.0
+# What /readyz says while the database does not answer; why goes to the log, at most once per interval.
+DATABASE_NOT_ANSWERING = "database: not answering"
+READINESS_LOG_INTERVAL_S = 60.0
 # At stop, alerts still being delivered get this long.
 ALERTS_AT_STOP = timedelta(seconds=5)
 # Fire times listed on a job object.
@@ -66,6 +70,9 @@ class EngineAdmin:
     idle: Callable[[], Any]
     _beat_own_runs: Callable[[], Any]
     _beat_own_runs_loop: Callable[[], Any]
+    # When readiness last logged a failed database check (time.monotonic), and the failures not logged since.
+    _readiness_logged_at: float | None = None
+    _readiness_unlogged: int = 0
 
     def _job(self, job_id: str) -> JobConfig:
         try:
@@ -182,6 +189,10 @@ class EngineAdmin:
     async def list_audit(self, *, limit: int) -> list[AuditOut]:
         return await self.store.list_audit(limit)
 
+    async def record_denied(self, actor: Actor, action: str, target: str) -> None:
+        detail = {"outcome": "denied", "reason": f"role {actor.role}; {action} needs the operator role"}
+        await self.store.add_audit(AuditEntry(self.clock(), actor.name, action, target, actor.client, detail))
+
     async def readiness(self) -> list[str]:
         reasons = []
         if not self.running:
@@ -194,9 +205,22 @@ class EngineAdmin:
         try:
             await self.store.ping(timeout=READINESS_TIMEOUT_S)
         except Exception as exc:
-            reasons.append(f"database: {exc.__class__.__name__}: {exc}".rstrip(": "))
+            # /readyz is open: it names the failing part; the error (an address, a role) goes to the log.
+            reasons.append(DATABASE_NOT_ANSWERING)
+            self._log_database_check_failed(exc)
         self.metrics.ready.set(0 if reasons else 1)
         return reasons
+
+    def _log_database_check_failed(self, exc: Exception) -> None:
+        # Probes ask every few seconds: one line per READINESS_LOG_INTERVAL_S, with the count of those left out.
+        now = time.monotonic()
+        if self._readiness_logged_at is not None and now - self._readiness_logged_at < READINESS_LOG_INTERVAL_S:
+            self._readiness_unlogged += 1
+            return
+        self.log.warning(
+            "readiness_database_failed", error=f"{type(exc).__name__}: {exc}", unlogged_before=self._readiness_unlogged
+        )
+        self._readiness_logged_at, self._readiness_unlogged = now, 0
 
     # -- one-off runs (maintd run-job) -------------------------------------
 
