@@ -15,10 +15,12 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 
 _UNSAFE = re.compile("[\x00\ud800-\udfff]")
+# The part of that a schema can say (as a JSON Schema pattern): surrogates never come over HTTP.
+NO_NUL = r"^[^\x00]*$"
 MESSAGE = "must not contain a NUL character or an unpaired surrogate"
 
 
-def _printable(name: str) -> str:
+def printable(name: str) -> str:
     """A parameter name fit for the error body, which is UTF-8 JSON."""
     return name.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
@@ -40,5 +42,5 @@ def reject_unsafe_strings(request: Request) -> None:
             found.append(("header", name))
     if found:
         raise RequestValidationError(
-            [{"type": "string_unsafe", "loc": (where, _printable(name)), "msg": MESSAGE} for where, name in found]
+            [{"type": "string_unsafe", "loc": (where, printable(name)), "msg": MESSAGE} for where, name in found]
         )

@@ -35,6 +35,7 @@ def run_maintd(config: Path, repo_root: Path) -> subprocess.CompletedProcess[str
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
 
 

@@ -848,3 +848,27 @@ class TestDeniedMutations:
     async def test_an_unauthenticated_mutation_is_not_audited(self, client: httpx.AsyncClient, engine: FakeEngine) -> None:
         assert (await client.post("/admin/jobs/cleanup/pause")).status_code == 401
         assert engine.audit == []
+
+
+class TestUnknownQueryParameters:
+    @pytest.mark.parametrize(
+        "path, params",
+        [
+            ("/admin/runs", {"stauts": "failed"}),
+            ("/admin/runs", {"job_id": "cleanup", "": "x"}),
+            ("/admin/jobs", {"verbose": "1"}),
+            ("/admin/runs/3/logs", {"after": "1"}),
+        ],
+    )
+    async def test_a_query_parameter_the_route_does_not_declare_is_422(
+        self, viewer: httpx.AsyncClient, engine: FakeEngine, path: str, params: dict[str, str]
+    ) -> None:
+        response = await viewer.get(path, params=params)
+        assert response.status_code == 422
+        [error] = response.json()["detail"]
+        assert error["loc"][0] == "query" and error["msg"] == "unknown query parameter"
+        assert engine.calls == []
+
+    async def test_declared_parameters_pass(self, viewer: httpx.AsyncClient) -> None:
+        response = await viewer.get("/admin/runs/3/logs", params={"after_seq": "1", "limit": "5"})
+        assert response.status_code == 200
