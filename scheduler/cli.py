@@ -109,13 +109,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     systemd = ServiceNotifier.from_env()  # a no-op outside systemd (no $NOTIFY_SOCKET)
     try:
-        served = asyncio.run(serve(create_app(config, systemd=systemd), listener, config.server, systemd))
+        asyncio.run(serve(create_app(config, systemd=systemd), listener, config.server, systemd))
     except DatabaseUnavailable as exc:
         return _unavailable(exc)
     finally:
         listener.close()
         systemd.close()
-    return EX_OK if served else EX_UNAVAILABLE
+    return EX_OK
 
 
 def _unavailable(exc: Exception) -> int:

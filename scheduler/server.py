@@ -59,17 +59,16 @@ def uvicorn_config(server: ServerConfig, app: FastAPI) -> uvicorn.Config:
     )
 
 
-async def serve(app: FastAPI, listener: socket.socket, server: ServerConfig, systemd: ServiceNotifier) -> bool:
-    """Run the app's lifespan (database, engine) and serve on ``listener`` until SIGTERM/SIGINT;
-    True if it served. Errors of the lifespan's start (``DatabaseUnavailable``) propagate."""
+async def serve(app: FastAPI, listener: socket.socket, server: ServerConfig, systemd: ServiceNotifier) -> None:
+    """Run the app's lifespan (database, engine) and serve on ``listener`` until SIGTERM/SIGINT.
+    Errors of the lifespan's start (``DatabaseUnavailable``) propagate."""
     http = Server(uvicorn_config(server, app), systemd)
     # Signals are uvicorn's from here on, so that a SIGTERM during the start or the drain
     # stops the daemon in order instead of killing it.
     with http.capture_signals():
         async with app.router.lifespan_context(app):
-            if not http.should_exit:
+            if not http.should_exit:  # a SIGTERM during the start: stop without serving
                 await http.serve(sockets=[listener])
-    return http.started
 
 
 class Server(uvicorn.Server):
