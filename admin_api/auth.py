@@ -5,30 +5,35 @@ leaked config file grants nothing. A presented token is hashed and compared
 against every entry in constant time.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI must resolve the dependency
+# annotations of Guard.operator's closure, which name `self`, at definition time.
 import hashlib
 import hmac
+import math
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, get_args
 
+import structlog
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from admin_api.auth_failures import AuthFailures, Reason
 from admin_api.interface import Actor, Role
+from admin_api.state import engine_of
+
+log = structlog.get_logger("maintd.api")
 
 # 32 random bytes: the entropy of a 256-bit key, printed as 43 url-safe characters.
 TOKEN_BYTES = 32
 
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
-# Missing or malformed headers (no "Bearer", no credentials) are answered by
-# HTTPBearer itself: 401 with `WWW-Authenticate: Bearer`. It also declares the
-# security scheme in the OpenAPI schema.
-_bearer = HTTPBearer(description="A token listed by its sha256 in `[[admin.tokens]]`.")
+# Declares the security scheme in the OpenAPI schema. auto_error=False: a missing or
+# malformed header is a failed authentication like a wrong token, counted by Guard.
+_bearer = HTTPBearer(description="A token listed by its sha256 in `[[admin.tokens]]`.", auto_error=False)
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class TokenEntry:
 
 
 class TokenTable:
-    """The configured tokens, and the FastAPI dependencies that check a request against them.
+    """The configured tokens.
 
     An empty table authenticates nobody: every admin call is then 401.
     """
@@ -76,31 +81,68 @@ class TokenTable:
         matches = [entry for known, entry in self._entries if hmac.compare_digest(digest, known)]
         return matches[0] if matches else None
 
-    def require_viewer(
+
+class Guard:
+    """The FastAPI dependencies that admit a request to the admin routes.
+
+    :meth:`viewer` admits any known token (401 otherwise, 429 once the client
+    address has failed too often: :mod:`admin_api.auth_failures`);
+    :meth:`operator` also needs the operator role, and a viewer's refused call
+    is written to the audit log as denied before its 403.
+    """
+
+    def __init__(self, tokens: TokenTable, failures: AuthFailures) -> None:
+        self.tokens = tokens
+        self.failures = failures
+
+    def viewer(
         self,
         request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials, Depends(_bearer)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Actor:
-        """Dependency for read routes: any known token; 401 otherwise."""
-        entry = self.authenticate(credentials.credentials)
+        """Dependency for read routes: any known token."""
+        client = request.client.host if request.client else None
+        entry = self.tokens.authenticate(credentials.credentials) if credentials else None
         if entry is None:
+            reason: Reason = "missing" if credentials is None else "invalid"
+            retry_after = self.failures.record(client or "unknown", reason, request.url.path)
+            if retry_after is not None:
+                raise HTTPException(
+                    status.HTTP_429_TOO_MANY_REQUESTS,
+                    "too many failed authentications from this address; a valid token is still accepted",
+                    headers={"Retry-After": str(math.ceil(retry_after))},
+                )
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
-                "invalid bearer token",
+                "invalid bearer token" if credentials else "a bearer token is required",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return Actor(entry.name, entry.role, request.client.host if request.client else None)
+        return Actor(entry.name, entry.role, client)
 
-    def require_operator(
-        self,
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials, Depends(_bearer)],
-    ) -> Actor:
-        """Dependency for mutating routes: a known token with the operator role; 401/403 otherwise."""
-        actor = self.require_viewer(request, credentials)
-        if actor.role != "operator":
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"{actor.name!r} is a viewer; this needs the operator role")
-        return actor
+    def operator(self, action: str) -> Callable[..., Awaitable[Actor]]:
+        """Dependency for a mutating route whose audit action is ``action``: a known token with the operator role."""
+
+        async def require_operator(request: Request, actor: Annotated[Actor, Depends(self.viewer)]) -> Actor:
+            if actor.role == "operator":
+                return actor
+            await _audit_denied(request, actor, action)
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"{actor.name!r} is a viewer; {action} needs the operator role")
+
+        return require_operator
+
+
+async def _audit_denied(request: Request, actor: Actor, action: str) -> None:
+    """Write a viewer's refused mutation to the audit log; the 403 goes out whether or not that works."""
+    engine = engine_of(request)
+    params = request.path_params
+    target = f"run:{params['run_id']}" if "run_id" in params else str(params.get("job_id", request.url.path))
+    if engine is None:  # starting: there is no audit log to write to yet
+        log.warning("mutation_denied", principal=actor.name, action=action, target=target, client=actor.client)
+        return
+    try:
+        await engine.record_denied(actor, action, target)
+    except Exception:
+        log.exception("audit_write_failed", principal=actor.name, action=action, target=target)
 
 
 def new_token() -> tuple[str, str]:

@@ -1,6 +1,6 @@
 """The one place that turns errors into HTTP answers: always JSON ``{"detail": ...}``.
 
-FastAPI already answers :class:`~fastapi.HTTPException` (our 401/403/503, and
+FastAPI already answers :class:`~fastapi.HTTPException` (our 401/403/429/503, and
 Starlette's 404 for unknown routes and 405 for wrong methods) and request
 validation errors (422) with that shape; this module adds the engine's errors
 and a JSON 500 for anything unexpected.
@@ -14,12 +14,12 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from admin_api.interface import AdminError, Conflict, NotFound, SchedulingSuspended
+from admin_api.interface import AdminError, Conflict, NotFound, Unavailable
 
 STATUS_OF: dict[type[AdminError], int] = {
     NotFound: status.HTTP_404_NOT_FOUND,
     Conflict: status.HTTP_409_CONFLICT,
-    SchedulingSuspended: status.HTTP_503_SERVICE_UNAVAILABLE,
+    Unavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 

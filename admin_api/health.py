@@ -11,11 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel
 
 from admin_api.errors import responses
+from admin_api.safe_input import reject_unsafe_strings
 from admin_api.state import STARTING, engine_of, require_metrics_registry
 
 log = structlog.get_logger("maintd.api")
 
-router = APIRouter(tags=["health"])
+# 422: a header holding a NUL (admin_api.safe_input), the one input these routes read.
+router = APIRouter(tags=["health"], responses=responses(422), dependencies=[Depends(reject_unsafe_strings)])
 
 
 class Healthy(BaseModel):
@@ -52,11 +54,11 @@ async def readyz(request: Request) -> JSONResponse:
     else:
         try:
             reasons = await engine.readiness()
-        except Exception as exc:
+        except Exception:
             # A probe must answer "not ready", not 500, when the check itself breaks.
             # The route is open, so the message (a DSN, a host) goes to the log only.
             log.exception("readiness_check_failed")
-            reasons = [f"readiness check failed: {type(exc).__name__}"]
+            reasons = ["readiness: check failed"]
     if reasons:
         return JSONResponse(NotReady(reasons=reasons).model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
     return JSONResponse(Ready().model_dump())

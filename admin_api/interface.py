@@ -10,7 +10,8 @@ Error hierarchy (each maps to one HTTP status in ``admin_api.errors``)::
     ├── Conflict            409
     │   ├── JobBusy         a run is in progress and overlap is forbidden
     │   └── RunEnded        the run is no longer in progress
-    └── SchedulingSuspended 503  this replica takes no part in scheduling for now
+    └── Unavailable         503
+        └── SchedulingSuspended   this replica takes no part in scheduling (e.g. its clock is off)
 """
 
 from __future__ import annotations
@@ -170,7 +171,11 @@ class RunEnded(Conflict):
         self.status = status
 
 
-class SchedulingSuspended(AdminError):
+class Unavailable(AdminError):
+    """This replica cannot do what was asked now; another replica, or this one later, can."""
+
+
+class SchedulingSuspended(Unavailable):
     """This replica starts no run for now (e.g. its clock is off the database's); another may."""
 
     def __init__(self, reason: str) -> None:
@@ -202,6 +207,10 @@ class AdminEngine(Protocol):
         ...
 
     async def list_audit(self, *, limit: int) -> list[AuditOut]: ...
+
+    async def record_denied(self, actor: Actor, action: str, target: str) -> None:
+        """Write a refused mutation (a viewer's ``action`` on ``target``) to the audit log as denied."""
+        ...
 
     async def readiness(self) -> list[str]:
         """Reasons the daemon is not ready; empty when it is."""

@@ -2,20 +2,24 @@
 
 Reads need any known token, mutations the operator role; the engine records
 the audit row for each mutation from the :class:`~admin_api.interface.Actor`
-passed to it.
+passed to it (and :class:`~admin_api.auth.Guard` the row of a viewer's refused
+one). Every string a route reads is checked first (:mod:`admin_api.safe_input`),
+and a query parameter the route does not declare is refused (:mod:`admin_api.strict_query`).
 """
 
 # No `from __future__ import annotations` here: FastAPI must resolve the
-# Viewer/Operator aliases, which are local to admin_router, at definition time.
+# Viewer/operator aliases, which are local to admin_router, at definition time.
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi import status as http_status
 
 from admin_api import health
-from admin_api.auth import TokenTable
+from admin_api.auth import Guard
 from admin_api.errors import responses
 from admin_api.interface import Actor, AdminEngine, AuditOut, JobOut, RunLogsOut, RunOut, RunStatus, TriggerOut
+from admin_api.safe_input import NO_NUL, reject_unsafe_strings
+from admin_api.strict_query import reject_unknown_query
 from admin_api.state import require_engine
 
 # Run ids are PostgreSQL bigints: a larger number is not a run (and must not
@@ -23,6 +27,10 @@ from admin_api.state import require_engine
 _BIGINT_MAX = 2**63 - 1
 
 Engine = Annotated[AdminEngine, Depends(require_engine)]
+# String parameters declare in the schema what admin_api.safe_input enforces for every
+# input: no NUL (PostgreSQL cannot store it in text).
+JobId = Annotated[str, Path(pattern=NO_NUL)]
+JobIdFilter = Annotated[str | None, Query(pattern=NO_NUL, description="Only runs of this job.")]
 RunId = Annotated[int, Path(ge=1, le=_BIGINT_MAX)]
 Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many rows, newest first.")]
 # Log line numbers are PostgreSQL integers.
@@ -30,14 +38,28 @@ AfterSeq = Annotated[int, Query(ge=0, le=2**31 - 1, description="Only lines afte
 LogLimit = Annotated[int, Query(ge=1, le=1000, description="At most this many lines, oldest first.")]
 
 
-def admin_router(tokens: TokenTable) -> APIRouter:
-    """The ``/admin/*`` routes, authenticated against ``tokens``."""
+def admin_router(guard: Guard) -> APIRouter:
+    """The ``/admin/*`` routes, admitted by ``guard``."""
     # Parameter order matters: the actor comes before the engine so an
     # unauthenticated caller gets 401 even while the daemon starts.
-    Viewer = Annotated[Actor, Depends(tokens.require_viewer)]
-    Operator = Annotated[Actor, Depends(tokens.require_operator)]
+    Viewer = Annotated[Actor, Depends(guard.viewer)]
+    # An operator, named by the audit action of the mutation (a viewer's refusal is audited as such).
+    Triggering = Annotated[Actor, Depends(guard.operator("trigger"))]
+    Pausing = Annotated[Actor, Depends(guard.operator("pause"))]
+    Resuming = Annotated[Actor, Depends(guard.operator("resume"))]
+    Cancelling = Annotated[Actor, Depends(guard.operator("cancel"))]
 
-    router = APIRouter(prefix="/admin", tags=["admin"], responses=responses(401, 503))
+    # Every status a route can answer is declared, so clients (and the schema fuzzing
+    # in tests/integration/test_api_fuzzing.py) can rely on the schema: 401 no valid
+    # token, 429 too many failed ones, 422 a bad parameter, 503 starting (and, on
+    # trigger, a replica that is not scheduling).
+    router = APIRouter(
+        prefix="/admin",
+        tags=["admin"],
+        responses=responses(401, 422, 429, 503),
+        # In this order: a parameter name holding a NUL is refused as such, not as unknown.
+        dependencies=[Depends(reject_unsafe_strings), Depends(reject_unknown_query)],
+    )
     # Every mutation names a job or run (404); trigger and cancel can also conflict (409).
     mutating = responses(403, 404)
     conflicting = responses(403, 404, 409)
@@ -48,22 +70,22 @@ def admin_router(tokens: TokenTable) -> APIRouter:
         return await engine.list_jobs()
 
     @router.get("/jobs/{job_id}", responses=responses(404))
-    async def get_job(job_id: str, _: Viewer, engine: Engine) -> JobOut:
+    async def get_job(job_id: JobId, _: Viewer, engine: Engine) -> JobOut:
         """One job with its next fire times and last run."""
         return await engine.get_job(job_id)
 
     @router.post("/trigger/{job_id}", status_code=http_status.HTTP_202_ACCEPTED, responses=conflicting)
-    async def trigger(job_id: str, actor: Operator, engine: Engine) -> TriggerOut:
+    async def trigger(job_id: JobId, actor: Triggering, engine: Engine) -> TriggerOut:
         """Start a run now; 409 when the job forbids overlap and a run is in progress anywhere."""
         return await engine.trigger(job_id, actor)
 
     @router.post("/jobs/{job_id}/pause", responses=mutating)
-    async def pause(job_id: str, actor: Operator, engine: Engine) -> JobOut:
+    async def pause(job_id: JobId, actor: Pausing, engine: Engine) -> JobOut:
         """Stop scheduled fires on every replica, across restarts, until resumed."""
         return await engine.pause(job_id, actor)
 
     @router.post("/jobs/{job_id}/resume", responses=mutating)
-    async def resume(job_id: str, actor: Operator, engine: Engine) -> JobOut:
+    async def resume(job_id: JobId, actor: Resuming, engine: Engine) -> JobOut:
         """Undo a pause."""
         return await engine.resume(job_id, actor)
 
@@ -71,7 +93,7 @@ def admin_router(tokens: TokenTable) -> APIRouter:
     async def list_runs(
         _: Viewer,
         engine: Engine,
-        job_id: str | None = None,
+        job_id: JobIdFilter = None,
         status: RunStatus | None = None,
         limit: Limit = 50,
     ) -> list[RunOut]:
@@ -84,7 +106,7 @@ def admin_router(tokens: TokenTable) -> APIRouter:
         return await engine.get_run(run_id)
 
     @router.post("/runs/{run_id}/cancel", status_code=http_status.HTTP_202_ACCEPTED, responses=conflicting)
-    async def cancel_run(run_id: RunId, actor: Operator, engine: Engine) -> RunOut:
+    async def cancel_run(run_id: RunId, actor: Cancelling, engine: Engine) -> RunOut:
         """Ask the replica running it to cancel the run; 409 when it has already ended."""
         return await engine.cancel_run(run_id, actor)
 
@@ -103,6 +125,6 @@ def admin_router(tokens: TokenTable) -> APIRouter:
     return router
 
 
-def build_routers(tokens: TokenTable) -> list[APIRouter]:
-    """Every router of the API: the open health routes and the admin routes guarded by ``tokens``."""
-    return [health.router, admin_router(tokens)]
+def build_routers(guard: Guard) -> list[APIRouter]:
+    """Every router of the API: the open health routes and the admin routes admitted by ``guard``."""
+    return [health.router, admin_router(guard)]

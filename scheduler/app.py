@@ -12,7 +12,8 @@ import structlog
 from fastapi import FastAPI
 
 from admin_api import build_routers, install_error_handlers
-from admin_api.auth import TokenEntry, TokenTable
+from admin_api.auth import Guard, TokenEntry, TokenTable
+from admin_api.auth_failures import AuthFailures
 from scheduler.config import Config
 from scheduler.database import open_store
 from scheduler.engine import Engine
@@ -39,9 +40,9 @@ def create_app(config: Config, *, systemd: ServiceNotifier | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not config.admin.tokens:
-            log.warning("no_admin_tokens", hint="every /admin call answers 401; `maintd token` prints one to add")
         async with open_store(config) as store:
+            if not config.admin.tokens:
+                log.warning("no_admin_tokens", hint="every /admin call answers 401; `maintd token` prints one to add")
             engine = Engine(config, store, node=node_name(config), metrics=metrics)
             await engine.start()
             # Start-up made ~150 objects per job that live as long as the process; keep
@@ -81,7 +82,7 @@ def create_app(config: Config, *, systemd: ServiceNotifier | None = None) -> Fas
     app.state.metrics_registry = metrics.registry
     install_error_handlers(app)
     tokens = TokenTable(_token_entries(config))
-    for router in build_routers(tokens):
+    for router in build_routers(Guard(tokens, AuthFailures(metrics.auth_failures))):
         app.include_router(router)
     return app
 

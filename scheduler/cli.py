@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
-import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING
-
-import uvicorn
 
 from scheduler.config import Config, ConfigError, default_config_path, load_config
-
-if TYPE_CHECKING:
-    from scheduler.systemd import ServiceNotifier
 
 # sysexits.h: what systemd units and shell scripts expect.
 EX_OK = 0
@@ -98,8 +89,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)  # exits 78 before anything binds a port
+    from scheduler.database import DatabaseUnavailable
+    from scheduler.server import PortUnavailable, bind_listener
+
+    # The port first, before the database, migrations or the engine: a busy port is
+    # one line and exit 69, not a stop after everything else has started.
+    try:
+        listener = bind_listener(config.server)
+    except PortUnavailable as exc:
+        return _unavailable(exc)
     from scheduler.app import create_app
     from scheduler.logs import configure_logging
+    from scheduler.server import serve
     from scheduler.systemd import ServiceNotifier
 
     configure_logging()
@@ -107,49 +108,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     # not end the process, which is its default action.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     systemd = ServiceNotifier.from_env()  # a no-op outside systemd (no $NOTIFY_SOCKET)
-    server = _Server(
-        uvicorn.Config(
-            create_app(config, systemd=systemd),
-            host=config.server.host,
-            port=config.server.port,
-            log_config=None,  # our structlog handler renders uvicorn's records too
-            access_log=False,
-            lifespan="on",
-        ),
-        systemd,
-    )
     try:
-        asyncio.run(server.serve())
+        asyncio.run(serve(create_app(config, systemd=systemd), listener, config.server, systemd))
+    except DatabaseUnavailable as exc:
+        return _unavailable(exc)
     finally:
+        listener.close()
         systemd.close()
-    return EX_OK if server.started else EX_UNAVAILABLE
+    return EX_OK
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, except that a drained stop on SIGTERM exits 0 instead of re-raising the signal,
-    and that it tells systemd when it is ready and when it stops."""
-
-    def __init__(self, config: uvicorn.Config, systemd: ServiceNotifier) -> None:
-        super().__init__(config)
-        self.systemd = systemd
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        # uvicorn's startup is the lifespan's (migrations, engine started) and then the bind:
-        # only once both are done may systemd start units ordered after us.
-        await super().startup(sockets=sockets)
-        if self.started and not self.should_exit:
-            self.systemd.ready()
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        # Before uvicorn closes the port and the lifespan drains running jobs (up to shutdown_grace).
-        self.systemd.stopping()
-        super().handle_exit(sig, frame)
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        with super().capture_signals():
-            yield
-            self._captured_signals.clear()
+def _unavailable(exc: Exception) -> int:
+    """One line for a resource the daemon cannot get at start; systemd's Restart=on-failure retries 69."""
+    print(f"maintd run: {' '.join(str(exc).split())}", file=sys.stderr)
+    return EX_UNAVAILABLE
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from jobs.mail import SmtpSettings
 from jobs.registry import TaskLookupError, TaskSpec, resolve_task
 from scheduler.alerts_config import AlertsConfig, alerts_problems
-from scheduler.config_types import Duration, Section, TimeZone, positive
+from scheduler.config_types import Duration, Network, Section, TimeZone, positive
 from scheduler.schedules import Schedule, ScheduleError, parse_schedule, parse_timezone
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
@@ -45,6 +45,10 @@ class ConfigError(Exception):
 class ServerConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)  # 0 lets the OS pick (tests)
+    # Peers whose X-Forwarded-For/-Proto are believed (the client address in the audit log
+    # and in the failed-authentication count). Nobody by default: behind no proxy, a
+    # local client would otherwise choose the address recorded for it.
+    trusted_proxies: list[Network] = []
 
 
 class DatabaseConfig(Section):

@@ -31,6 +31,7 @@ from admin_api.interface import (
 )
 from scheduler.clock_guard import ClockGuard
 from scheduler.config import JobConfig
+from scheduler.failure_log import FailureLog
 from scheduler.run_logs import RUN_LOGS
 from scheduler.alerts import Alerter
 from scheduler.metrics import Metrics
@@ -38,6 +39,8 @@ from scheduler.store import AuditEntry, Claim, RunStore
 
 # A readiness check (and the clock check) waits this long for the database.
 READINESS_TIMEOUT_S = 2.0
+# What /readyz says while the database does not answer; why goes to the log (scheduler/failure_log.py).
+DATABASE_NOT_ANSWERING = "database: not answering"
 # At stop, alerts still being delivered get this long.
 ALERTS_AT_STOP = timedelta(seconds=5)
 # Fire times listed on a job object.
@@ -67,6 +70,7 @@ class EngineAdmin:
     _beat_own_runs: Callable[[], Any]
     _beat_own_runs_loop: Callable[[], Any]
     _heartbeat_line: Any
+    _failures: FailureLog
 
     def _job(self, job_id: str) -> JobConfig:
         try:
@@ -185,6 +189,10 @@ class EngineAdmin:
     async def list_audit(self, *, limit: int) -> list[AuditOut]:
         return await self.store.list_audit(limit)
 
+    async def record_denied(self, actor: Actor, action: str, target: str) -> None:
+        detail = {"outcome": "denied", "reason": f"role {actor.role}; {action} needs the operator role"}
+        await self.store.add_audit(AuditEntry(self.clock(), actor.name, action, target, actor.client, detail))
+
     async def readiness(self) -> list[str]:
         reasons = []
         if not self.running:
@@ -194,7 +202,9 @@ class EngineAdmin:
         try:
             await self.store.ping(timeout=READINESS_TIMEOUT_S)
         except Exception as exc:
-            reasons.append(f"database: {exc.__class__.__name__}: {exc}".rstrip(": "))
+            # /readyz is open: it names the failing part; the error (an address, a role) goes to the log.
+            reasons.append(DATABASE_NOT_ANSWERING)
+            self._failures.failed("readiness_database_failed", error=f"{type(exc).__name__}: {exc}")
         self.metrics.ready.set(0 if reasons else 1)
         return reasons
 

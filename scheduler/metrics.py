@@ -67,6 +67,13 @@ class Metrics:
         for channel in ("webhook", "email"):
             for outcome in ("sent", "failed"):
                 self.alerts_sent.labels(channel, outcome)
+        # Filled by the API (admin_api.auth_failures), which creates both series at start.
+        self.auth_failures = Counter(
+            "maintd_auth_failures",
+            "Failed authentications on /admin routes, by reason (missing: no bearer token; invalid: an unknown one)",
+            ["reason"],
+            registry=self.registry,
+        )
 
 
     def register_job(self, job_id: str) -> JobSeries:

@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
 
 from admin_api import build_routers, install_error_handlers
-from admin_api.auth import TokenEntry, TokenTable
+from admin_api.auth import Guard, TokenEntry, TokenTable
+from admin_api.auth_failures import AuthFailures
 from admin_api.interface import (
     ENDED_STATUSES,
     Actor,
@@ -163,6 +164,19 @@ class FakeEngine:
         self.calls.append(("list_audit", {"limit": limit}))
         return self.audit[::-1][:limit]
 
+    async def record_denied(self, actor: Actor, action: str, target: str) -> None:
+        self.audit.append(
+            AuditOut(
+                id=len(self.audit) + 1,
+                at=NOW,
+                principal=actor.name,
+                action=action,
+                target=target,
+                client=actor.client,
+                detail={"outcome": "denied"},
+            )
+        )
+
     async def readiness(self) -> list[str]:
         return self.not_ready
 
@@ -171,7 +185,9 @@ def sha256_hex(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def build_app(engine: AdminEngine | None, registry: CollectorRegistry | None) -> FastAPI:
+def build_app(
+    engine: AdminEngine | None, registry: CollectorRegistry | None, failures: AuthFailures | None = None
+) -> FastAPI:
     """The app wired the way the daemon wires it."""
     tokens = TokenTable(
         [
@@ -179,13 +195,15 @@ def build_app(engine: AdminEngine | None, registry: CollectorRegistry | None) ->
             TokenEntry(name="ops", role="operator", sha256=sha256_hex(OPERATOR_TOKEN)),
         ]
     )
+    if failures is None:
+        failures = AuthFailures(Counter("maintd_auth_failures", "test", ["reason"], registry=CollectorRegistry()))
     app = FastAPI()
     if engine is not None:
         app.state.engine = engine
     if registry is not None:
         app.state.metrics_registry = registry
     install_error_handlers(app)
-    for router in build_routers(tokens):
+    for router in build_routers(Guard(tokens, failures)):
         app.include_router(router)
     return app
 
@@ -323,7 +341,9 @@ class TestJobs:
         engine.suspended = "clock: +10.000s off the database's clock (more than 2s)"
         response = await operator.post("/admin/trigger/cleanup")
         assert response.status_code == 503
-        assert "+10.000s off the database's clock" in response.json()["detail"]
+        assert response.json() == {
+            "detail": "this replica is not scheduling: clock: +10.000s off the database's clock (more than 2s)"
+        }
         assert max(engine.runs) == 3
 
     async def test_pause_then_resume_answer_the_job_object(self, operator: httpx.AsyncClient) -> None:
@@ -531,7 +551,7 @@ class TestHealth:
         monkeypatch.setattr(engine, "readiness", broken)
         response = await client.get("/readyz")
         assert response.status_code == 503
-        assert response.json() == {"status": "not ready", "reasons": ["readiness check failed: OSError"]}
+        assert response.json() == {"status": "not ready", "reasons": ["readiness: check failed"]}
 
     async def test_readyz_is_503_starting_until_the_engine_is_set(self) -> None:
         async with open_client(build_app(engine=None, registry=None)) as client:
@@ -600,3 +620,259 @@ class TestOpenAPI:
     def test_responses_declare_their_models(self, app: FastAPI, path: str, method: str, code: str, model: str) -> None:
         response = app.openapi()["paths"][path][method]["responses"][code]
         assert response["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{model}"}
+
+    def test_every_status_a_route_can_answer_is_declared(self, app: FastAPI) -> None:
+        paths = app.openapi()["paths"]
+        for path, ops in paths.items():
+            for method, op in ops.items():
+                declared = set(op["responses"])
+                if path.startswith("/admin/"):
+                    assert {"401", "422", "429", "503"} <= declared, (method, path)
+                if method == "post":
+                    assert {"403", "404"} <= declared, (method, path)
+                assert "422" in declared, (method, path)
+        assert "409" in paths["/admin/trigger/{job_id}"]["post"]["responses"]
+        assert "409" in paths["/admin/runs/{run_id}/cancel"]["post"]["responses"]
+
+
+async def asgi_get(app: FastAPI, path: str, query: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None) -> tuple[int, Any]:
+    """A GET straight through the ASGI interface, with a path no HTTP client would encode (a lone surrogate)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode("utf-8", "surrogatepass"),
+        "root_path": "",
+        "query_string": query,
+        "headers": [(b"host", b"maintd"), *(headers or [])],
+        "client": (CLIENT_HOST, 40000),
+        "server": ("maintd", 80),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    import json
+
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], json.loads(body)
+
+
+class TestHostileInput:
+    """A NUL or an unpaired surrogate in any string input is a 422 that never reaches the engine."""
+
+    @pytest.mark.parametrize(
+        "method, path, params",
+        [
+            ("GET", "/admin/runs", {"job_id": "\x00"}),
+            ("GET", "/admin/runs", {"job_id": "clean\x00up"}),
+            ("GET", "/admin/runs", {"limit": "5", "x\x00": "1"}),
+            ("GET", "/admin/jobs/%00", None),
+            ("GET", "/admin/jobs/a%00b", None),
+            ("POST", "/admin/trigger/%00", None),
+            ("POST", "/admin/jobs/%00/pause", None),
+            ("POST", "/admin/jobs/%00/resume", None),
+        ],
+    )
+    async def test_a_nul_in_a_path_or_query_parameter_is_422(
+        self, operator: httpx.AsyncClient, engine: FakeEngine, method: str, path: str, params: dict[str, str] | None
+    ) -> None:
+        response = await operator.request(method, path, params=params)
+        assert response.status_code == 422
+        [error] = response.json()["detail"]
+        assert error["loc"][0] in ("path", "query")
+        assert "NUL" in error["msg"]
+        assert engine.calls == [] and engine.audit == []
+
+    async def test_a_nul_in_a_header_is_422(self, app: FastAPI, engine: FakeEngine) -> None:
+        status, body = await asgi_get(
+            app, "/admin/jobs", headers=[(b"authorization", f"Bearer {VIEWER_TOKEN}".encode()), (b"x-note", b"a\x00b")]
+        )
+        assert status == 422
+        assert body["detail"][0]["loc"] == ["header", "x-note"]
+
+    @pytest.mark.parametrize(
+        "path, query, loc",
+        [
+            ("/admin/jobs/\ud800", b"", ["path", "job_id"]),
+            ("/admin/runs/1\udfff", b"", ["path", "run_id"]),
+            # Starlette decodes the query as UTF-8 with replacement, so a surrogate comes only from the path.
+            ("/admin/runs", b"job_id=%00", ["query", "job_id"]),
+        ],
+    )
+    async def test_an_unpaired_surrogate_is_422_and_the_answer_is_valid_json(
+        self, app: FastAPI, engine: FakeEngine, path: str, query: bytes, loc: list[str]
+    ) -> None:
+        status, body = await asgi_get(app, path, query, [(b"authorization", f"Bearer {OPERATOR_TOKEN}".encode())])
+        assert status == 422
+        assert body["detail"][0]["loc"] == loc
+        assert engine.calls == []
+
+    async def test_a_viewers_refusal_with_a_nul_writes_no_audit_row(
+        self, viewer: httpx.AsyncClient, engine: FakeEngine
+    ) -> None:
+        response = await viewer.post("/admin/jobs/%00/pause")
+        assert response.status_code == 422
+        assert engine.audit == []
+
+    async def test_clean_unicode_passes(self, viewer: httpx.AsyncClient, engine: FakeEngine) -> None:
+        response = await viewer.get("/admin/runs", params={"job_id": "nettoyage-été-🧹"})
+        assert response.status_code == 200
+        assert engine.calls == [("list_runs", {"job_id": "nettoyage-été-🧹", "status": None, "limit": 50})]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TestFailedAuthentication:
+    """Failed authentications are counted, logged at a bounded rate, and limited per client address."""
+
+    @pytest.fixture
+    def clock(self) -> FakeClock:
+        return FakeClock()
+
+    @pytest.fixture
+    def failures(self, registry: CollectorRegistry, clock: FakeClock) -> AuthFailures:
+        counter = Counter("maintd_auth_failures", "Failed authentications", ["reason"], registry=registry)
+        return AuthFailures(counter, clock=clock)
+
+    @pytest.fixture
+    def app(self, engine: FakeEngine, registry: CollectorRegistry, failures: AuthFailures) -> FastAPI:
+        return build_app(engine, registry, failures)
+
+    async def test_the_21st_failure_within_a_minute_is_429_with_retry_after_and_a_valid_token_still_works(
+        self, client: httpx.AsyncClient, clock: FakeClock
+    ) -> None:
+        bad = {"Authorization": "Bearer guess"}
+        statuses = []
+        for _ in range(20):
+            statuses.append((await client.get("/admin/jobs", headers=bad)).status_code)
+            clock.now += 1
+        assert statuses == [401] * 20
+        limited = await client.get("/admin/jobs", headers=bad)
+        assert limited.status_code == 429
+        # A refused attempt counts too (the window keeps the last 20: the 2nd to this one);
+        # the 2nd, made 19 s ago, ages out in 41 s, and then one more attempt is let through.
+        assert limited.headers["Retry-After"] == "41"
+        assert "detail" in limited.json()
+        # Not a lock-out: the operator beside the guesser gets in.
+        good = await client.get("/admin/jobs", headers={"Authorization": f"Bearer {VIEWER_TOKEN}"})
+        assert good.status_code == 200
+        # No token at all counts the same as a wrong one.
+        assert (await client.get("/admin/jobs")).status_code == 429
+
+    async def test_another_address_is_not_limited(self, app: FastAPI, client: httpx.AsyncClient) -> None:
+        for _ in range(21):
+            await client.get("/admin/jobs", headers={"Authorization": "Bearer guess"})
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.9", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://maintd") as other:
+            response = await other.get("/admin/jobs", headers={"Authorization": "Bearer guess"})
+        assert response.status_code == 401
+
+    async def test_the_limit_lifts_once_failures_age_out_of_the_window(
+        self, client: httpx.AsyncClient, clock: FakeClock
+    ) -> None:
+        for _ in range(20):
+            await client.get("/admin/jobs", headers={"Authorization": "Bearer guess"})
+        assert (await client.get("/admin/jobs", headers={"Authorization": "Bearer guess"})).status_code == 429
+        clock.now += 61
+        assert (await client.get("/admin/jobs", headers={"Authorization": "Bearer guess"})).status_code == 401
+
+    async def test_failures_are_counted_by_reason(self, client: httpx.AsyncClient, registry: CollectorRegistry) -> None:
+        assert registry.get_sample_value("maintd_auth_failures_total", {"reason": "invalid"}) == 0
+        for _ in range(3):
+            await client.get("/admin/runs", headers={"Authorization": "Bearer guess"})
+        await client.post("/admin/trigger/cleanup")
+        await client.post("/admin/trigger/cleanup", headers={"Authorization": "Basic abc"})
+        assert registry.get_sample_value("maintd_auth_failures_total", {"reason": "invalid"}) == 3
+        assert registry.get_sample_value("maintd_auth_failures_total", {"reason": "missing"}) == 2
+
+    async def test_300_failures_log_two_lines_without_the_token(
+        self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        for i in range(300):
+            await client.get("/admin/jobs", headers={"Authorization": f"Bearer secret-guess-{i}"})
+        lines = [r for r in caplog.records if r.name == "maintd.api"]
+        events = [r.msg["event"] if isinstance(r.msg, dict) else r.getMessage() for r in lines]
+        assert events == ["auth_failed", "auth_client_limited"]
+        assert CLIENT_HOST in caplog.text
+        assert "secret-guess" not in caplog.text
+
+    async def test_log_lines_are_capped_across_addresses(self, app: FastAPI, caplog: pytest.LogCaptureFixture) -> None:
+        for i in range(100):
+            transport = httpx.ASGITransport(app=app, client=(f"10.0.{i // 256}.{i % 256}", 40000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://maintd") as client:
+                await client.get("/admin/jobs")
+        assert len([r for r in caplog.records if r.name == "maintd.api"]) == 60
+
+
+class TestDeniedMutations:
+    @pytest.mark.parametrize(
+        "path, action, target",
+        [
+            ("/admin/trigger/cleanup", "trigger", "cleanup"),
+            ("/admin/jobs/cleanup/pause", "pause", "cleanup"),
+            ("/admin/jobs/report/resume", "resume", "report"),
+            ("/admin/runs/2/cancel", "cancel", "run:2"),
+        ],
+    )
+    async def test_a_viewers_refused_mutation_is_audited_as_denied(
+        self, viewer: httpx.AsyncClient, engine: FakeEngine, path: str, action: str, target: str
+    ) -> None:
+        response = await viewer.post(path)
+        assert response.status_code == 403
+        [row] = engine.audit
+        assert (row.principal, row.action, row.target, row.client) == ("alice", action, target, CLIENT_HOST)
+        assert row.detail == {"outcome": "denied"}
+        assert engine.calls == []  # nothing else was asked of the engine
+
+    async def test_the_403_goes_out_when_the_audit_write_fails(
+        self, viewer: httpx.AsyncClient, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async def broken(actor: Actor, action: str, target: str) -> None:
+            raise OSError("database gone")
+
+        monkeypatch.setattr(engine, "record_denied", broken)
+        response = await viewer.post("/admin/jobs/cleanup/pause")
+        assert response.status_code == 403
+
+    async def test_an_unauthenticated_mutation_is_not_audited(self, client: httpx.AsyncClient, engine: FakeEngine) -> None:
+        assert (await client.post("/admin/jobs/cleanup/pause")).status_code == 401
+        assert engine.audit == []
+
+
+class TestUnknownQueryParameters:
+    @pytest.mark.parametrize(
+        "path, params",
+        [
+            ("/admin/runs", {"stauts": "failed"}),
+            ("/admin/runs", {"job_id": "cleanup", "": "x"}),
+            ("/admin/jobs", {"verbose": "1"}),
+            ("/admin/runs/3/logs", {"after": "1"}),
+        ],
+    )
+    async def test_a_query_parameter_the_route_does_not_declare_is_422(
+        self, viewer: httpx.AsyncClient, engine: FakeEngine, path: str, params: dict[str, str]
+    ) -> None:
+        response = await viewer.get(path, params=params)
+        assert response.status_code == 422
+        [error] = response.json()["detail"]
+        assert error["loc"][0] == "query" and error["msg"] == "unknown query parameter"
+        assert engine.calls == []
+
+    async def test_declared_parameters_pass(self, viewer: httpx.AsyncClient) -> None:
+        response = await viewer.get("/admin/runs/3/logs", params={"after_seq": "1", "limit": "5"})
+        assert response.status_code == 200

@@ -9,8 +9,10 @@ from typing import Annotated
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
+from prometheus_client import CollectorRegistry, Counter
 
-from admin_api.auth import TokenEntry, TokenTable, new_token
+from admin_api.auth import Guard, TokenEntry, TokenTable, new_token
+from admin_api.auth_failures import AuthFailures
 from admin_api.interface import Actor
 
 pytestmark = pytest.mark.unit
@@ -110,13 +112,14 @@ class TestNewToken:
 def actor_app(tokens: TokenTable) -> FastAPI:
     """A bare app with one read and one mutating route that echo the actor."""
     app = FastAPI()
+    guard = Guard(tokens, AuthFailures(Counter("maintd_auth_failures", "test", ["reason"], registry=CollectorRegistry())))
 
     @app.get("/read")
-    async def read(actor: Annotated[Actor, Depends(tokens.require_viewer)]) -> dict[str, str | None]:
+    async def read(actor: Annotated[Actor, Depends(guard.viewer)]) -> dict[str, str | None]:
         return {"name": actor.name, "role": actor.role, "client": actor.client}
 
     @app.post("/write")
-    async def write(actor: Annotated[Actor, Depends(tokens.require_operator)]) -> dict[str, str | None]:
+    async def write(actor: Annotated[Actor, Depends(guard.operator("write"))]) -> dict[str, str | None]:
         return {"name": actor.name, "role": actor.role, "client": actor.client}
 
     return app

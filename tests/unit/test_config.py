@@ -46,6 +46,7 @@ def test_defaults() -> None:
     assert job.timezone.key == "UTC"
     assert job.params.sql == "SELECT 1"
     assert config.admin.tokens == []
+    assert config.server.trusted_proxies == []
 
 
 def test_job_timezone_falls_back_to_scheduler_timezone() -> None:
@@ -185,6 +186,19 @@ def test_tokens() -> None:
     ) == ["admin.tokens[1].sha256: same token as admin.tokens[0]"]
 
 
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    config = valid('[server]\ntrusted_proxies = ["10.0.0.5", "10.1.0.0/16", "fd00::/8"]\n')
+    assert [str(n) for n in config.server.trusted_proxies] == ["10.0.0.5/32", "10.1.0.0/16", "fd00::/8"]
+    assert problems('[server]\ntrusted_proxies = ["10.1.2.3/16", "proxy.local", 3]\n') == [
+        "server.trusted_proxies[0]: not an address or network: 10.1.2.3/16 has host bits set",
+        "server.trusted_proxies[1]: not an address or network: 'proxy.local' does not appear to be an IPv4 or IPv6 network",
+        "server.trusted_proxies[2]: expected an address or network such as '10.0.0.0/8', got 3",
+    ]
+    assert problems('[server]\ntrusted_proxies = "10.0.0.5"\n') == [
+        "server.trusted_proxies: input should be a valid list, got '10.0.0.5'"
+    ]
+
+
 def test_dsn_from_environment_overrides_file() -> None:
     config = valid(GOOD_JOB, environ={"MAINTD_DATABASE_DSN": "postgresql://app@db:5432/app"})
     assert config.database.dsn == "postgresql://app@db:5432/app"
@@ -242,3 +256,4 @@ def test_commented_examples_in_shipped_config_are_valid(repo_root: Path) -> None
     assert {"cleanup_sessions", "daily_report"} <= set(config.jobs)
     assert config.smtp is not None and config.smtp.password_env == "MAINTD_SMTP_PASSWORD"
     assert config.alerts.webhooks[0].url_env == "MAINTD_SLACK_WEBHOOK_URL" and config.alerts.email is not None
+    assert config.server.trusted_proxies
