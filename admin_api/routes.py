@@ -19,8 +19,8 @@ from admin_api.auth import Guard
 from admin_api.errors import responses
 from admin_api.interface import Actor, AdminEngine, AuditOut, JobOut, RunLogsOut, RunOut, RunStatus, TriggerOut
 from admin_api.safe_input import NO_NUL, reject_unsafe_strings
-from admin_api.strict_query import reject_unknown_query
 from admin_api.state import require_engine
+from admin_api.strict_query import reject_unknown_query
 
 # Run ids are PostgreSQL bigints: a larger number is not a run (and must not
 # reach the database as an overflow, a 500).

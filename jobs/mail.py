@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-
 # The HTML5 (WHATWG) pattern for one address: strict enough to catch typos and
 # header injection, loose enough for every address a mail server accepts.
 EMAIL_ADDRESS = re.compile(

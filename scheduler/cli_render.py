@@ -53,10 +53,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str | Cell]], *, colou
     widths = [len(h) for h in headers]
     for row in cells:
         widths = [max(w, len(c.text)) for w, c in zip(widths, row, strict=True)]
-    lines = ["  ".join(paint(h.ljust(w), BOLD, colour) for h, w in zip(headers, widths)).rstrip()]
+    lines = ["  ".join(paint(h.ljust(w), BOLD, colour) for h, w in zip(headers, widths, strict=True)).rstrip()]
     for row in cells:
         padded = [paint(c.text.ljust(w) if i < len(row) - 1 else c.text, c.style, colour)
-                  for i, (c, w) in enumerate(zip(row, widths))]
+                  for i, (c, w) in enumerate(zip(row, widths, strict=False))]
         lines.append("  ".join(padded).rstrip())
     return "\n".join(lines)
 

@@ -44,8 +44,8 @@ from scheduler.clock_guard import ClockGuard, SkewGuard
 from scheduler.config import Config, JobConfig
 from scheduler.durations import format_duration
 from scheduler.engine_admin import ALERTS_AT_STOP, READINESS_TIMEOUT_S, EngineAdmin
-from scheduler.fire_executor import FireExecutor, fire_placeholder
 from scheduler.failure_log import FailureLog
+from scheduler.fire_executor import FireExecutor, fire_placeholder
 from scheduler.lease import HeartbeatLine, Lease
 from scheduler.metrics import JobSeries, Metrics
 from scheduler.reload import ConfigDiff
@@ -224,9 +224,11 @@ class Engine(EngineAdmin):
             self.metrics.register_job(job.id)
             self._add_to_timer(job)
         self._accepting = True
-        await self._on_reaped(left_running)
         judged_until = now - CLAIM_SETTLE
         caught_up = await self._catch_up(judged_until)
+        # A fire the previous process had claimed ahead is one of the fires missed while
+        # down: caught up on its own only where the downtime's catch-up did not cover its job.
+        caught_up |= await self._on_reaped(left_running, caught_up=caught_up)
         self._scheduler.start()
         # APScheduler fires from its start on; every fire before this instant is the
         # catch-up's to judge (the few fires both see are told apart by their key).
@@ -535,7 +537,6 @@ class Engine(EngineAdmin):
             self._failures.failed("fires_not_claimed", level="error", fires=len(due), error=repr(exc))
 
     async def _handle_fire(self, job: JobConfig, run_times: list[datetime], retry_of: RunOut | None) -> None:
-        log = self.log.bind(job_id=job.id)
         try:
             if retry_of is not None:
                 assert retry_of.scheduled_for is not None
@@ -1058,18 +1059,22 @@ class Engine(EngineAdmin):
         closing, self._logs_to_close = self._logs_to_close, set()
         await RUN_LOGS.flush(closing, self.store.write_runs_logs, close=True, failed=self._failures.failed)
 
-    async def _on_reaped(self, runs: list[RunOut]) -> None:
+    async def _on_reaped(self, runs: list[RunOut], *, caught_up: set[str] = frozenset()) -> set[str]:
         """Count, log and alert runs just declared lost (and fires claimed ahead recorded
-        missed), by the reaper or by their own owner."""
+        missed), by the reaper or by their own owner; return the jobs whose missed fire is
+        caught up (not those in ``caught_up``: their catch-up run was claimed already)."""
+        caught_up_now = set()
         for run in runs:
             if run.status == "missed":
                 self.metrics.job(run.job_id).fires["missed"].inc()
                 self.log.warning("fire_missed", job_id=run.job_id, run_id=run.id, owner=run.node, reason=run.error)
-                await self._catch_up_reaped(run)
+                if run.job_id not in caught_up | caught_up_now and self._catch_up_reaped(run):
+                    caught_up_now.add(run.job_id)
                 continue
             self.metrics.job(run.job_id).runs["lost"].inc()
             self.log.warning("run_lost", job_id=run.job_id, run_id=run.id, owner=run.node, error=run.error)
             await self.alerter.run_ended(run)
+        return caught_up_now
 
     # -- the lease (scheduler/lease.py) ------------------------------------
 
@@ -1129,11 +1134,14 @@ class Engine(EngineAdmin):
         gone = set(run_ids)
         for active in [a for run_id, a in self._active.items() if run_id in gone and a.outcome is None]:
             if active.fenced is None:
-                self._give_up(active, "it was declared lost: its owner's lease had run out")
+                self._give_up(active, "it is no longer running in the database (declared lost, or lost with a failover)")
         for run in self._ahead.forget_runs(gone) if self._ahead is not None else []:
             self._prepared.pop(run.id, None)
             self._cancel_before_start.pop(run.id, None)
-            self.log.error("lease_lost", job_id=run.job_id, run_id=run.id, reason="recorded missed", started=False)
+            self.log.error(
+                "lease_lost", job_id=run.job_id, run_id=run.id, started=False,
+                reason="no longer running in the database (recorded missed, or lost with a failover)",
+            )  # fmt: skip
 
     def _give_up(self, active: ActiveRun, reason: str) -> None:
         active.fenced = reason
@@ -1154,18 +1162,19 @@ class Engine(EngineAdmin):
                 self._to_reap.pop(run_id, None)
             await self._on_reaped(reaped)
 
-    async def _catch_up_reaped(self, missed: RunOut) -> None:
+    def _catch_up_reaped(self, missed: RunOut) -> bool:
         """A fire claimed ahead by a replica that died before it was due: with
         ``catch_up = "once"`` this replica (the one whose reap returned it: exactly one)
         runs it now, as the fire's second attempt, unless the job's next fire has come
-        meanwhile (that one stands for it, as after downtime)."""
+        meanwhile (that one stands for it, as after downtime). True when it does."""
         job, fire = self.jobs.get(missed.job_id), missed.scheduled_for
         if job is None or fire is None or job.catch_up != "once" or missed.trigger != "schedule":
-            return
+            return False
         if job.schedule.next_after(fire) <= self.clock():
-            return
+            return False
         self.log.info("catch_up_of_reaped_fire", job_id=job.id, run_id=missed.id, scheduled_for=fire.isoformat())
         self._spawn(self._claim_catch_up(job, fire, missed.attempt + 1), name=f"fire:{job.id}")
+        return True
 
     async def _check_overdue(self) -> None:
         """Every job's last success, cluster-wide, into the metrics; and the dead-man's

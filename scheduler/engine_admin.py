@@ -29,12 +29,12 @@ from admin_api.interface import (
     SchedulingSuspended,
     TriggerOut,
 )
+from scheduler.alerts import Alerter
 from scheduler.clock_guard import ClockGuard
 from scheduler.config import JobConfig
 from scheduler.failure_log import FailureLog
-from scheduler.run_logs import RUN_LOGS
-from scheduler.alerts import Alerter
 from scheduler.metrics import Metrics
+from scheduler.run_logs import RUN_LOGS
 from scheduler.store import AuditEntry, Claim, RunStore
 
 # A readiness check (and the clock check) waits this long for the database.

@@ -46,8 +46,8 @@ overlap = "forbid"
 [jobs.slow.params]
 sql = "SELECT pg_sleep(0.3)"
 """
-# The outage's warnings and errors, per second and replica, averaged (the issue measured 8-10).
-MAX_OUTAGE_LOG_LINES_PER_S = 2.0
+# asyncpg's own warning while its pool reconnects: it backs off (1 s, 2 s, 4 s ... 60 s) by itself.
+POOL_FLOOR_WARNING = "Failed to restore the pool connection floor; retrying"
 STILL_RUNNING = re.compile(r"skipped: run (\d+) was still running")
 
 
@@ -101,6 +101,17 @@ def _noise_per_s(daemon: Daemon, since: float, until: float) -> float:
     """Warning and error lines a second the replica logged between two wall-clock times."""
     loud = [e for e in daemon.events if e.get("level") in ("warning", "error", "critical")]
     return sum(since <= _stamp(e) <= until for e in loud) / (until - since)
+
+
+def _repeated(daemon: Daemon, since: float, until: float) -> dict[str, int]:
+    """Warnings and errors the replica logged more than once between two wall-clock times, by event and the
+    job and run it names: the same failure repeating is what floods a journal (the issue measured 8-10 lines a
+    second); the first of each kind, a summary, and one line per fire or run are not."""
+    loud = [e for e in daemon.events if e.get("level") in ("warning", "error", "critical") and since <= _stamp(e) <= until]
+    counts = Counter(
+        f"{e.get('event')} job={e.get('job_id')} run={e.get('run_id')}" for e in loud if e.get("event") != POOL_FLOOR_WARNING
+    )
+    return {what: n for what, n in counts.items() if n > 1}
 
 
 def _skipped_behind(row: asyncpg.Record) -> int | None:
@@ -196,6 +207,7 @@ def test_failover_with_a_multi_host_dsn_loses_nothing_and_runs_nothing_twice(
     problems = _fire_problems(rows, first, last)
     wrongly_skipped = _wrongly_skipped(rows)
     noise = {node: _noise_per_s(d, crashed, resumed) for node, d in zip("ab", replicas, strict=True)}
+    repeated = {node: _repeated(d, crashed, resumed) for node, d in zip("ab", replicas, strict=True)}
     skipped = [r for r in rows if r["status"] == "skipped"]
     noise_shown = {node: round(per_s, 1) for node, per_s in noise.items()}
     outage = [r for r in rows if crashed - 1 <= r["scheduled_for"].timestamp() <= resumed + 1]
@@ -203,7 +215,7 @@ def test_failover_with_a_multi_host_dsn_loses_nothing_and_runs_nothing_twice(
         f"\n[failover, multi-host] outage {promoted - crashed:.2f}s, fires on time again {resumed - promoted:.2f}s"
         f" after the promote; rows {dict(Counter(r['status'] for r in rows))}; around the outage"
         f" {dict(Counter((r['job_id'], r['status'], r['trigger']) for r in outage))};"
-        f" warnings+errors/s during the outage {noise_shown};"
+        f" warnings+errors/s during the outage {noise_shown}, repeated {repeated};"
         f" skipped {[(r['job_id'], r['scheduled_for'].strftime('%T'), r['trigger'], r['error']) for r in skipped]};"
         f" problems {problems}; wrongly skipped {wrongly_skipped}"
     )
@@ -211,7 +223,7 @@ def test_failover_with_a_multi_host_dsn_loses_nothing_and_runs_nothing_twice(
     assert up == [True, True], f"a replica exited during the failover: {up}"
     assert not problems, f"{problems}\n{story}"
     assert not wrongly_skipped, "\n".join([*wrongly_skipped, story])
-    assert all(v <= MAX_OUTAGE_LOG_LINES_PER_S for v in noise.values()), f"outage log lines per second: {noise}"
+    assert not any(repeated.values()), f"failures logged again and again during the outage: {repeated}"
 
 
 def test_a_replica_restarted_on_the_new_primary_releases_its_own_claims_at_once(

@@ -5,6 +5,7 @@ Run ``.venv/bin/pytest tests/e2e/test_systemd.py -s`` to see the captured sequen
 
 from __future__ import annotations
 
+import itertools
 import socket
 import statistics
 import threading
@@ -150,7 +151,7 @@ def test_notify_sequence_watchdog_and_stop(private_tmp: Path, repo_root: Path, e
         for _ in range(4):
             indexes.append(systemd.wait_for(is_ping, start=indexes[-1] + 1))
         pings = [systemd.messages[i].at for i in indexes]
-        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(pings)]
         systemd.note(f"ping gaps {', '.join(f'{g:.3f}s' for g in gaps)}")
         assert WATCHDOG_S / 4 <= statistics.median(gaps) <= WATCHDOG_S * 0.75
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from datetime import timedelta
+
 import pytest
 
 from scheduler.alerts_config import WebhookConfig

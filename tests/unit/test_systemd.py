@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import queue
 import re
@@ -178,7 +179,7 @@ async def test_watchdog_pings_stop_while_the_loop_is_blocked(systemd_socket: tup
     service.start(summary=lambda: "ok", healthy=lambda: True)
     try:
         pings = [(await asyncio.to_thread(systemd.next_matching, "^WATCHDOG=1$"))[0] for _ in range(3)]
-        assert all(b > a for a, b in zip(pings, pings[1:]))
+        assert all(b > a for a, b in itertools.pairwise(pings))
         # A job calling time.sleep in async code: the loop runs nothing, for 5 periods.
         blocked_from = time.monotonic()
         time.sleep(1.0)
