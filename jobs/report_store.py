@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TypeAlias
 
 import asyncpg
 
@@ -25,7 +26,7 @@ from jobs.report_data import (
 )
 
 # Anything with asyncpg's query methods: a pool, or a connection inside a transaction.
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 async def runs_by_job(conn: Executor, period: ReportPeriod, own_run_id: int) -> list[JobRuns]:

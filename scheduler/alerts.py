@@ -28,6 +28,7 @@ The rules, cluster-wide (several replicas share the database):
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -309,7 +310,7 @@ class Alerter:
 
     async def _deliver(self, alert: Alert) -> None:
         attempts: list[Awaitable[None]] = [
-            self._with_retries(alert, "webhook", hook.target(), lambda hook=hook: self._post(hook, alert.payload))
+            self._with_retries(alert, "webhook", hook.target(), functools.partial(self._post, hook, alert.payload))
             for hook in self.config.webhooks
         ]
         if self.config.email is not None:

@@ -22,6 +22,7 @@ import random
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -552,7 +553,7 @@ class Engine(EngineAdmin):
             await self._claim_fire(job, "schedule", due, 1, None)
         except Exception as exc:  # a fire must never take the daemon down
             # Recorded as missed (and caught up, if configured) once the database is back.
-            self._database_failed(retry_of.scheduled_for if retry_of is not None else run_times[0])
+            self._database_failed(retry_of.scheduled_for or run_times[0] if retry_of is not None else run_times[0])
             self._failures.failed(
                 "fire_failed", level="error", job_id=job.id, run_times=[t.isoformat() for t in run_times], error=repr(exc)
             )
@@ -671,7 +672,7 @@ class Engine(EngineAdmin):
             self.log.info(f"fire_{status}", job_id=job.id, run_id=row.id, scheduled_for=fire.isoformat(), reason=reason)
 
     async def _catch_up(
-        self, until: datetime, *, outage_since: datetime | None = None, no_run_for: set[str] = frozenset()
+        self, until: datetime, *, outage_since: datetime | None = None, no_run_for: AbstractSet[str] = frozenset()
     ) -> set[str]:
         """Record the fires before ``until`` that no replica recorded (no replica up, or the
         database away), and claim one catch-up run per job where configured; return the
@@ -1059,11 +1060,11 @@ class Engine(EngineAdmin):
         closing, self._logs_to_close = self._logs_to_close, set()
         await RUN_LOGS.flush(closing, self.store.write_runs_logs, close=True, failed=self._failures.failed)
 
-    async def _on_reaped(self, runs: list[RunOut], *, caught_up: set[str] = frozenset()) -> set[str]:
+    async def _on_reaped(self, runs: list[RunOut], *, caught_up: AbstractSet[str] = frozenset()) -> set[str]:
         """Count, log and alert runs just declared lost (and fires claimed ahead recorded
         missed), by the reaper or by their own owner; return the jobs whose missed fire is
         caught up (not those in ``caught_up``: their catch-up run was claimed already)."""
-        caught_up_now = set()
+        caught_up_now: set[str] = set()
         for run in runs:
             if run.status == "missed":
                 self.metrics.job(run.job_id).fires["missed"].inc()
@@ -1197,6 +1198,7 @@ class Engine(EngineAdmin):
             if not late:
                 continue
             overdue.add(job.id)
+            assert job.expect_success_within is not None  # only a job with a window is overdue
             if job.id not in self._overdue:
                 self.log.error(
                     "job_overdue",

@@ -62,7 +62,6 @@ class EngineAdmin:
     log: Any
     _active: dict[int, Any]
     _logs_to_close: set[int]
-    running: bool
     _start_run: Callable[[JobConfig, RunOut], None]
     _on_cancel_request: Callable[[int, str], None]
     _listen: Callable[[], Any]
@@ -71,6 +70,11 @@ class EngineAdmin:
     _beat_own_runs_loop: Callable[[], Any]
     _heartbeat_line: Any
     _failures: FailureLog
+
+    @property
+    def running(self) -> bool:
+        """Whether the scheduler runs (the engine's)."""
+        raise NotImplementedError
 
     def _job(self, job_id: str) -> JobConfig:
         try:

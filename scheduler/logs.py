@@ -73,7 +73,7 @@ def configure_logging(
     # The Logging HOWTO's "Optimization" switches: no record needs the caller's frame,
     # thread, process or multiprocessing names, and collecting them costs every call
     # (a burst of 1,000 runs logs 2,000 lines: bench/claims.py).
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -69,7 +69,7 @@ class LogLine(NamedTuple):
 
     @property
     def fields(self) -> dict[str, Any]:
-        return json.loads(self.fields_json)  # type: ignore[no-any-return]
+        return json.loads(self.fields_json)
 
 
 @dataclass(frozen=True)
