@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import asyncpg
 import pytest
+
+from tests.connections import allow_connections
 
 pytestmark = pytest.mark.e2e
 
@@ -62,14 +63,6 @@ def test_a_viewers_refused_mutation_is_in_the_audit_log_as_denied(start_daemon: 
     assert job["paused"] is False and job["last_run"] is None
 
 
-async def _allow_connections(admin_dsn: str, database: str, allowed: bool) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allowed).lower()}')
-        if not allowed:
-            await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", database)
-    finally:
-        await conn.close()
 
 
 def test_readyz_names_the_database_not_its_address_while_it_is_down(
@@ -77,12 +70,12 @@ def test_readyz_names_the_database_not_its_address_while_it_is_down(
 ) -> None:
     daemon = start_daemon(JOBS, dsn=db_dsn)
     database = db_dsn.rsplit("/", 1)[1]
-    asyncio.run(_allow_connections(pg_admin_dsn, database, allowed=False))
+    asyncio.run(allow_connections(pg_admin_dsn, database, allowed=False))
     try:
         with daemon.client() as anyone:
             response = anyone.get("/readyz")
     finally:
-        asyncio.run(_allow_connections(pg_admin_dsn, database, allowed=True))
+        asyncio.run(allow_connections(pg_admin_dsn, database, allowed=True))
     assert response.status_code == 503
     assert response.json() == {"status": "not ready", "reasons": ["database: not answering"]}
     event = daemon.wait_for_event(lambda e: e.get("event") == "readiness_database_failed")

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import asyncpg
 import pytest
 
 from scheduler.store import RunStore
 from tests.configs import make_config, sql_job
+from tests.connections import allow_connections
 from tests.engines import StartEngine
 
 pytestmark = pytest.mark.integration
 
 
-async def _set_connections(admin_dsn: str, database: str, allowed: bool) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allowed).lower()}')
-        if not allowed:
-            await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", database)
-    finally:
-        await conn.close()
 
 
 async def test_readiness_names_the_database_without_its_error_and_logs_the_error_once(
@@ -27,11 +19,11 @@ async def test_readiness_names_the_database_without_its_error_and_logs_the_error
 ) -> None:
     engine = await start_engine(make_config({"tick": sql_job()}))
     database = store.dsn.rsplit("/", 1)[1]
-    await _set_connections(pg_admin_dsn, database, allowed=False)
+    await allow_connections(pg_admin_dsn, database, allowed=False)
     try:
         answers = [await engine.readiness() for _ in range(3)]
     finally:
-        await _set_connections(pg_admin_dsn, database, allowed=True)
+        await allow_connections(pg_admin_dsn, database, allowed=True)
     assert answers == [["database: not answering"]] * 3
     logged = [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "readiness_database_failed"]
     assert len(logged) == 1

@@ -30,6 +30,7 @@ from admin_api.interface import (
     SchedulingSuspended,
     TriggerOut,
 )
+from tests.asgi import asgi_get
 
 pytestmark = pytest.mark.unit
 
@@ -635,37 +636,6 @@ class TestOpenAPI:
         assert "409" in paths["/admin/runs/{run_id}/cancel"]["post"]["responses"]
 
 
-async def asgi_get(app: FastAPI, path: str, query: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None) -> tuple[int, Any]:
-    """A GET straight through the ASGI interface, with a path no HTTP client would encode (a lone surrogate)."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode("utf-8", "surrogatepass"),
-        "root_path": "",
-        "query_string": query,
-        "headers": [(b"host", b"maintd"), *(headers or [])],
-        "client": (CLIENT_HOST, 40000),
-        "server": ("maintd", 80),
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    import json
-
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return sent[0]["status"], json.loads(body)
-
-
 class TestHostileInput:
     """A NUL or an unpaired surrogate in any string input is a 422 that never reaches the engine."""
 
@@ -711,7 +681,9 @@ class TestHostileInput:
     async def test_an_unpaired_surrogate_is_422_and_the_answer_is_valid_json(
         self, app: FastAPI, engine: FakeEngine, path: str, query: bytes, loc: list[str]
     ) -> None:
-        status, body = await asgi_get(app, path, query, [(b"authorization", f"Bearer {OPERATOR_TOKEN}".encode())])
+        status, body = await asgi_get(
+            app, path, query=query, headers=[(b"authorization", f"Bearer {OPERATOR_TOKEN}".encode())]
+        )
         assert status == 422
         assert body["detail"][0]["loc"] == loc
         assert engine.calls == []

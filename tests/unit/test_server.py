@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 
 from scheduler.config import parse_config
 from scheduler.server import uvicorn_config
+from tests.asgi import asgi_get
 
 pytestmark = pytest.mark.unit
 
@@ -28,32 +29,8 @@ async def call_from(trusted: list[str], peer: str, forwarded_for: str) -> dict[s
     server = parse_config({"server": {"trusted_proxies": trusted}}).server
     config = uvicorn_config(server, echo_app())
     config.load()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/who",
-        "raw_path": b"/who",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"maintd"), (b"x-forwarded-for", forwarded_for.encode()), (b"x-forwarded-proto", b"https")],
-        "client": (peer, 40000),
-        "server": ("127.0.0.1", 8080),
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await config.loaded_app(scope, receive, send)
-    import json
-
-    return json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+    forwarded = [(b"x-forwarded-for", forwarded_for.encode()), (b"x-forwarded-proto", b"https")]
+    return (await asgi_get(config.loaded_app, "/who", headers=forwarded, client=(peer, 40000)))[1]
 
 
 async def test_by_default_a_loopback_client_does_not_choose_its_address(monkeypatch: pytest.MonkeyPatch) -> None:
