@@ -18,7 +18,6 @@ from datetime import timedelta
 from typing import TextIO
 
 from admin_api.interface import Actor, AdminError, RunEnded, RunOut, TriggerOut
-from scheduler.app import node_name
 from scheduler.cli_live import EX_FAILED, EX_UNAVAILABLE, LiveLine, report_end
 from scheduler.config import Config
 from scheduler.database import DatabaseUnavailable, open_store
@@ -30,8 +29,10 @@ POLL_S = 0.5
 
 def one_off_engine(config: Config, store: RunStore, node: str | None = None) -> Engine:
     """An engine for :meth:`Engine.run_once`: never started, and claiming no fires ahead,
-    so the replicas do not count this short-lived process as one of them."""
-    return Engine(config, store, node=node or node_name(config), claim_ahead=timedelta(0))
+    so the replicas do not count this short-lived process as one of them. Its node is this
+    process (host:pid), never the configured one: a daemon restarted under that name ends
+    what its previous process left running, and this run is not that."""
+    return Engine(config, store, node=node or f"{socket.gethostname()}:{os.getpid()}", claim_ahead=timedelta(0))
 
 
 def run_job_actor() -> Actor:

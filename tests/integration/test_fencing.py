@@ -115,3 +115,21 @@ async def test_cleanup_deletes_nothing_once_its_run_was_declared_lost(store: Run
         await cleanup_sessions(ctx, CleanupParams(table="sessions", batch_size=10))
     assert await store.pool.fetchval("SELECT count(*) FROM sessions") == 50
 
+
+
+async def test_a_replica_restarted_under_its_node_name_ends_what_its_previous_process_left_running(
+    start_engine: StartEngine, store: RunStore
+) -> None:
+    # The previous process under this name claimed a fire ahead and ran a job, then died a moment ago:
+    # their heartbeats are fresh, so any other replica would wait a lease before ending them.
+    left = await store.pool.fetch(
+        """INSERT INTO maintd.runs (job_id, trigger, status, scheduled_for, exclusive, started_at, heartbeat_at, node)
+           VALUES ('slow', 'manual', 'running', now(), true, now(), now(), 'stable'),
+                  ('tick', 'schedule', 'running', now() + interval '1 s', true, NULL, now(), 'stable')
+           RETURNING id"""
+    )
+    config = make_config({"slow": sleep_job(60), "tick": sql_job(schedule="@yearly")})
+    await start_engine(config, node="stable")
+    ended = {run.id: (run.status, run.error) for run in [await store.get_run(row["id"]) for row in left] if run}
+    assert [status for status, _ in ended.values()] == ["lost", "missed"]
+    assert all("node stable restarted" in (error or "") for _, error in ended.values())
