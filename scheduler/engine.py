@@ -156,6 +156,8 @@ class Engine(EngineAdmin):
         self._accepting = False
         # False after a database call failed; see _recovered().
         self._database_ok = True
+        # The moments before the start whose fires _catch_up_recent judges once they settled.
+        self._recent_window: tuple[datetime, datetime] = (datetime.min.replace(tzinfo=UTC),) * 2
         # The earliest fire time the failed calls may have concerned: recovery judges from there.
         self._outage_since: datetime | None = None
         self._recovery = asyncio.Lock()
@@ -234,6 +236,7 @@ class Engine(EngineAdmin):
         # APScheduler fires from its start on; every fire before this instant is the
         # catch-up's to judge (the few fires both see are told apart by their key).
         firing_since = self.clock()
+        self._recent_window = (judged_until, firing_since)
         await self._sweep_retries()
         if scheduling:
             await self._check_overdue()
@@ -269,8 +272,8 @@ class Engine(EngineAdmin):
             await self._wait_tasks(pending)
         # The fires of the moments before the start are judged even when the stop comes first:
         # no later start would look before the fires this replica ran since.
-        recent = [task for task in self._background if task.get_name() == "maintd-catch-up"]
-        if recent:
+        recent = [task for task in self._background if task.get_name() == "maintd-catch-up" and not task.done()]
+        if recent and self._fires_between(*self._recent_window):
             await asyncio.wait(recent, timeout=(CLAIM_SETTLE + CATCH_UP_AT_STOP).total_seconds())
         await self.idle()
         for task in self._background:
@@ -762,6 +765,10 @@ class Engine(EngineAdmin):
             self._database_ok, self._outage_since = True, None
             self.log.info("database_recovered", failures_held_back=self._failures.recovered())
             return True
+
+    def _fires_between(self, since: datetime, until: datetime) -> bool:
+        """Whether any job has a fire in (since, until)."""
+        return any(job.schedule.next_after(since) < until for job in self.jobs.values())
 
     def _database_failed(self, since: datetime) -> None:
         """A database call failed; fires from ``since`` on may have gone unclaimed (see _recovered)."""
