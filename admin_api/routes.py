@@ -13,14 +13,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi import status as http_status
-
-from admin_api import health
-from admin_api.auth import Guard
-from admin_api.errors import responses
-from admin_api.interface import Actor, AdminEngine, AuditOut, JobOut, RunLogsOut, RunOut, RunStatus, TriggerOut
-from admin_api.safe_input import NO_NUL, reject_unsafe_strings
-from admin_api.state import require_engine
-from admin_api.strict_query import reject_unknown_query
+from maintd.admin_api import health
+from maintd.admin_api.auth import Guard
+from maintd.admin_api.errors import responses
+from maintd.admin_api.interface import Actor, AdminEngine, AuditOut, JobOut, RunLogsOut, RunOut, RunStatus, TriggerOut
+from maintd.admin_api.safe_input import NO_NUL, reject_unsafe_strings
+from maintd.admin_api.state import require_engine
+from maintd.admin_api.strict_query import reject_unknown_query
 
 # Run ids are PostgreSQL bigints: a larger number is not a run (and must not
 # reach the database as an overflow, a 500).

@@ -7,9 +7,8 @@ so every reader must cope with it being absent while the process starts.
 from __future__ import annotations
 
 from fastapi import HTTPException, Request, status
+from maintd.admin_api.interface import AdminEngine
 from prometheus_client import CollectorRegistry
-
-from admin_api.interface import AdminEngine
 
 STARTING = "starting"
 

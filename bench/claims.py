@@ -75,17 +75,17 @@ from typing import Any, Self
 import asyncpg
 from apscheduler.job import Job as APJob
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from maintd.admin_api.interface import RunOut
+from maintd.jobs.context import JobContext
+from maintd.jobs.registry import NoParams, task
+from maintd.scheduler.config import parse_config
+from maintd.scheduler.engine import Engine
+from maintd.scheduler.logs import configure_logging
+from maintd.scheduler.migrate import apply_migrations
+from maintd.scheduler.schedules import ScheduleTrigger, parse_schedule
+from maintd.scheduler.store import Claim, RunStore, create_pool
 
-from admin_api.interface import RunOut
 from bench import with_database
-from jobs.context import JobContext
-from jobs.registry import NoParams, task
-from scheduler.config import parse_config
-from scheduler.engine import Engine
-from scheduler.logs import configure_logging
-from scheduler.migrate import apply_migrations
-from scheduler.schedules import ScheduleTrigger, parse_schedule
-from scheduler.store import Claim, RunStore, create_pool
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 JOBS = 1000  # the burst issue #4 asks about; --jobs for others

@@ -4,7 +4,7 @@ A job is an async function of a :class:`JobContext` and its typed params,
 marked with :func:`task`. This package knows nothing of HTTP or scheduling.
 """
 
-from jobs.context import JobCancelled, JobContext, LeaseLost
-from jobs.registry import TaskLookupError, TaskSpec, resolve_task, task
+from maintd.jobs.context import JobCancelled, JobContext, LeaseLost
+from maintd.jobs.registry import TaskLookupError, TaskSpec, resolve_task, task
 
 __all__ = ["JobCancelled", "JobContext", "LeaseLost", "TaskLookupError", "TaskSpec", "resolve_task", "task"]

@@ -33,12 +33,11 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
+from maintd.jobs.context import JobContext, LeaseLost
+from maintd.jobs.identifiers import Identifier, TableName, quote
+from maintd.jobs.job_queries import JOB_QUERIES as Q
+from maintd.jobs.registry import task
 from pydantic import BaseModel, ConfigDict, Field
-
-from jobs.context import JobContext, LeaseLost
-from jobs.identifiers import Identifier, TableName, quote
-from jobs.job_queries import JOB_QUERIES as Q
-from jobs.registry import task
 
 # Types the expiry bounds (timestamptz values) compare with, using the column's own index.
 EXPIRY_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")

@@ -30,22 +30,21 @@ from email.utils import parseaddr
 from typing import Any, Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from jobs import report_store as store
-from jobs.context import JobContext
-from jobs.identifiers import Identifier, TableName
-from jobs.mail import EmailAddresses, SmtpSettings
-from jobs.mailer import MailNotConfigured, build_message, send_message
-from jobs.registry import task
-from jobs.report_data import (
+from maintd.jobs import report_store as store
+from maintd.jobs.context import JobContext
+from maintd.jobs.identifiers import Identifier, TableName
+from maintd.jobs.mail import EmailAddresses, SmtpSettings
+from maintd.jobs.mailer import MailNotConfigured, build_message, send_message
+from maintd.jobs.registry import task
+from maintd.jobs.report_data import (
     ReportData,
     ReportPeriod,
     SessionStats,
     attention_items,
     report_period,
 )
-from jobs.report_render import render_report
+from maintd.jobs.report_render import render_report
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_FAILURES_LISTED = 20
 LONGEST_RUNS_LISTED = 5

@@ -13,8 +13,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 import aiosmtplib
-
-from jobs.mail import SmtpSettings
+from maintd.jobs.mail import SmtpSettings
 
 
 class MailError(Exception):

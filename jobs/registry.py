@@ -15,16 +15,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from maintd.jobs.context import JobContext
 from pydantic import BaseModel, ConfigDict
-
-from jobs.context import JobContext
 
 TaskFunc = Callable[..., Awaitable[Any]]
 
 _MARK = "__maintd_task__"
 # Modules holding the built-in tasks; imported on first lookup so that
 # importing the registry stays cheap and free of cycles.
-_BUILTIN_MODULES = ("jobs.sql", "jobs.daily_report", "jobs.cleanup_sessions")
+_BUILTIN_MODULES = ("maintd.jobs.sql", "maintd.jobs.daily_report", "maintd.jobs.cleanup_sessions")
 _builtins: dict[str, TaskSpec] = {}
 
 
@@ -111,5 +110,5 @@ def resolve_task(ref: str) -> TaskSpec:
         raise TaskLookupError(ref, f"module {module_name!r} has no attribute {attr!r}")
     spec = getattr(func, _MARK, None)
     if not isinstance(spec, TaskSpec):
-        raise TaskLookupError(ref, "not decorated with @jobs.task")
+        raise TaskLookupError(ref, "not decorated with @maintd.task")
     return spec

@@ -16,11 +16,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-
-from jobs.report_data import STATUSES, Attention, ReportData, UnrunFires
+from maintd.jobs.report_data import STATUSES, Attention, ReportData, UnrunFires
 
 _env = Environment(
-    loader=PackageLoader("jobs", "templates"),
+    loader=PackageLoader("maintd.jobs", "templates"),
     autoescape=select_autoescape(enabled_extensions=("html",)),
     # A misspelt field must fail the tests, not print nothing.
     undefined=StrictUndefined,

@@ -11,10 +11,9 @@ from datetime import date, datetime
 from typing import TypeAlias
 
 import asyncpg
-
-from jobs.identifiers import quote
-from jobs.job_queries import JOB_QUERIES as Q
-from jobs.report_data import (
+from maintd.jobs.identifiers import quote
+from maintd.jobs.job_queries import JOB_QUERIES as Q
+from maintd.jobs.report_data import (
     JobHealth,
     JobRuns,
     ReportPeriod,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from maintd.jobs.context import JobContext
+from maintd.jobs.registry import task
 from pydantic import BaseModel, ConfigDict, Field
-
-from jobs.context import JobContext
-from jobs.registry import task
 
 # Command tags whose last word is a row count (PostgreSQL's CommandComplete).
 _COUNTED = {"INSERT", "DELETE", "UPDATE", "SELECT", "MERGE", "MOVE", "FETCH", "COPY"}

@@ -38,15 +38,14 @@ from typing import Any, Literal
 
 import httpx
 import structlog
-
-from admin_api.interface import RunOut
-from jobs.mail import SmtpSettings
-from jobs.mailer import MailError, build_message, send_message
-from scheduler.alerts_config import AlertsConfig, WebhookConfig
-from scheduler.clock import utcnow
-from scheduler.durations import format_duration
-from scheduler.metrics import Metrics
-from scheduler.store import RunStore
+from maintd.admin_api.interface import RunOut
+from maintd.jobs.mail import SmtpSettings
+from maintd.jobs.mailer import MailError, build_message, send_message
+from maintd.scheduler.alerts_config import AlertsConfig, WebhookConfig
+from maintd.scheduler.clock import utcnow
+from maintd.scheduler.durations import format_duration
+from maintd.scheduler.metrics import Metrics
+from maintd.scheduler.store import RunStore
 
 AlertEvent = Literal["run_failed", "run_timed_out", "run_lost", "job_overdue"]
 # Seconds before each retry of a delivery: four attempts over about half a minute.

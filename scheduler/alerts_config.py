@@ -26,10 +26,9 @@ from datetime import timedelta
 from typing import Literal
 
 import httpx
+from maintd.jobs.mail import EmailAddresses, SmtpSettings
+from maintd.scheduler.config_types import Duration, Section
 from pydantic import Field, field_validator, model_validator
-
-from jobs.mail import EmailAddresses, SmtpSettings
-from scheduler.config_types import Duration, Section
 
 AlertOn = Literal["failed", "timed_out", "lost", "overdue"]
 DEFAULT_ON: tuple[AlertOn, ...] = ("failed", "timed_out", "lost", "overdue")

@@ -26,10 +26,10 @@ import zlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from admin_api.interface import RunOut
-from scheduler.clock_guard import ClockGuard, NoClockGuard
-from scheduler.config import JobConfig
-from scheduler.store import RunStore
+from maintd.admin_api.interface import RunOut
+from maintd.scheduler.clock_guard import ClockGuard, NoClockGuard
+from maintd.scheduler.config import JobConfig
+from maintd.scheduler.store import RunStore
 
 FireKey = tuple[str, datetime]
 # How often the loop looks for fires coming due: a quarter of the window, so the

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from scheduler.config import Config, ConfigError, default_config_path, load_config
+from maintd.scheduler.config import Config, ConfigError, default_config_path, load_config
 
 # sysexits.h: what systemd units and shell scripts expect.
 EX_OK = 0
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--name", default="ops", help="principal recorded in the audit log (default ops)")
     token.add_argument("--role", choices=["viewer", "operator"], default="operator")
 
-    from scheduler.client_cli import add_client_commands
+    from maintd.scheduler.client_cli import add_client_commands
 
     add_client_commands(command, with_config)
 
@@ -89,8 +89,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)  # exits 78 before anything binds a port
-    from scheduler.database import DatabaseUnavailable
-    from scheduler.server import PortUnavailable, bind_listener
+    from maintd.scheduler.database import DatabaseUnavailable
+    from maintd.scheduler.server import PortUnavailable, bind_listener
 
     # The port first, before the database, migrations or the engine: a busy port is
     # one line and exit 69, not a stop after everything else has started.
@@ -98,10 +98,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         listener = bind_listener(config.server)
     except PortUnavailable as exc:
         return _unavailable(exc)
-    from scheduler.app import create_app
-    from scheduler.logs import configure_logging
-    from scheduler.server import serve
-    from scheduler.systemd import ServiceNotifier
+    from maintd.scheduler.app import create_app
+    from maintd.scheduler.logs import configure_logging
+    from maintd.scheduler.server import serve
+    from maintd.scheduler.systemd import ServiceNotifier
 
     configure_logging()
     # SIGHUP reloads once the engine runs (scheduler/reload.py); until then it must
@@ -126,7 +126,7 @@ def _unavailable(exc: Exception) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     config = _load(args)
-    from scheduler.database import DatabaseUnavailable, open_store
+    from maintd.scheduler.database import DatabaseUnavailable, open_store
 
     async def migrate() -> None:
         async with open_store(config):
@@ -142,7 +142,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from scheduler.schedules import ScheduleError, parse_timezone, preview
+    from maintd.scheduler.schedules import ScheduleError, parse_timezone, preview
 
     try:
         zone = parse_timezone(args.timezone)
@@ -162,9 +162,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 def cmd_run_job(args: argparse.Namespace) -> int:
     config = _load(args)
-    from scheduler.cli_live import AboveLiveLine, LiveLine
-    from scheduler.logs import configure_logging
-    from scheduler.run_job import run_job
+    from maintd.scheduler.cli_live import AboveLiveLine, LiveLine
+    from maintd.scheduler.logs import configure_logging
+    from maintd.scheduler.run_job import run_job
 
     line = LiveLine(sys.stderr)
     # Readable log lines above the progress line, even when stderr is a file: a person runs this.
@@ -173,7 +173,7 @@ def cmd_run_job(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from admin_api.auth import new_token
+    from maintd.admin_api.auth import new_token
 
     token, digest = new_token()
     print(f"# Bearer token for {args.name!r} (shown once; keep it secret, e.g. export MAINTD_TOKEN=...):")

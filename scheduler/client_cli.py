@@ -17,8 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 import httpx
-
-from scheduler.cli_live import (
+from maintd.scheduler.cli_live import (
     EX_FAILED,
     EX_INTERRUPTED,
     EX_UNAVAILABLE,
@@ -27,9 +26,9 @@ from scheduler.cli_live import (
     LiveLine,
     report_end,
 )
-from scheduler.cli_render import ENDED, jobs_table, local_time, log_line, relative, runs_table, use_colour
-from scheduler.config import default_config_path, load_config
-from scheduler.durations import format_duration, parse_duration
+from maintd.scheduler.cli_render import ENDED, jobs_table, local_time, log_line, relative, runs_table, use_colour
+from maintd.scheduler.config import default_config_path, load_config
+from maintd.scheduler.durations import format_duration, parse_duration
 
 TOKEN_ENV = "MAINTD_TOKEN"
 WAIT_POLL_S = 0.5

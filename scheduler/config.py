@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from maintd.jobs.mail import SmtpSettings
+from maintd.jobs.registry import TaskLookupError, TaskSpec, resolve_task
+from maintd.scheduler.alerts_config import AlertsConfig, alerts_problems
+from maintd.scheduler.config_types import Duration, Network, Section, TimeZone, positive
+from maintd.scheduler.schedules import Schedule, ScheduleError, parse_schedule, parse_timezone
 from pydantic import BaseModel, Field, ValidationError, field_validator
-
-from jobs.mail import SmtpSettings
-from jobs.registry import TaskLookupError, TaskSpec, resolve_task
-from scheduler.alerts_config import AlertsConfig, alerts_problems
-from scheduler.config_types import Duration, Network, Section, TimeZone, positive
-from scheduler.schedules import Schedule, ScheduleError, parse_schedule, parse_timezone
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
 CONFIG_ENV = "MAINTD_CONFIG"

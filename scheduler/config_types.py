@@ -12,10 +12,9 @@ from datetime import timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
+from maintd.scheduler.durations import parse_duration
+from maintd.scheduler.schedules import parse_timezone
 from pydantic import BaseModel, BeforeValidator, ConfigDict
-
-from scheduler.durations import parse_duration
-from scheduler.schedules import parse_timezone
 
 
 def _duration(value: Any) -> timedelta:

@@ -8,10 +8,9 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import structlog
-
-from scheduler.config import Config
-from scheduler.migrate import apply_migrations
-from scheduler.store import RunStore, create_pool
+from maintd.scheduler.config import Config
+from maintd.scheduler.migrate import apply_migrations
+from maintd.scheduler.store import RunStore, create_pool
 
 log = structlog.get_logger("maintd.database")
 
@@ -26,7 +25,7 @@ async def embedded_or_dsn(config: Config) -> AsyncIterator[str]:
     if not config.embedded_database:
         yield config.database.dsn
         return
-    from scheduler.embedded import EmbeddedPostgres, EmbeddedPostgresError
+    from maintd.scheduler.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
     server = EmbeddedPostgres(config.database.data_dir)
     try:

@@ -32,27 +32,26 @@ import structlog
 from apscheduler.job import Job as APJob
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
-
-from admin_api.interface import (
+from maintd.admin_api.interface import (
     RunOut,
 )
-from jobs.context import JobCancelled, JobContext, LeaseLost
-from scheduler.alerts import Alerter
-from scheduler.batching import Batcher
-from scheduler.claim_ahead import TAKEN, ClaimAhead
-from scheduler.clock import utcnow
-from scheduler.clock_guard import ClockGuard, SkewGuard
-from scheduler.config import Config, JobConfig
-from scheduler.durations import format_duration
-from scheduler.engine_admin import ALERTS_AT_STOP, READINESS_TIMEOUT_S, EngineAdmin
-from scheduler.failure_log import FailureLog
-from scheduler.fire_executor import FireExecutor, fire_placeholder
-from scheduler.lease import HeartbeatLine, Lease
-from scheduler.metrics import JobSeries, Metrics
-from scheduler.reload import ConfigDiff
-from scheduler.run_logs import RUN_LOGS
-from scheduler.schedules import ScheduleTrigger
-from scheduler.store import Claim, RunStore
+from maintd.jobs.context import JobCancelled, JobContext, LeaseLost
+from maintd.scheduler.alerts import Alerter
+from maintd.scheduler.batching import Batcher
+from maintd.scheduler.claim_ahead import TAKEN, ClaimAhead
+from maintd.scheduler.clock import utcnow
+from maintd.scheduler.clock_guard import ClockGuard, SkewGuard
+from maintd.scheduler.config import Config, JobConfig
+from maintd.scheduler.durations import format_duration
+from maintd.scheduler.engine_admin import ALERTS_AT_STOP, READINESS_TIMEOUT_S, EngineAdmin
+from maintd.scheduler.failure_log import FailureLog
+from maintd.scheduler.fire_executor import FireExecutor, fire_placeholder
+from maintd.scheduler.lease import HeartbeatLine, Lease
+from maintd.scheduler.metrics import JobSeries, Metrics
+from maintd.scheduler.reload import ConfigDiff
+from maintd.scheduler.run_logs import RUN_LOGS
+from maintd.scheduler.schedules import ScheduleTrigger
+from maintd.scheduler.store import Claim, RunStore
 
 _EXECUTOR = "maintd"
 # A cancelled job gets this long to stop at its next check before it is interrupted.

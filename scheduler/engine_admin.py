@@ -15,8 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-
-from admin_api.interface import (
+from maintd.admin_api.interface import (
     Actor,
     AuditOut,
     JobBusy,
@@ -29,13 +28,13 @@ from admin_api.interface import (
     SchedulingSuspended,
     TriggerOut,
 )
-from scheduler.alerts import Alerter
-from scheduler.clock_guard import ClockGuard
-from scheduler.config import JobConfig
-from scheduler.failure_log import FailureLog
-from scheduler.metrics import Metrics
-from scheduler.run_logs import RUN_LOGS
-from scheduler.store import AuditEntry, Claim, RunStore
+from maintd.scheduler.alerts import Alerter
+from maintd.scheduler.clock_guard import ClockGuard
+from maintd.scheduler.config import JobConfig
+from maintd.scheduler.failure_log import FailureLog
+from maintd.scheduler.metrics import Metrics
+from maintd.scheduler.run_logs import RUN_LOGS
+from maintd.scheduler.store import AuditEntry, Claim, RunStore
 
 # A readiness check (and the clock check) waits this long for the database.
 READINESS_TIMEOUT_S = 2.0

@@ -20,8 +20,7 @@ import contextlib
 from datetime import timedelta
 
 import asyncpg
-
-from scheduler.store import RunStore
+from maintd.scheduler.store import RunStore
 
 
 def _now() -> float:

@@ -14,8 +14,7 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
-
-from scheduler.run_logs import RUN_LOGS
+from maintd.scheduler.run_logs import RUN_LOGS
 
 
 def configure_logging(

@@ -28,7 +28,7 @@ class Migration:
 def shipped_migrations() -> list[Migration]:
     """The migrations in the package, in version order."""
     found = []
-    for entry in resources.files("scheduler.migrations").iterdir():
+    for entry in resources.files("maintd.scheduler.migrations").iterdir():
         if match := _FILE.match(entry.name):
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
     found.sort()

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-
-from scheduler.config import Config, ConfigError, load_config
-from scheduler.store import AuditEntry
+from maintd.scheduler.config import Config, ConfigError, load_config
+from maintd.scheduler.store import AuditEntry
 
 log = structlog.get_logger("maintd.reload")
 

@@ -17,12 +17,12 @@ import socket
 from datetime import timedelta
 from typing import TextIO
 
-from admin_api.interface import Actor, AdminError, RunEnded, RunOut, TriggerOut
-from scheduler.cli_live import EX_FAILED, EX_UNAVAILABLE, LiveLine, report_end
-from scheduler.config import Config
-from scheduler.database import DatabaseUnavailable, open_store
-from scheduler.engine import Engine
-from scheduler.store import RunStore
+from maintd.admin_api.interface import Actor, AdminError, RunEnded, RunOut, TriggerOut
+from maintd.scheduler.cli_live import EX_FAILED, EX_UNAVAILABLE, LiveLine, report_end
+from maintd.scheduler.config import Config
+from maintd.scheduler.database import DatabaseUnavailable, open_store
+from maintd.scheduler.engine import Engine
+from maintd.scheduler.store import RunStore
 
 POLL_S = 0.5
 

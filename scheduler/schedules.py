@@ -80,8 +80,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.base import BaseTrigger
 from cronsim import CronSim
-
-from scheduler.durations import parse_duration
+from maintd.scheduler.durations import parse_duration
 
 __all__ = [
     "CronSchedule",

@@ -15,9 +15,8 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
-
-from scheduler.config import ServerConfig
-from scheduler.systemd import ServiceNotifier
+from maintd.scheduler.config import ServerConfig
+from maintd.scheduler.systemd import ServiceNotifier
 
 
 class PortUnavailable(Exception):

@@ -15,10 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-
-from admin_api.interface import AuditOut, RunLogLine, RunOut
-from scheduler.run_logs import LogBatch
-from scheduler.sql import QUERIES as Q
+from maintd.admin_api.interface import AuditOut, RunLogLine, RunOut
+from maintd.scheduler.run_logs import LogBatch
+from maintd.scheduler.sql import QUERIES as Q
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:

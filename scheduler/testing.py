@@ -3,7 +3,7 @@
 Freeze a moment, advance the clock, and see the jobs that were due fire,
 without real waiting::
 
-    from scheduler.testing import frozen_engine
+    from maintd.scheduler.testing import frozen_engine
 
     async with frozen_engine(config, dsn=dsn, at="2026-03-28T23:59:59+01:00") as daemon:
         await daemon.advance(timedelta(seconds=1))
@@ -24,12 +24,12 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from admin_api.interface import RunOut
-from scheduler.clock_guard import NoClockGuard
-from scheduler.config import Config
-from scheduler.engine import Engine
-from scheduler.migrate import apply_migrations
-from scheduler.store import RunStore, create_pool
+from maintd.admin_api.interface import RunOut
+from maintd.scheduler.clock_guard import NoClockGuard
+from maintd.scheduler.config import Config
+from maintd.scheduler.engine import Engine
+from maintd.scheduler.migrate import apply_migrations
+from maintd.scheduler.store import RunStore, create_pool
 
 # Enough loop iterations for APScheduler's queued wakeup to run and hand its fires over.
 _YIELDS = 3

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-
-from scheduler.logs import configure_logging
-from scheduler.migrate import apply_migrations
-from scheduler.store import RunStore, create_pool
+from maintd.scheduler.logs import configure_logging
+from maintd.scheduler.migrate import apply_migrations
+from maintd.scheduler.store import RunStore, create_pool
 
 DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -75,7 +74,7 @@ def pg_admin_dsn() -> Iterator[str]:
     if asyncio.run(_answers(dsn)):
         yield dsn
         return
-    from scheduler.embedded import EmbeddedPostgres
+    from maintd.scheduler.embedded import EmbeddedPostgres
 
     scratch = Path(tempfile.mkdtemp(prefix="maintd-test-pg-"))
     server = EmbeddedPostgres(scratch / "data", database="postgres")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from admin_api.interface import Actor, RunOut
-from scheduler.config import Config
-from scheduler.engine import Engine
+from maintd.admin_api.interface import Actor, RunOut
+from maintd.scheduler.config import Config
+from maintd.scheduler.engine import Engine
 
 OPS = Actor(name="ops", role="operator", client="10.0.0.7")
 # start_engine(config, node="node-a", clock=None, clock_guard=None) -> a started Engine, stopped

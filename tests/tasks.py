@@ -6,9 +6,8 @@ import asyncio
 import logging
 import time
 
+from maintd.jobs import JobContext, task
 from pydantic import BaseModel, ConfigDict
-
-from jobs import JobContext, task
 
 
 class SleepParams(BaseModel):

@@ -3,6 +3,6 @@
 Only :mod:`scheduler.store` uses them.
 """
 
-from jobs.queries import load_package_queries
+from maintd.jobs.queries import load_package_queries
 
 QUERIES = load_package_queries(__package__)

@@ -19,8 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from admin_api.auth import new_token
+from maintd.admin_api.auth import new_token
 
 READY_TIMEOUT_S = 60
 ENDED = {"succeeded", "failed", "cancelled", "timed_out", "lost", "skipped", "missed"}

@@ -24,18 +24,18 @@ import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from maintd.admin_api.interface import RunOut
+from maintd.jobs.mail import SmtpSettings
+from maintd.scheduler.alerts import Alerter
+from maintd.scheduler.alerts_config import AlertsConfig
+from maintd.scheduler.config import Config
+from maintd.scheduler.metrics import Metrics
+from maintd.scheduler.reload import diff_configs
+from maintd.scheduler.store import RunStore, create_pool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from admin_api.interface import RunOut
-from jobs.mail import SmtpSettings
-from scheduler.alerts import Alerter
-from scheduler.alerts_config import AlertsConfig
-from scheduler.config import Config
-from scheduler.metrics import Metrics
-from scheduler.reload import diff_configs
-from scheduler.store import RunStore, create_pool
 from tests.configs import make_config
 from tests.engines import StartEngine, run_to_end
 

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-
-from scheduler.embedded import EmbeddedPostgres, EmbeddedPostgresError, find_postgres_bindir
+from maintd.scheduler.embedded import EmbeddedPostgres, EmbeddedPostgresError, find_postgres_bindir
 
 pytestmark = pytest.mark.integration
 

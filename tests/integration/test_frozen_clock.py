@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from maintd.admin_api.interface import Actor
+from maintd.scheduler.testing import frozen_engine
 
-from admin_api.interface import Actor
-from scheduler.testing import frozen_engine
 from tests.configs import make_config, sql_job
 
 pytestmark = pytest.mark.integration

@@ -7,9 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-
-from scheduler.migrate import apply_migrations, shipped_migrations
-from scheduler.store import Claim, RunStore
+from maintd.scheduler.migrate import apply_migrations, shipped_migrations
+from maintd.scheduler.store import Claim, RunStore
 
 pytestmark = pytest.mark.integration
 

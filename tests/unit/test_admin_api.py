@@ -9,12 +9,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
-
-from admin_api import build_routers, install_error_handlers
-from admin_api.auth import Guard, TokenEntry, TokenTable
-from admin_api.auth_failures import AuthFailures
-from admin_api.interface import (
+from maintd.admin_api import build_routers, install_error_handlers
+from maintd.admin_api.auth import Guard, TokenEntry, TokenTable
+from maintd.admin_api.auth_failures import AuthFailures
+from maintd.admin_api.interface import (
     ENDED_STATUSES,
     Actor,
     AdminEngine,
@@ -30,6 +28,8 @@ from admin_api.interface import (
     SchedulingSuspended,
     TriggerOut,
 )
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
+
 from tests.asgi import asgi_get
 
 pytestmark = pytest.mark.unit

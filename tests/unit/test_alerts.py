@@ -7,9 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
-from admin_api.interface import RunOut
-from scheduler.alerts import (
+from maintd.admin_api.interface import RunOut
+from maintd.scheduler.alerts import (
     Alerter,
     DeliveryFailed,
     error_summary,
@@ -18,7 +17,7 @@ from scheduler.alerts import (
     run_alert,
     should_alert,
 )
-from scheduler.alerts_config import AlertsConfig
+from maintd.scheduler.alerts_config import AlertsConfig
 
 pytestmark = pytest.mark.unit
 

@@ -6,9 +6,8 @@ import tomllib
 from datetime import timedelta
 
 import pytest
-
-from scheduler.alerts_config import WebhookConfig
-from scheduler.config import Config, ConfigError, parse_config
+from maintd.scheduler.alerts_config import WebhookConfig
+from maintd.scheduler.config import Config, ConfigError, parse_config
 
 pytestmark = pytest.mark.unit
 

@@ -9,11 +9,10 @@ from typing import Annotated
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
+from maintd.admin_api.auth import Guard, TokenEntry, TokenTable, new_token
+from maintd.admin_api.auth_failures import AuthFailures
+from maintd.admin_api.interface import Actor
 from prometheus_client import CollectorRegistry, Counter
-
-from admin_api.auth import Guard, TokenEntry, TokenTable, new_token
-from admin_api.auth_failures import AuthFailures
-from admin_api.interface import Actor
 
 pytestmark = pytest.mark.unit
 

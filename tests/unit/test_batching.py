@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from scheduler.batching import Batcher
+from maintd.scheduler.batching import Batcher
 
 pytestmark = pytest.mark.unit
 

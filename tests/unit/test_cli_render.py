@@ -7,9 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
-from scheduler.cli_live import LiveLine, report_end
-from scheduler.cli_render import (
+from maintd.scheduler.cli_live import LiveLine, report_end
+from maintd.scheduler.cli_render import (
     duration,
     error_tail,
     jobs_table,

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from scheduler.config import ConfigError, parse_config
+from maintd.scheduler.config import ConfigError, parse_config
 
 pytestmark = pytest.mark.unit
 
@@ -74,7 +73,7 @@ def test_task_path_that_does_not_import() -> None:
 
 def test_task_path_to_undecorated_function() -> None:
     [problem] = problems(GOOD_JOB.replace('task = "sql"', 'task = "os.path:join"').replace('[jobs.vacuum.params]\nsql = "SELECT 1"', ""))
-    assert problem == "jobs.vacuum.task: unknown task 'os.path:join': not decorated with @jobs.task"
+    assert problem == "jobs.vacuum.task: unknown task 'os.path:join': not decorated with @maintd.task"
 
 
 def test_operator_task_by_path_with_typed_params() -> None:
@@ -218,7 +217,7 @@ def test_invalid_job_id() -> None:
 
 
 def test_toml_syntax_error_names_line(tmp_path: Path) -> None:
-    from scheduler.config import load_config
+    from maintd.scheduler.config import load_config
 
     path = tmp_path / "config.toml"
     path.write_text('[server]\nport = 8080\nhost = "127.0.0.1\n')
@@ -230,7 +229,7 @@ def test_toml_syntax_error_names_line(tmp_path: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    from scheduler.config import load_config
+    from maintd.scheduler.config import load_config
 
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "nope.toml")
@@ -238,7 +237,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_shipped_config_is_valid(repo_root: Path) -> None:
-    from scheduler.config import load_config
+    from maintd.scheduler.config import load_config
 
     config = load_config(repo_root / "config.toml", environ={})
     assert config.embedded_database

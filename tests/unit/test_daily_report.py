@@ -8,17 +8,17 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-
-from jobs.mail import SmtpSettings
-from jobs.mailer import MailNotSent, build_message, send_message
-from jobs.report_data import (
+from maintd.jobs.mail import SmtpSettings
+from maintd.jobs.mailer import MailNotSent, build_message, send_message
+from maintd.jobs.report_data import (
     JobHealth,
     UnsentReport,
     attention_items,
     error_summary,
     report_period,
 )
-from scheduler.config import ConfigError
+from maintd.scheduler.config import ConfigError
+
 from tests.configs import make_config
 
 pytestmark = pytest.mark.unit

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-
-from jobs.report_data import (
+from maintd.jobs.report_data import (
     Attention,
     JobRuns,
     ReportData,
@@ -17,7 +16,7 @@ from jobs.report_data import (
     UnrunFires,
     report_period,
 )
-from jobs.report_render import format_duration, render_report
+from maintd.jobs.report_render import format_duration, render_report
 
 pytestmark = pytest.mark.unit
 

@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 import structlog
-
-from scheduler.logs import configure_logging
-from scheduler.run_logs import (
+from maintd.scheduler.logs import configure_logging
+from maintd.scheduler.run_logs import (
     DROPPED_EVENT,
     HEAD_BYTES,
     HEAD_LINES,

@@ -17,8 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger
-
-from scheduler.schedules import (
+from maintd.scheduler.schedules import (
     CronSchedule,
     IntervalSchedule,
     ScheduleError,

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-
-from jobs.queries import load_queries
-from jobs.registry import TaskLookupError, builtin_tasks, resolve_task
-from jobs.sql import parse_status
-from scheduler.durations import format_duration, parse_duration
-from scheduler.sql import QUERIES
+from maintd.jobs.queries import load_queries
+from maintd.jobs.registry import TaskLookupError, builtin_tasks, resolve_task
+from maintd.jobs.sql import parse_status
+from maintd.scheduler.durations import format_duration, parse_duration
+from maintd.scheduler.sql import QUERIES
 
 pytestmark = pytest.mark.unit
 
