@@ -19,6 +19,7 @@ from typing import Annotated, get_args
 import structlog
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
 from maintd.admin_api.auth_failures import AuthFailures, Reason
 from maintd.admin_api.interface import Actor, Role
 from maintd.admin_api.state import engine_of

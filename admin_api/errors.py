@@ -12,8 +12,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
-from maintd.admin_api.interface import AdminError, Conflict, NotFound, Unavailable
 from pydantic import BaseModel
+
+from maintd.admin_api.interface import AdminError, Conflict, NotFound, Unavailable
 
 STATUS_OF: dict[type[AdminError], int] = {
     NotFound: status.HTTP_404_NOT_FOUND,

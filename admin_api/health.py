@@ -7,11 +7,12 @@ from typing import Annotated, Literal
 import structlog
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel
+
 from maintd.admin_api.errors import responses
 from maintd.admin_api.safe_input import reject_unsafe_strings
 from maintd.admin_api.state import STARTING, engine_of, require_metrics_registry
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel
 
 log = structlog.get_logger("maintd.api")
 

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi import status as http_status
+
 from maintd.admin_api import health
 from maintd.admin_api.auth import Guard
 from maintd.admin_api.errors import responses

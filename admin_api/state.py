@@ -7,8 +7,9 @@ so every reader must cope with it being absent while the process starts.
 from __future__ import annotations
 
 from fastapi import HTTPException, Request, status
-from maintd.admin_api.interface import AdminEngine
 from prometheus_client import CollectorRegistry
+
+from maintd.admin_api.interface import AdminEngine
 
 STARTING = "starting"
 

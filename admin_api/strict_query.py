@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
+
 from maintd.admin_api.safe_input import printable
 
 

@@ -75,6 +75,8 @@ from typing import Any, Self
 import asyncpg
 from apscheduler.job import Job as APJob
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bench import with_database
 from maintd.admin_api.interface import RunOut
 from maintd.jobs.context import JobContext
 from maintd.jobs.registry import NoParams, task
@@ -84,8 +86,6 @@ from maintd.scheduler.logs import configure_logging
 from maintd.scheduler.migrate import apply_migrations
 from maintd.scheduler.schedules import ScheduleTrigger, parse_schedule
 from maintd.scheduler.store import Claim, RunStore, create_pool
-
-from bench import with_database
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 JOBS = 1000  # the burst issue #4 asks about; --jobs for others

@@ -46,14 +46,14 @@ from typing import Any
 
 import asyncpg
 import structlog
+
+from bench import scratch_database
 from maintd.jobs.cleanup_sessions import CleanupParams, cleanup_sessions
 from maintd.jobs.context import JobContext
 from maintd.jobs.sql import parse_status
 from maintd.scheduler.logs import configure_logging
 from maintd.scheduler.migrate import apply_migrations
 from maintd.scheduler.store import Claim, RunStore, create_pool
-
-from bench import scratch_database
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ROWS = 2_000_000

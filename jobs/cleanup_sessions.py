@@ -33,11 +33,12 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
+from pydantic import BaseModel, ConfigDict, Field
+
 from maintd.jobs.context import JobContext, LeaseLost
 from maintd.jobs.identifiers import Identifier, TableName, quote
 from maintd.jobs.job_queries import JOB_QUERIES as Q
 from maintd.jobs.registry import task
-from pydantic import BaseModel, ConfigDict, Field
 
 # Types the expiry bounds (timestamptz values) compare with, using the column's own index.
 EXPIRY_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")

@@ -30,6 +30,8 @@ from email.utils import parseaddr
 from typing import Any, Literal
 
 import asyncpg
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from maintd.jobs import report_store as store
 from maintd.jobs.context import JobContext
 from maintd.jobs.identifiers import Identifier, TableName
@@ -44,7 +46,6 @@ from maintd.jobs.report_data import (
     report_period,
 )
 from maintd.jobs.report_render import render_report
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_FAILURES_LISTED = 20
 LONGEST_RUNS_LISTED = 5

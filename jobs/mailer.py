@@ -13,6 +13,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 import aiosmtplib
+
 from maintd.jobs.mail import SmtpSettings
 
 

@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from maintd.jobs.context import JobContext
 from pydantic import BaseModel, ConfigDict
+
+from maintd.jobs.context import JobContext
 
 TaskFunc = Callable[..., Awaitable[Any]]
 
@@ -104,7 +105,7 @@ def resolve_task(ref: str) -> TaskSpec:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any import-time failure is the operator's to see
-        raise TaskLookupError(ref, f"cannot import {module_name!r}: {exc}") from exc
+        raise TaskLookupError(ref, f"cannot import {module_name!r}: {exc}{_renamed_hint(exc)}") from exc
     func = getattr(module, attr, None)
     if func is None:
         raise TaskLookupError(ref, f"module {module_name!r} has no attribute {attr!r}")
@@ -112,3 +113,22 @@ def resolve_task(ref: str) -> TaskSpec:
     if not isinstance(spec, TaskSpec):
         raise TaskLookupError(ref, "not decorated with @maintd.task")
     return spec
+
+
+# maintd's packages before they moved under the one name ``maintd``, and what a job imported from them.
+_OLD_PACKAGES = ("jobs", "scheduler", "admin_api")
+_PUBLIC_NAMES = ("task", "JobContext", "JobCancelled", "LeaseLost", "TaskSpec")
+
+
+def _renamed_hint(exc: Exception) -> str:
+    """A task module written for maintd before the rename imports ``jobs`` (or ``scheduler``):
+    say what to import instead, whether that name is missing or is the user's own package."""
+    if not isinstance(exc, ImportError) or exc.name is None:
+        return ""
+    root = exc.name.partition(".")[0]
+    wanted = getattr(exc, "name_from", None) or str(exc).partition("cannot import name '")[2].partition("'")[0]
+    missing_package = isinstance(exc, ModuleNotFoundError) and exc.name in _OLD_PACKAGES
+    missing_name = root in _OLD_PACKAGES and wanted in _PUBLIC_NAMES
+    if not (missing_package or missing_name):
+        return ""
+    return f" (maintd's {root!r} is now 'maintd.{root}'; a job imports from 'maintd': from maintd import task, JobContext)"

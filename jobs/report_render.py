@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
 from maintd.jobs.report_data import STATUSES, Attention, ReportData, UnrunFires
 
 _env = Environment(

@@ -11,6 +11,7 @@ from datetime import date, datetime
 from typing import TypeAlias
 
 import asyncpg
+
 from maintd.jobs.identifiers import quote
 from maintd.jobs.job_queries import JOB_QUERIES as Q
 from maintd.jobs.report_data import (

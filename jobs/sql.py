@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from maintd.jobs.context import JobContext
 from maintd.jobs.registry import task
-from pydantic import BaseModel, ConfigDict, Field
 
 # Command tags whose last word is a row count (PostgreSQL's CommandComplete).
 _COUNTED = {"INSERT", "DELETE", "UPDATE", "SELECT", "MERGE", "MOVE", "FETCH", "COPY"}

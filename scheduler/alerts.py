@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import httpx
 import structlog
+
 from maintd.admin_api.interface import RunOut
 from maintd.jobs.mail import SmtpSettings
 from maintd.jobs.mailer import MailError, build_message, send_message

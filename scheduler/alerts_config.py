@@ -26,9 +26,10 @@ from datetime import timedelta
 from typing import Literal
 
 import httpx
+from pydantic import Field, field_validator, model_validator
+
 from maintd.jobs.mail import EmailAddresses, SmtpSettings
 from maintd.scheduler.config_types import Duration, Section
-from pydantic import Field, field_validator, model_validator
 
 AlertOn = Literal["failed", "timed_out", "lost", "overdue"]
 DEFAULT_ON: tuple[AlertOn, ...] = ("failed", "timed_out", "lost", "overdue")

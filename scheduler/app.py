@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+
 from maintd.admin_api import build_routers, install_error_handlers
 from maintd.admin_api.auth import Guard, TokenEntry, TokenTable
 from maintd.admin_api.auth_failures import AuthFailures

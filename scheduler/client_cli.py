@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 import httpx
+
 from maintd.scheduler.cli_live import (
     EX_FAILED,
     EX_INTERRUPTED,

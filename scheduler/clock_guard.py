@@ -214,7 +214,7 @@ class SkewGuard:
 
 class NoClockGuard:
     """Never suspends: for an engine whose clock is deliberately not the database's (a
-    frozen test clock, :mod:`scheduler.testing`)."""
+    frozen test clock, :mod:`maintd.testing`)."""
 
     suspended_since: datetime | None = None
 

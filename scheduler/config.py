@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
 from maintd.jobs.mail import SmtpSettings
 from maintd.jobs.registry import TaskLookupError, TaskSpec, resolve_task
 from maintd.scheduler.alerts_config import AlertsConfig, alerts_problems
 from maintd.scheduler.config_types import Duration, Network, Section, TimeZone, positive
 from maintd.scheduler.schedules import Schedule, ScheduleError, parse_schedule, parse_timezone
-from pydantic import BaseModel, Field, ValidationError, field_validator
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
 CONFIG_ENV = "MAINTD_CONFIG"
@@ -186,17 +187,25 @@ def default_config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
 
 
-def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
     """Read, parse and validate a config file; raise :class:`ConfigError` listing every problem."""
-    path = path or default_config_path()
+    path = Path(path) if path is not None else default_config_path()
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from exc
+    return config_from_text(text, path=path, environ=environ)
+
+
+def config_from_text(
+    text: str, *, path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Parse and validate the TOML text of a config (``path``: where it was read, for
+    relative paths and messages); raise :class:`ConfigError` listing every problem."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from exc
+        raise ConfigError([f"{path or '<config>'}: TOML syntax error: {exc}"]) from exc
     return parse_config(raw, path=path, environ=os.environ if environ is None else environ)
 
 

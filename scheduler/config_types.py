@@ -12,9 +12,10 @@ from datetime import timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
 from maintd.scheduler.durations import parse_duration
 from maintd.scheduler.schedules import parse_timezone
-from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 
 def _duration(value: Any) -> timedelta:

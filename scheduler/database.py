@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import structlog
+
 from maintd.scheduler.config import Config
 from maintd.scheduler.migrate import apply_migrations
 from maintd.scheduler.store import RunStore, create_pool

@@ -32,6 +32,7 @@ import structlog
 from apscheduler.job import Job as APJob
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
+
 from maintd.admin_api.interface import (
     RunOut,
 )

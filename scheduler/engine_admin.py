@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+
 from maintd.admin_api.interface import (
     Actor,
     AuditOut,

@@ -20,6 +20,7 @@ import contextlib
 from datetime import timedelta
 
 import asyncpg
+
 from maintd.scheduler.store import RunStore
 
 

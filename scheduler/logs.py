@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+
 from maintd.scheduler.run_logs import RUN_LOGS
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
 from maintd.scheduler.config import Config, ConfigError, load_config
 from maintd.scheduler.store import AuditEntry
 

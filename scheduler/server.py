@@ -15,6 +15,7 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+
 from maintd.scheduler.config import ServerConfig
 from maintd.scheduler.systemd import ServiceNotifier
 

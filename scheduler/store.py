@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+
 from maintd.admin_api.interface import AuditOut, RunLogLine, RunOut
 from maintd.scheduler.run_logs import LogBatch
 from maintd.scheduler.sql import QUERIES as Q

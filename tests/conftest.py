@@ -18,6 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+
 from maintd.scheduler.logs import configure_logging
 from maintd.scheduler.migrate import apply_migrations
 from maintd.scheduler.store import RunStore, create_pool

@@ -6,8 +6,9 @@ import asyncio
 import logging
 import time
 
-from maintd.jobs import JobContext, task
 from pydantic import BaseModel, ConfigDict
+
+from maintd.jobs import JobContext, task
 
 
 class SleepParams(BaseModel):

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from maintd.admin_api.auth import new_token
 
 READY_TIMEOUT_S = 60

@@ -31,9 +31,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from maintd.admin_api.auth import new_token
 from schemathesis.generation.modes import GenerationMode
 
+from maintd.admin_api.auth import new_token
 from tests.conftest import _admin, _with_database
 from tests.e2e.conftest import Daemon, free_port, launch, serving
 

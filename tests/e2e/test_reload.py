@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from maintd.admin_api.auth import new_token
 
+from maintd.admin_api.auth import new_token
 from tests.e2e.conftest import maintd_command, run_env
 
 pytestmark = pytest.mark.e2e

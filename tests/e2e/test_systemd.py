@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from maintd.admin_api.auth import new_token
 
+from maintd.admin_api.auth import new_token
 from tests.e2e.conftest import Daemon, free_port, launch
 from tests.notify_socket import NotifySocket
 

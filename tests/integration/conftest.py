@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
+
 from maintd.scheduler.clock_guard import ClockGuard, NoClockGuard
 from maintd.scheduler.config import Config
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.store import RunStore
-
 from tests.engines import Clock, StartEngine
 
 

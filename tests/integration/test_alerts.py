@@ -24,6 +24,10 @@ import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
 from maintd.admin_api.interface import RunOut
 from maintd.jobs.mail import SmtpSettings
 from maintd.scheduler.alerts import Alerter
@@ -32,10 +36,6 @@ from maintd.scheduler.config import Config
 from maintd.scheduler.metrics import Metrics
 from maintd.scheduler.reload import diff_configs
 from maintd.scheduler.store import RunStore, create_pool
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
-
 from tests.configs import make_config
 from tests.engines import StartEngine, run_to_end
 

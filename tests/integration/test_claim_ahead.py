@@ -17,15 +17,15 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from pydantic import BaseModel, ConfigDict
+
 from maintd.admin_api.interface import Actor, RunOut
 from maintd.jobs import JobContext, task
 from maintd.scheduler.config import Config
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.reload import diff_configs
 from maintd.scheduler.store import RunStore
-from maintd.scheduler.testing import frozen_engine
-from pydantic import BaseModel, ConfigDict
-
+from maintd.testing import frozen_engine
 from tests.configs import make_config, sleep_job, sql_job
 from tests.engines import StartEngine
 

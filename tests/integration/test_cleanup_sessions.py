@@ -15,13 +15,13 @@ from typing import Any
 import asyncpg
 import pytest
 import structlog
+
 from maintd.jobs.cleanup_sessions import CleanupParams, CleanupTargetError, cleanup_sessions
 from maintd.jobs.context import JobContext
 from maintd.scheduler.config import ConfigError, parse_config
 from maintd.scheduler.engine import CANCEL_GRACE
 from maintd.scheduler.store import RunStore
-from maintd.scheduler.testing import frozen_engine
-
+from maintd.testing import frozen_engine
 from tests.configs import make_config
 from tests.engines import OPS, StartEngine, run_to_end
 

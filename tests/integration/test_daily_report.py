@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
 from maintd.admin_api.interface import RunOut
 from maintd.scheduler.config import Config
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.store import RunStore
-from maintd.scheduler.testing import frozen_engine
-
+from maintd.testing import frozen_engine
 from tests.configs import make_config, sql_job
 from tests.engines import OPS, StartEngine, run_to_end
 

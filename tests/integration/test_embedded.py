@@ -16,6 +16,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+
 from maintd.scheduler.embedded import EmbeddedPostgres, EmbeddedPostgresError, find_postgres_bindir
 
 pytestmark = pytest.mark.integration

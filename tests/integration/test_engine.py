@@ -6,10 +6,10 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from maintd.admin_api.interface import Actor, JobBusy, JobNotFound, RunEnded, RunNotFound
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.store import RunStore
-
 from tests.configs import make_config, sleep_job, sql_job
 from tests.engines import OPS, StartEngine
 

@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import structlog
+
 from maintd.jobs import JobContext, LeaseLost
 from maintd.jobs.cleanup_sessions import CleanupParams, cleanup_sessions
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.store import RunStore, create_pool
-
 from tests.configs import make_config, sleep_job, sql_job
 from tests.engines import OPS, StartEngine
 

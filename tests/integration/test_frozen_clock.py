@@ -1,7 +1,7 @@
 """Jobs fire at their exact times on a frozen clock, daylight-saving days included.
 
 These drive the real engine (APScheduler, claims in PostgreSQL) through
-``scheduler.testing``; no test waits for real time to pass.
+``maintd.testing``; no test waits for real time to pass.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from maintd.admin_api.interface import Actor
-from maintd.scheduler.testing import frozen_engine
 
+from maintd.admin_api.interface import Actor
+from maintd.testing import frozen_engine
 from tests.configs import make_config, sql_job
 
 pytestmark = pytest.mark.integration

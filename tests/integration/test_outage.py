@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 from freezegun import freeze_time
+
 from maintd.admin_api.interface import RunOut
 from maintd.scheduler.config import Config
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.store import Claim, RunStore
-from maintd.scheduler.testing import FrozenEngine
-
+from maintd.testing import FrozenEngine
 from tests.configs import make_config, sql_job
 from tests.engines import StartEngine
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+
 from maintd.scheduler.migrate import apply_migrations, shipped_migrations
 from maintd.scheduler.store import Claim, RunStore
 

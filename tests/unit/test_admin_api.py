@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
+
 from maintd.admin_api import build_routers, install_error_handlers
 from maintd.admin_api.auth import Guard, TokenEntry, TokenTable
 from maintd.admin_api.auth_failures import AuthFailures
@@ -28,8 +30,6 @@ from maintd.admin_api.interface import (
     SchedulingSuspended,
     TriggerOut,
 )
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
-
 from tests.asgi import asgi_get
 
 pytestmark = pytest.mark.unit

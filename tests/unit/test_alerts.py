@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from maintd.admin_api.interface import RunOut
 from maintd.scheduler.alerts import (
     Alerter,

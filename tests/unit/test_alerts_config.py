@@ -6,6 +6,7 @@ import tomllib
 from datetime import timedelta
 
 import pytest
+
 from maintd.scheduler.alerts_config import WebhookConfig
 from maintd.scheduler.config import Config, ConfigError, parse_config
 

@@ -9,10 +9,11 @@ from typing import Annotated
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
+from prometheus_client import CollectorRegistry, Counter
+
 from maintd.admin_api.auth import Guard, TokenEntry, TokenTable, new_token
 from maintd.admin_api.auth_failures import AuthFailures
 from maintd.admin_api.interface import Actor
-from prometheus_client import CollectorRegistry, Counter
 
 pytestmark = pytest.mark.unit
 

@@ -1,8 +1,9 @@
 """The failure record behind 429: a sliding window per client address, in bounded memory."""
 
 import pytest
-from maintd.admin_api.auth_failures import AuthFailures
 from prometheus_client import CollectorRegistry, Counter
+
+from maintd.admin_api.auth_failures import AuthFailures
 
 pytestmark = pytest.mark.unit
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from maintd.scheduler.batching import Batcher
 
 pytestmark = pytest.mark.unit

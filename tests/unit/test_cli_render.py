@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from maintd.scheduler.cli_live import LiveLine, report_end
 from maintd.scheduler.cli_render import (
     duration,

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from maintd.scheduler.clock_guard import RECHECK_SUSPENDED, NoClockGuard, SkewGuard, Stamp
 
+from maintd.scheduler.clock_guard import RECHECK_SUSPENDED, NoClockGuard, SkewGuard, Stamp
 from tests.unit.test_claim_ahead import (
     T0,
     Clock,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from maintd.scheduler.config import ConfigError, parse_config
 
 pytestmark = pytest.mark.unit

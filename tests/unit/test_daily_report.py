@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from maintd.jobs.mail import SmtpSettings
 from maintd.jobs.mailer import MailNotSent, build_message, send_message
 from maintd.jobs.report_data import (
@@ -18,7 +19,6 @@ from maintd.jobs.report_data import (
     report_period,
 )
 from maintd.scheduler.config import ConfigError
-
 from tests.configs import make_config
 
 pytestmark = pytest.mark.unit

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from maintd.admin_api.interface import RunOut
 from maintd.jobs import JobContext, task
 from maintd.jobs.registry import NoParams
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.metrics import Metrics
-
 from tests.configs import make_config
 
 pytestmark = pytest.mark.unit

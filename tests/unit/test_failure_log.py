@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+
 from maintd.scheduler.failure_log import FailureLog
 
 pytestmark = pytest.mark.unit

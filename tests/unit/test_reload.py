@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from maintd.scheduler.reload import diff_configs
 
+from maintd.scheduler.reload import diff_configs
 from tests.configs import make_config, sql_job
 
 pytestmark = pytest.mark.unit

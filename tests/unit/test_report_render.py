@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from maintd.jobs.report_data import (
     Attention,
     JobRuns,

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import structlog
+
 from maintd.scheduler.logs import configure_logging
 from maintd.scheduler.run_logs import (
     DROPPED_EVENT,

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger
+
 from maintd.scheduler.schedules import (
     CronSchedule,
     IntervalSchedule,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+
 from maintd.jobs.queries import load_queries
 from maintd.jobs.registry import TaskLookupError, builtin_tasks, resolve_task
 from maintd.jobs.sql import parse_status

@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from maintd.scheduler.config import SchedulerConfig
 from maintd.scheduler.durations import parse_duration
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.systemd import Notifier, ServiceNotifier, WatchdogTiming, watchdog_interval
-
 from tests.configs import make_config, sql_job
 from tests.notify_socket import NotifySocket
 

@@ -3,14 +3,22 @@
 Freeze a moment, advance the clock, and see the jobs that were due fire,
 without real waiting::
 
-    from maintd.scheduler.testing import frozen_engine
+    from maintd.testing import config_from_toml, frozen_engine
 
+    config = config_from_toml('''
+    [jobs.cleanup_sessions]
+    task = "cleanup_sessions"
+    schedule = "0 0 * * *"
+    timezone = "Europe/Berlin"
+    ''')
     async with frozen_engine(config, dsn=dsn, at="2026-03-28T23:59:59+01:00") as daemon:
         await daemon.advance(timedelta(seconds=1))
         [run] = await daemon.runs("cleanup_sessions")
         assert run.scheduled_for == datetime.fromisoformat("2026-03-29T00:00:00+01:00")
 
-It needs freezegun (``pip install 'maintd[test]'``). The clock is frozen with
+A config comes from TOML text (:func:`config_from_toml`) or a file
+(:func:`config_from_file`), validated as ``maintd check-config`` validates it.
+It needs freezegun (``pip install 'maintd[testing]'``). The clock is frozen with
 ``real_asyncio=True`` so asyncio keeps real time while ``datetime.now`` is
 frozen; :meth:`FrozenEngine.advance` stops at every fire time on the way, so
 each fire happens at its exact time, as in production.
@@ -19,6 +27,7 @@ each fire happens at its exact time, as in production.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -26,10 +35,12 @@ from typing import Any
 
 from maintd.admin_api.interface import RunOut
 from maintd.scheduler.clock_guard import NoClockGuard
-from maintd.scheduler.config import Config
+from maintd.scheduler.config import Config, config_from_text, load_config
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.migrate import apply_migrations
 from maintd.scheduler.store import RunStore, create_pool
+
+__all__ = ["FrozenEngine", "config_from_file", "config_from_toml", "frozen_engine"]
 
 # Enough loop iterations for APScheduler's queued wakeup to run and hand its fires over.
 _YIELDS = 3
@@ -97,3 +108,13 @@ async def frozen_engine(
                 await engine.stop(config.scheduler.shutdown_grace)
         finally:
             await pool.close()
+
+
+def config_from_toml(text: str) -> Config:
+    """A config from TOML text, as config.toml would hold it; ``ConfigError`` names every problem."""
+    return config_from_text(text, environ={})
+
+
+def config_from_file(path: str | os.PathLike[str]) -> Config:
+    """A config read from a file (``$MAINTD_DATABASE_DSN`` and the like are not applied)."""
+    return load_config(path, environ={})
