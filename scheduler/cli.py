@@ -90,6 +90,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)  # exits 78 before anything binds a port
     from maintd.scheduler.database import DatabaseUnavailable
+    from maintd.scheduler.migrate import SchemaNewerThanCode
     from maintd.scheduler.server import PortUnavailable, bind_listener
 
     # The port first, before the database, migrations or the engine: a busy port is
@@ -112,6 +113,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(serve(create_app(config, systemd=systemd), listener, config.server, systemd))
     except DatabaseUnavailable as exc:
         return _unavailable(exc)
+    except SchemaNewerThanCode as exc:
+        # Not retried (78 is in the unit's RestartPreventExitStatus): only an upgrade helps.
+        print(f"maintd run: {exc}", file=sys.stderr)
+        return EX_CONFIG
     finally:
         listener.close()
         systemd.close()
@@ -127,6 +132,7 @@ def _unavailable(exc: Exception) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     config = _load(args)
     from maintd.scheduler.database import DatabaseUnavailable, open_store
+    from maintd.scheduler.migrate import SchemaNewerThanCode
 
     async def migrate() -> None:
         async with open_store(config):
@@ -137,6 +143,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     except DatabaseUnavailable as exc:
         print(f"maintd migrate: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
+    except SchemaNewerThanCode as exc:
+        print(f"maintd migrate: {exc}", file=sys.stderr)
+        return EX_CONFIG
     print("migrations applied")
     return EX_OK
 

@@ -38,10 +38,32 @@ def shipped_migrations() -> list[Migration]:
     return found
 
 
+class SchemaNewerThanCode(Exception):
+    """The database holds migrations this maintd does not ship: a newer maintd migrated it.
+
+    An older replica must not run against it: it would not know the newer rules (its
+    writes could undo what they fence). Upgrade it first."""
+
+    def __init__(self, database: int, code: int) -> None:
+        super().__init__(
+            f"the database's schema is at version {database}, newer than this maintd's ({code}): "
+            f"upgrade maintd on this host before starting it"
+        )
+        self.database = database
+        self.code = code
+
+
 async def apply_migrations(conn: asyncpg.Connection) -> list[Migration]:
-    """Apply the migrations not yet applied; return those applied now."""
+    """Apply the migrations not yet applied; return those applied now. Raises
+    :class:`SchemaNewerThanCode`, before changing anything, when the database is ahead."""
+    shipped = shipped_migrations()
+    newest = None
+    if await conn.fetchval(f"SELECT to_regclass('{SCHEMA}.schema_migrations')") is not None:
+        newest = await conn.fetchval(f"SELECT max(version) FROM {SCHEMA}.schema_migrations")
+    if newest is not None and newest > shipped[-1].version:
+        raise SchemaNewerThanCode(newest, shipped[-1].version)
     applied_now = []
-    for migration in shipped_migrations():
+    for migration in shipped:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
             await conn.execute(

@@ -224,3 +224,33 @@ def test_shipped_config_on_an_embedded_database(private_tmp: Path, repo_root: Pa
     finally:
         daemon.close()
     assert any(e.get("event") == "no_admin_tokens" for e in daemon.events)
+
+
+def test_a_replica_older_than_the_databases_schema_refuses_to_start(
+    db_dsn: str, tmp_path: Path, repo_root: Path
+) -> None:
+    """A newer maintd migrated the database: this older one must not run its old rules against it."""
+    import asyncio
+
+    async def newer_schema() -> None:
+        conn = await asyncpg.connect(db_dsn)
+        try:
+            await conn.execute("INSERT INTO maintd.schema_migrations (version, name) VALUES (999, 'from_the_future')")
+        finally:
+            await conn.close()
+
+    asyncio.run(newer_schema())
+    config = tmp_path / "config.toml"
+    config.write_text(f'[server]\nport = {free_port()}\n[database]\ndsn = "{db_dsn}"\n')
+    for command in ("run", "migrate"):
+        result = subprocess.run(
+            [*maintd_command(), command, "--config", str(config)],
+            env=run_env(repo_root),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 78, result.stderr
+        [line] = [line for line in result.stderr.splitlines() if line.startswith(f"maintd {command}:")]
+        assert "schema is at version 999, newer than this maintd's" in line and "upgrade maintd" in line
+        assert "Traceback" not in result.stderr
