@@ -197,18 +197,14 @@ OFFSET $3 LIMIT 1;
 -- name: cleanup_delete_range
 -- Delete the rows of {table} whose expiry {expires} is in [$1, $2) ($1 NULL: from the
 -- start), only while run $3 holds its lease: its row, locked until this batch commits so
--- that no replica can declare it lost meanwhile, must still be running. No such run
--- (the task called outside the daemon): no fence. Returns whether the lease held and
--- how many rows went.
+-- that no replica can declare it lost meanwhile, must still be running (else nothing is
+-- deleted; see cleanup_run_status). No such run (the task called outside the daemon): no fence.
 WITH lease AS (
-    SELECT status = 'running' AS held FROM maintd.runs WHERE id = $3 FOR SHARE
-), gone AS (
-    DELETE FROM {table}
-    WHERE {expires} >= coalesce($1::timestamptz, '-infinity') AND {expires} < $2::timestamptz
-      AND NOT EXISTS (SELECT 1 FROM lease WHERE NOT held)
-    RETURNING 1
+    SELECT status FROM maintd.runs WHERE id = $3 FOR SHARE
 )
-SELECT NOT EXISTS (SELECT 1 FROM lease WHERE NOT held) AS leased, (SELECT count(*) FROM gone) AS deleted;
+DELETE FROM {table}
+WHERE {expires} >= coalesce($1::timestamptz, '-infinity') AND {expires} < $2::timestamptz
+  AND NOT EXISTS (SELECT 1 FROM lease WHERE status <> 'running');
 
 -- name: cleanup_delete_ties
 -- Delete at most $2 of the rows of {table} whose expiry {expires} is exactly $1: more rows
@@ -216,11 +212,12 @@ SELECT NOT EXISTS (SELECT 1 FROM lease WHERE NOT held) AS leased, (SELECT count(
 -- alone: a condition on {expires} here would let the planner scan the whole group instead.
 -- Fenced by run $3's lease as cleanup_delete_range is.
 WITH lease AS (
-    SELECT status = 'running' AS held FROM maintd.runs WHERE id = $3 FOR SHARE
-), gone AS (
-    DELETE FROM {table}
-    WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {expires} = $1::timestamptz LIMIT $2))
-      AND NOT EXISTS (SELECT 1 FROM lease WHERE NOT held)
-    RETURNING 1
+    SELECT status FROM maintd.runs WHERE id = $3 FOR SHARE
 )
-SELECT NOT EXISTS (SELECT 1 FROM lease WHERE NOT held) AS leased, (SELECT count(*) FROM gone) AS deleted;
+DELETE FROM {table}
+WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {expires} = $1::timestamptz LIMIT $2))
+  AND NOT EXISTS (SELECT 1 FROM lease WHERE status <> 'running');
+
+-- name: cleanup_run_status
+-- After a batch that deleted nothing: whether run $1 still holds its lease (NULL: no such run).
+SELECT status FROM maintd.runs WHERE id = $1;
