@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, TextIO
 
-from maintd.jobs.report_render import format_duration
+from maintd.jobs.daily_report.render import format_duration
 
 ENDED = frozenset({"succeeded", "failed", "cancelled", "timed_out", "lost", "skipped", "missed"})
 FAILED = frozenset({"failed", "timed_out", "lost"})

@@ -9,15 +9,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from maintd.jobs.mail import SmtpSettings
-from maintd.jobs.mailer import MailNotSent, build_message, send_message
-from maintd.jobs.report_data import (
+from maintd.jobs.daily_report.data import (
     JobHealth,
     UnsentReport,
     attention_items,
     error_summary,
     report_period,
 )
+from maintd.jobs.mail import SmtpSettings
+from maintd.jobs.mailer import MailNotSent, build_message, send_message
 from maintd.scheduler.config import ConfigError
 from tests.configs import make_config
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from maintd.jobs.report_data import (
+from maintd.jobs.daily_report.data import (
     Attention,
     JobRuns,
     ReportData,
@@ -17,7 +17,7 @@ from maintd.jobs.report_data import (
     UnrunFires,
     report_period,
 )
-from maintd.jobs.report_render import format_duration, render_report
+from maintd.jobs.daily_report.render import format_duration, render_report
 
 pytestmark = pytest.mark.unit
 

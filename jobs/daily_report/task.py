@@ -32,20 +32,20 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from maintd.jobs import report_store as store
 from maintd.jobs.context import JobContext
-from maintd.jobs.identifiers import Identifier, TableName
-from maintd.jobs.mail import EmailAddresses, SmtpSettings
-from maintd.jobs.mailer import MailNotConfigured, build_message, send_message
-from maintd.jobs.registry import task
-from maintd.jobs.report_data import (
+from maintd.jobs.daily_report import store
+from maintd.jobs.daily_report.data import (
     ReportData,
     ReportPeriod,
     SessionStats,
     attention_items,
     report_period,
 )
-from maintd.jobs.report_render import render_report
+from maintd.jobs.daily_report.render import render_report
+from maintd.jobs.identifiers import Identifier, TableName
+from maintd.jobs.mail import EmailAddresses, SmtpSettings
+from maintd.jobs.mailer import MailNotConfigured, build_message, send_message
+from maintd.jobs.registry import task
 
 MAX_FAILURES_LISTED = 20
 LONGEST_RUNS_LISTED = 5

@@ -1,7 +1,7 @@
 """The daily report as an email: subject, plain text and HTML, from :class:`ReportData` alone.
 
 Rendering is a pure function: no database, no clock, no server. Layout lives in
-the jinja2 templates ``jobs/templates/daily_report.txt`` and ``.html``; the
+the jinja2 templates ``templates/daily_report.txt`` and ``.html``; the
 HTML one is autoescaped, so a job's error text (``<script>`` and all) can never
 become markup. This module holds what templates do badly: formatting times in
 the report's zone, durations, aligned text columns and the wording of each
@@ -17,10 +17,10 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from maintd.jobs.report_data import STATUSES, Attention, ReportData, UnrunFires
+from maintd.jobs.daily_report.data import STATUSES, Attention, ReportData, UnrunFires
 
 _env = Environment(
-    loader=PackageLoader("maintd.jobs", "templates"),
+    loader=PackageLoader("maintd.jobs.daily_report", "templates"),
     autoescape=select_autoescape(enabled_extensions=("html",)),
     # A misspelt field must fail the tests, not print nothing.
     undefined=StrictUndefined,

@@ -1,7 +1,7 @@
 """What the daily report says, as plain data, and the pure decisions that shape it.
 
 The report job gathers rows from the database into these objects, then
-rendering (:mod:`jobs.report_render`) turns them into text and HTML. Nothing
+rendering (:mod:`maintd.jobs.daily_report.render`) turns them into text and HTML. Nothing
 here does I/O or reads a clock: the period and "now" are passed in, so tests
 build a report by hand and a frozen clock governs the real one.
 """

@@ -1,7 +1,7 @@
 """The daily report's database access: one typed async function per query in ``queries.sql``.
 
 The gathering functions take a connection, so the caller can read them all in
-one snapshot; they return the plain objects of :mod:`jobs.report_data`.
+one snapshot; they return the plain objects of :mod:`maintd.jobs.daily_report.data`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from typing import TypeAlias
 
 import asyncpg
 
-from maintd.jobs.identifiers import quote
-from maintd.jobs.job_queries import JOB_QUERIES as Q
-from maintd.jobs.report_data import (
+from maintd.jobs.daily_report.data import (
     JobHealth,
     JobRuns,
     ReportPeriod,
@@ -24,6 +22,8 @@ from maintd.jobs.report_data import (
     UnsentReport,
     error_summary,
 )
+from maintd.jobs.identifiers import quote
+from maintd.jobs.job_queries import JOB_QUERIES as Q
 
 # Anything with asyncpg's query methods: a pool, or a connection inside a transaction.
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
