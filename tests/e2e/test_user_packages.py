@@ -100,7 +100,7 @@ def test_maintd_never_loads_a_module_under_its_old_name(application: Path, repo_
     """Everything the daemon and a user's tests import, imported beside the application's packages."""
     code = (
         "import sys\n"
-        "import maintd, maintd.scheduler.cli, maintd.scheduler.app, maintd.testing\n"
+        "import maintd, maintd.scheduler.cli.main, maintd.scheduler.app, maintd.testing\n"
         "from maintd.jobs.registry import builtin_tasks\n"
         "builtin_tasks()\n"
         "import jobs.cleanup, scheduler.report\n"

@@ -9,8 +9,8 @@ import re
 import pytest
 
 from maintd.admin_api.interface import Actor, JobBusy, TriggerOut
-from maintd.scheduler.cli_live import LiveLine
-from maintd.scheduler.run_job import follow_run_once, one_off_engine
+from maintd.scheduler.cli.live import LiveLine
+from maintd.scheduler.cli.run_job import follow_run_once, one_off_engine
 from maintd.scheduler.store import RunStore
 from tests.configs import make_config, sleep_job, sql_job
 from tests.engines import OPS, StartEngine

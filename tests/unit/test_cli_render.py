@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from maintd.scheduler.cli_live import LiveLine, report_end
-from maintd.scheduler.cli_render import (
+from maintd.scheduler.cli.live import LiveLine, report_end
+from maintd.scheduler.cli.render import (
     duration,
     error_tail,
     jobs_table,

@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import TextIO
 
 from maintd.admin_api.interface import Actor, AdminError, RunEnded, RunOut, TriggerOut
-from maintd.scheduler.cli_live import EX_FAILED, EX_UNAVAILABLE, LiveLine, report_end
+from maintd.scheduler.cli.live import EX_FAILED, EX_UNAVAILABLE, LiveLine, report_end
 from maintd.scheduler.config import Config
 from maintd.scheduler.database import DatabaseUnavailable, open_store
 from maintd.scheduler.engine import Engine

@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--name", default="ops", help="principal recorded in the audit log (default ops)")
     token.add_argument("--role", choices=["viewer", "operator"], default="operator")
 
-    from maintd.scheduler.client_cli import add_client_commands
+    from maintd.scheduler.cli.client import add_client_commands
 
     add_client_commands(command, with_config)
 
@@ -171,9 +171,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 def cmd_run_job(args: argparse.Namespace) -> int:
     config = _load(args)
-    from maintd.scheduler.cli_live import AboveLiveLine, LiveLine
+    from maintd.scheduler.cli.live import AboveLiveLine, LiveLine
+    from maintd.scheduler.cli.run_job import run_job
     from maintd.scheduler.logs import configure_logging
-    from maintd.scheduler.run_job import run_job
 
     line = LiveLine(sys.stderr)
     # Readable log lines above the progress line, even when stderr is a file: a person runs this.

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from maintd.scheduler.cli_live import (
+from maintd.scheduler.cli.live import (
     EX_FAILED,
     EX_INTERRUPTED,
     EX_UNAVAILABLE,
@@ -27,7 +27,7 @@ from maintd.scheduler.cli_live import (
     LiveLine,
     report_end,
 )
-from maintd.scheduler.cli_render import ENDED, jobs_table, local_time, log_line, relative, runs_table, use_colour
+from maintd.scheduler.cli.render import ENDED, jobs_table, local_time, log_line, relative, runs_table, use_colour
 from maintd.scheduler.config import default_config_path, load_config
 from maintd.scheduler.durations import format_duration, parse_duration
 

@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from maintd.scheduler.cli_render import (
+from maintd.scheduler.cli.render import (
     error_tail,
     paint,
     progress_line,
