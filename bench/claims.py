@@ -83,9 +83,9 @@ from maintd.jobs.registry import NoParams, task
 from maintd.scheduler.config import parse_config
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.logs import configure_logging
-from maintd.scheduler.migrate import apply_migrations
 from maintd.scheduler.schedules import ScheduleTrigger, parse_schedule
-from maintd.scheduler.store import Claim, RunStore, create_pool
+from maintd.scheduler.store.migrate import apply_migrations
+from maintd.scheduler.store.run_store import Claim, RunStore, create_pool
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 JOBS = 1000  # the burst issue #4 asks about; --jobs for others

@@ -52,8 +52,8 @@ from maintd.jobs.cleanup_sessions import CleanupParams, cleanup_sessions
 from maintd.jobs.context import JobContext
 from maintd.jobs.sql import parse_status
 from maintd.scheduler.logs import configure_logging
-from maintd.scheduler.migrate import apply_migrations
-from maintd.scheduler.store import Claim, RunStore, create_pool
+from maintd.scheduler.store.migrate import apply_migrations
+from maintd.scheduler.store.run_store import Claim, RunStore, create_pool
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ROWS = 2_000_000

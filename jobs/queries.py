@@ -1,6 +1,6 @@
 """Named SQL blocks: ``-- name: <name>``, ``--`` description lines, then the statement.
 
-Used for the daemon's queries (``scheduler/sql/queries.sql``) and the jobs'
+Used for the daemon's queries (``scheduler/store/sql/queries.sql``) and the jobs'
 own (``jobs/queries.sql``), so no job or route builds SQL strings of its own.
 """
 

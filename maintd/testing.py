@@ -37,8 +37,8 @@ from maintd.admin_api.interface import RunOut
 from maintd.scheduler.clock_guard import NoClockGuard
 from maintd.scheduler.config import Config, config_from_text, load_config
 from maintd.scheduler.engine import Engine
-from maintd.scheduler.migrate import apply_migrations
-from maintd.scheduler.store import RunStore, create_pool
+from maintd.scheduler.store.migrate import apply_migrations
+from maintd.scheduler.store.run_store import RunStore, create_pool
 
 __all__ = ["FrozenEngine", "config_from_file", "config_from_toml", "frozen_engine"]
 

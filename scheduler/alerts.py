@@ -46,7 +46,7 @@ from maintd.scheduler.alerts_config import AlertsConfig, WebhookConfig
 from maintd.scheduler.clock import utcnow
 from maintd.scheduler.durations import format_duration
 from maintd.scheduler.metrics import Metrics
-from maintd.scheduler.store import RunStore
+from maintd.scheduler.store.run_store import RunStore
 
 AlertEvent = Literal["run_failed", "run_timed_out", "run_lost", "job_overdue"]
 # Seconds before each retry of a delivery: four attempts over about half a minute.

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from maintd.admin_api.interface import RunOut
 from maintd.scheduler.clock_guard import ClockGuard, NoClockGuard
 from maintd.scheduler.config import JobConfig
-from maintd.scheduler.store import RunStore
+from maintd.scheduler.store.run_store import RunStore
 
 FireKey = tuple[str, datetime]
 # How often the loop looks for fires coming due: a quarter of the window, so the

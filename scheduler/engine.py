@@ -52,7 +52,7 @@ from maintd.scheduler.metrics import JobSeries, Metrics
 from maintd.scheduler.reload import ConfigDiff
 from maintd.scheduler.run_logs import RUN_LOGS
 from maintd.scheduler.schedules import ScheduleTrigger
-from maintd.scheduler.store import Claim, RunStore
+from maintd.scheduler.store.run_store import Claim, RunStore
 
 _EXECUTOR = "maintd"
 # A cancelled job gets this long to stop at its next check before it is interrupted.

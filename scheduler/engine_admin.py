@@ -35,7 +35,7 @@ from maintd.scheduler.config import JobConfig
 from maintd.scheduler.failure_log import FailureLog
 from maintd.scheduler.metrics import Metrics
 from maintd.scheduler.run_logs import RUN_LOGS
-from maintd.scheduler.store import AuditEntry, Claim, RunStore
+from maintd.scheduler.store.run_store import AuditEntry, Claim, RunStore
 
 # A readiness check (and the clock check) waits this long for the database.
 READINESS_TIMEOUT_S = 2.0

@@ -21,7 +21,7 @@ from datetime import timedelta
 
 import asyncpg
 
-from maintd.scheduler.store import RunStore
+from maintd.scheduler.store.run_store import RunStore
 
 
 def _now() -> float:

@@ -20,8 +20,8 @@ import asyncpg
 import pytest
 
 from maintd.scheduler.logs import configure_logging
-from maintd.scheduler.migrate import apply_migrations
-from maintd.scheduler.store import RunStore, create_pool
+from maintd.scheduler.store.migrate import apply_migrations
+from maintd.scheduler.store.run_store import RunStore, create_pool
 
 DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -75,7 +75,7 @@ def pg_admin_dsn() -> Iterator[str]:
     if asyncio.run(_answers(dsn)):
         yield dsn
         return
-    from maintd.scheduler.embedded import EmbeddedPostgres
+    from maintd.scheduler.store.embedded import EmbeddedPostgres
 
     scratch = Path(tempfile.mkdtemp(prefix="maintd-test-pg-"))
     server = EmbeddedPostgres(scratch / "data", database="postgres")

@@ -89,9 +89,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)  # exits 78 before anything binds a port
-    from maintd.scheduler.database import DatabaseUnavailable
-    from maintd.scheduler.migrate import SchemaNewerThanCode
     from maintd.scheduler.server import PortUnavailable, bind_listener
+    from maintd.scheduler.store.database import DatabaseUnavailable
+    from maintd.scheduler.store.migrate import SchemaNewerThanCode
 
     # The port first, before the database, migrations or the engine: a busy port is
     # one line and exit 69, not a stop after everything else has started.
@@ -131,8 +131,8 @@ def _unavailable(exc: Exception) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     config = _load(args)
-    from maintd.scheduler.database import DatabaseUnavailable, open_store
-    from maintd.scheduler.migrate import SchemaNewerThanCode
+    from maintd.scheduler.store.database import DatabaseUnavailable, open_store
+    from maintd.scheduler.store.migrate import SchemaNewerThanCode
 
     async def migrate() -> None:
         async with open_store(config):

@@ -23,8 +23,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from maintd.scheduler.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from maintd.scheduler.engine import CLAIM_SETTLE
+from maintd.scheduler.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from tests.e2e.conftest import Daemon
 from tests.e2e.records import (
     epoch,

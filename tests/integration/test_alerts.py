@@ -35,7 +35,7 @@ from maintd.scheduler.alerts_config import AlertsConfig
 from maintd.scheduler.config import Config
 from maintd.scheduler.metrics import Metrics
 from maintd.scheduler.reload import diff_configs
-from maintd.scheduler.store import RunStore, create_pool
+from maintd.scheduler.store.run_store import RunStore, create_pool
 from tests.configs import make_config
 from tests.engines import StartEngine, run_to_end
 

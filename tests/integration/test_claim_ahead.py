@@ -24,7 +24,7 @@ from maintd.jobs import JobContext, task
 from maintd.scheduler.config import Config
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.reload import diff_configs
-from maintd.scheduler.store import RunStore
+from maintd.scheduler.store.run_store import RunStore
 from maintd.testing import frozen_engine
 from tests.configs import make_config, sleep_job, sql_job
 from tests.engines import StartEngine

@@ -20,7 +20,7 @@ from maintd.jobs.cleanup_sessions import CleanupParams, CleanupTargetError, clea
 from maintd.jobs.context import JobContext
 from maintd.scheduler.config import ConfigError, parse_config
 from maintd.scheduler.engine import CANCEL_GRACE
-from maintd.scheduler.store import RunStore
+from maintd.scheduler.store.run_store import RunStore
 from maintd.testing import frozen_engine
 from tests.configs import make_config
 from tests.engines import OPS, StartEngine, run_to_end

@@ -22,7 +22,7 @@ from maintd.admin_api.interface import RunOut, SchedulingSuspended
 from maintd.jobs import JobContext, task
 from maintd.jobs.registry import NoParams
 from maintd.scheduler.engine import CLAIM_SETTLE, Engine
-from maintd.scheduler.store import RunStore
+from maintd.scheduler.store.run_store import RunStore
 from tests.configs import make_config
 from tests.engines import OPS
 

@@ -25,7 +25,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from maintd.admin_api.interface import RunOut
 from maintd.scheduler.config import Config
 from maintd.scheduler.engine import Engine
-from maintd.scheduler.store import RunStore
+from maintd.scheduler.store.run_store import RunStore
 from maintd.testing import frozen_engine
 from tests.configs import make_config, sql_job
 from tests.engines import OPS, StartEngine, run_to_end

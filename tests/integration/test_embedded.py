@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from maintd.scheduler.embedded import EmbeddedPostgres, EmbeddedPostgresError, find_postgres_bindir
+from maintd.scheduler.store.embedded import EmbeddedPostgres, EmbeddedPostgresError, find_postgres_bindir
 
 pytestmark = pytest.mark.integration
 
@@ -175,7 +175,7 @@ async def test_reuses_a_server_left_by_a_crashed_daemon(
 ) -> None:
     # A process that starts the server and dies without stop(): the server stays.
     code = (
-        "import os, sys; from pathlib import Path; from scheduler.embedded import EmbeddedPostgres; "
+        "import os, sys; from pathlib import Path; from maintd.scheduler.store.embedded import EmbeddedPostgres; "
         "EmbeddedPostgres(Path(sys.argv[1])).start(); os._exit(1)"
     )
     crashed = subprocess.run(
@@ -224,7 +224,7 @@ def test_start_failure_reports_the_server_log(embedded: Callable[..., EmbeddedPo
 
 def test_bindir_found_without_importing_pgserver() -> None:
     code = (
-        "import sys; from scheduler.embedded import find_postgres_bindir; "
+        "import sys; from maintd.scheduler.store.embedded import find_postgres_bindir; "
         "print(find_postgres_bindir()); print('pgserver' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout

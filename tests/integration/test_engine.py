@@ -9,7 +9,7 @@ import pytest
 
 from maintd.admin_api.interface import Actor, JobBusy, JobNotFound, RunEnded, RunNotFound
 from maintd.scheduler.engine import Engine
-from maintd.scheduler.store import RunStore
+from maintd.scheduler.store.run_store import RunStore
 from tests.configs import make_config, sleep_job, sql_job
 from tests.engines import OPS, StartEngine
 

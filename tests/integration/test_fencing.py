@@ -18,7 +18,7 @@ import structlog
 from maintd.jobs import JobContext, LeaseLost
 from maintd.jobs.cleanup_sessions import CleanupParams, cleanup_sessions
 from maintd.scheduler.engine import Engine
-from maintd.scheduler.store import RunStore, create_pool
+from maintd.scheduler.store.run_store import RunStore, create_pool
 from tests.configs import make_config, sleep_job, sql_job
 from tests.engines import OPS, StartEngine
 

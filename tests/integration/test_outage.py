@@ -20,7 +20,7 @@ from freezegun import freeze_time
 from maintd.admin_api.interface import RunOut
 from maintd.scheduler.config import Config
 from maintd.scheduler.engine import Engine
-from maintd.scheduler.store import Claim, RunStore
+from maintd.scheduler.store.run_store import Claim, RunStore
 from maintd.testing import FrozenEngine
 from tests.configs import make_config, sql_job
 from tests.engines import StartEngine

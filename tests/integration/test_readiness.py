@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from maintd.scheduler.store import RunStore
+from maintd.scheduler.store.run_store import RunStore
 from tests.configs import make_config, sql_job
 from tests.connections import allow_connections
 from tests.engines import StartEngine

@@ -11,7 +11,7 @@ import pytest
 from maintd.admin_api.interface import Actor, JobBusy, TriggerOut
 from maintd.scheduler.cli.live import LiveLine
 from maintd.scheduler.cli.run_job import follow_run_once, one_off_engine
-from maintd.scheduler.store import RunStore
+from maintd.scheduler.store.run_store import RunStore
 from tests.configs import make_config, sleep_job, sql_job
 from tests.engines import OPS, StartEngine
 

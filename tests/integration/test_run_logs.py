@@ -12,7 +12,7 @@ import pytest
 from maintd.admin_api.interface import RunLogLine, RunNotFound
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.run_logs import DROPPED_EVENT, HEAD_LINES, MAX_LINES, RUN_LOGS
-from maintd.scheduler.store import RunStore
+from maintd.scheduler.store.run_store import RunStore
 from tests import tasks
 from tests.configs import make_config, sql_job
 from tests.engines import OPS, StartEngine, run_to_end

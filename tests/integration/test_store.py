@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from maintd.scheduler.migrate import apply_migrations, shipped_migrations
-from maintd.scheduler.store import Claim, RunStore
+from maintd.scheduler.store.migrate import apply_migrations, shipped_migrations
+from maintd.scheduler.store.run_store import Claim, RunStore
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from maintd.jobs.queries import load_queries
 from maintd.jobs.registry import TaskLookupError, builtin_tasks, resolve_task
 from maintd.jobs.sql import parse_status
 from maintd.scheduler.durations import format_duration, parse_duration
-from maintd.scheduler.sql import QUERIES
+from maintd.scheduler.store.sql import QUERIES
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""Versioned schema migrations, shipped as ``scheduler/migrations/NNNN_name.sql``.
+"""Versioned schema migrations, shipped as ``scheduler/store/migrations/NNNN_name.sql``.
 
 Each applies in its own transaction under an advisory lock, so replicas that
 start at once never race; applying again is a no-op.
@@ -28,7 +28,7 @@ class Migration:
 def shipped_migrations() -> list[Migration]:
     """The migrations in the package, in version order."""
     found = []
-    for entry in resources.files("maintd.scheduler.migrations").iterdir():
+    for entry in resources.files("maintd.scheduler.store.migrations").iterdir():
         if match := _FILE.match(entry.name):
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
     found.sort()

@@ -18,7 +18,7 @@ import asyncpg
 
 from maintd.admin_api.interface import AuditOut, RunLogLine, RunOut
 from maintd.scheduler.run_logs import LogBatch
-from maintd.scheduler.sql import QUERIES as Q
+from maintd.scheduler.store.sql import QUERIES as Q
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:

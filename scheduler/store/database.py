@@ -10,8 +10,8 @@ import asyncpg
 import structlog
 
 from maintd.scheduler.config import Config
-from maintd.scheduler.migrate import apply_migrations
-from maintd.scheduler.store import RunStore, create_pool
+from maintd.scheduler.store.migrate import apply_migrations
+from maintd.scheduler.store.run_store import RunStore, create_pool
 
 log = structlog.get_logger("maintd.database")
 
@@ -26,7 +26,7 @@ async def embedded_or_dsn(config: Config) -> AsyncIterator[str]:
     if not config.embedded_database:
         yield config.database.dsn
         return
-    from maintd.scheduler.embedded import EmbeddedPostgres, EmbeddedPostgresError
+    from maintd.scheduler.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
     server = EmbeddedPostgres(config.database.data_dir)
     try:

@@ -1,6 +1,6 @@
 """The daemon's queries: the named, described blocks of ``queries.sql``, loaded once.
 
-Only :mod:`scheduler.store` uses them.
+Only :mod:`maintd.scheduler.store.run_store` uses them.
 """
 
 from maintd.jobs.queries import load_package_queries
