@@ -80,7 +80,7 @@ from bench import with_database
 from maintd.admin_api.interface import RunOut
 from maintd.jobs.context import JobContext
 from maintd.jobs.registry import NoParams, task
-from maintd.scheduler.config import parse_config
+from maintd.scheduler.config.model import parse_config
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.logs import configure_logging
 from maintd.scheduler.schedules import ScheduleTrigger, parse_schedule

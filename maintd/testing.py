@@ -35,7 +35,7 @@ from typing import Any
 
 from maintd.admin_api.interface import RunOut
 from maintd.scheduler.clock_guard import NoClockGuard
-from maintd.scheduler.config import Config, config_from_text, load_config
+from maintd.scheduler.config.model import Config, config_from_text, load_config
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.store.migrate import apply_migrations
 from maintd.scheduler.store.run_store import RunStore, create_pool

@@ -14,10 +14,10 @@ from fastapi import FastAPI
 from maintd.admin_api import build_routers, install_error_handlers
 from maintd.admin_api.auth import Guard, TokenEntry, TokenTable
 from maintd.admin_api.auth_failures import AuthFailures
-from maintd.scheduler.config import Config
+from maintd.scheduler.config.model import Config
+from maintd.scheduler.config.reload import ConfigDiff, Reloader, reload_on_sighup
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.metrics import Metrics
-from maintd.scheduler.reload import ConfigDiff, Reloader, reload_on_sighup
 from maintd.scheduler.store.database import open_store
 from maintd.scheduler.systemd import ServiceNotifier
 

@@ -42,14 +42,14 @@ from maintd.scheduler.batching import Batcher
 from maintd.scheduler.claim_ahead import TAKEN, ClaimAhead
 from maintd.scheduler.clock import utcnow
 from maintd.scheduler.clock_guard import ClockGuard, SkewGuard
-from maintd.scheduler.config import Config, JobConfig
+from maintd.scheduler.config.model import Config, JobConfig
+from maintd.scheduler.config.reload import ConfigDiff
 from maintd.scheduler.durations import format_duration
 from maintd.scheduler.engine_admin import ALERTS_AT_STOP, READINESS_TIMEOUT_S, EngineAdmin
 from maintd.scheduler.failure_log import FailureLog
 from maintd.scheduler.fire_executor import FireExecutor, fire_placeholder
 from maintd.scheduler.lease import HeartbeatLine, Lease
 from maintd.scheduler.metrics import JobSeries, Metrics
-from maintd.scheduler.reload import ConfigDiff
 from maintd.scheduler.run_logs import RUN_LOGS
 from maintd.scheduler.schedules import ScheduleTrigger
 from maintd.scheduler.store.run_store import Claim, RunStore
@@ -961,7 +961,7 @@ class Engine(EngineAdmin):
     # -- config reload -----------------------------------------------------
 
     async def apply_config(self, config: Config, diff: ConfigDiff) -> None:
-        """Take the jobs and settings of a reloaded config (see scheduler/reload.py).
+        """Take the jobs and settings of a reloaded config (see scheduler/config/reload.py).
         Runs in progress finish under the settings they started with."""
         # The one step that can fail comes first, before anything changes.
         if diff.added and not self.clock_guard.suspended():  # else registered when back in bound

@@ -31,7 +31,7 @@ from maintd.admin_api.interface import (
 )
 from maintd.scheduler.alerts import Alerter
 from maintd.scheduler.clock_guard import ClockGuard
-from maintd.scheduler.config import JobConfig
+from maintd.scheduler.config.model import JobConfig
 from maintd.scheduler.failure_log import FailureLog
 from maintd.scheduler.metrics import Metrics
 from maintd.scheduler.run_logs import RUN_LOGS

@@ -16,7 +16,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from maintd.scheduler.config import ServerConfig
+from maintd.scheduler.config.model import ServerConfig
 from maintd.scheduler.systemd import ServiceNotifier
 
 

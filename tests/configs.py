@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from maintd.scheduler.config import Config, parse_config
+from maintd.scheduler.config.model import Config, parse_config
 
 
 def make_config(jobs: dict[str, dict[str, Any]], **sections: Any) -> Config:

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from maintd.admin_api.interface import Actor, RunOut
-from maintd.scheduler.config import Config
+from maintd.scheduler.config.model import Config
 from maintd.scheduler.engine import Engine
 
 OPS = Actor(name="ops", role="operator", client="10.0.0.7")

@@ -28,7 +28,7 @@ from maintd.scheduler.cli.live import (
     report_end,
 )
 from maintd.scheduler.cli.render import ENDED, jobs_table, local_time, log_line, relative, runs_table, use_colour
-from maintd.scheduler.config import default_config_path, load_config
+from maintd.scheduler.config.model import default_config_path, load_config
 from maintd.scheduler.durations import format_duration, parse_duration
 
 TOKEN_ENV = "MAINTD_TOKEN"

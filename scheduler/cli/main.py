@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from maintd.scheduler.config import Config, ConfigError, default_config_path, load_config
+from maintd.scheduler.config.model import Config, ConfigError, default_config_path, load_config
 
 # sysexits.h: what systemd units and shell scripts expect.
 EX_OK = 0
@@ -105,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from maintd.scheduler.systemd import ServiceNotifier
 
     configure_logging()
-    # SIGHUP reloads once the engine runs (scheduler/reload.py); until then it must
+    # SIGHUP reloads once the engine runs (scheduler/config/reload.py); until then it must
     # not end the process, which is its default action.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     systemd = ServiceNotifier.from_env()  # a no-op outside systemd (no $NOTIFY_SOCKET)

@@ -19,7 +19,7 @@ from typing import TextIO
 
 from maintd.admin_api.interface import Actor, AdminError, RunEnded, RunOut, TriggerOut
 from maintd.scheduler.cli.live import EX_FAILED, EX_UNAVAILABLE, LiveLine, report_end
-from maintd.scheduler.config import Config
+from maintd.scheduler.config.model import Config
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.store.database import DatabaseUnavailable, open_store
 from maintd.scheduler.store.run_store import RunStore

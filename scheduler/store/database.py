@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import structlog
 
-from maintd.scheduler.config import Config
+from maintd.scheduler.config.model import Config
 from maintd.scheduler.store.migrate import apply_migrations
 from maintd.scheduler.store.run_store import RunStore, create_pool
 

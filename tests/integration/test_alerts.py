@@ -31,10 +31,10 @@ from starlette.types import Receive, Scope, Send
 from maintd.admin_api.interface import RunOut
 from maintd.jobs.mail import SmtpSettings
 from maintd.scheduler.alerts import Alerter
-from maintd.scheduler.alerts_config import AlertsConfig
-from maintd.scheduler.config import Config
+from maintd.scheduler.config.alerts import AlertsConfig
+from maintd.scheduler.config.model import Config
+from maintd.scheduler.config.reload import diff_configs
 from maintd.scheduler.metrics import Metrics
-from maintd.scheduler.reload import diff_configs
 from maintd.scheduler.store.run_store import RunStore, create_pool
 from tests.configs import make_config
 from tests.engines import StartEngine, run_to_end

@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict
 
 from maintd.admin_api.interface import Actor, RunOut
 from maintd.jobs import JobContext, task
-from maintd.scheduler.config import Config
+from maintd.scheduler.config.model import Config
+from maintd.scheduler.config.reload import diff_configs
 from maintd.scheduler.engine import Engine
-from maintd.scheduler.reload import diff_configs
 from maintd.scheduler.store.run_store import RunStore
 from maintd.testing import frozen_engine
 from tests.configs import make_config, sleep_job, sql_job

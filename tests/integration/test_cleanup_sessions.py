@@ -18,7 +18,7 @@ import structlog
 
 from maintd.jobs.cleanup_sessions import CleanupParams, CleanupTargetError, cleanup_sessions
 from maintd.jobs.context import JobContext
-from maintd.scheduler.config import ConfigError, parse_config
+from maintd.scheduler.config.model import ConfigError, parse_config
 from maintd.scheduler.engine import CANCEL_GRACE
 from maintd.scheduler.store.run_store import RunStore
 from maintd.testing import frozen_engine

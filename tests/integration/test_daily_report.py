@@ -23,7 +23,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from maintd.admin_api.interface import RunOut
-from maintd.scheduler.config import Config
+from maintd.scheduler.config.model import Config
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.store.run_store import RunStore
 from maintd.testing import frozen_engine

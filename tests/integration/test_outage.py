@@ -18,7 +18,7 @@ import pytest
 from freezegun import freeze_time
 
 from maintd.admin_api.interface import RunOut
-from maintd.scheduler.config import Config
+from maintd.scheduler.config.model import Config
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.store.run_store import Claim, RunStore
 from maintd.testing import FrozenEngine

@@ -18,7 +18,7 @@ from maintd.scheduler.alerts import (
     run_alert,
     should_alert,
 )
-from maintd.scheduler.alerts_config import AlertsConfig
+from maintd.scheduler.config.alerts import AlertsConfig
 
 pytestmark = pytest.mark.unit
 

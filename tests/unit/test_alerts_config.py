@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from maintd.scheduler.alerts_config import WebhookConfig
-from maintd.scheduler.config import Config, ConfigError, parse_config
+from maintd.scheduler.config.alerts import WebhookConfig
+from maintd.scheduler.config.model import Config, ConfigError, parse_config
 
 pytestmark = pytest.mark.unit
 

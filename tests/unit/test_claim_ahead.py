@@ -18,7 +18,7 @@ import pytest
 from maintd.admin_api.interface import RunOut
 from maintd.scheduler.claim_ahead import TAKEN, ClaimAhead, FireKey
 from maintd.scheduler.clock_guard import ClockGuard
-from maintd.scheduler.config import JobConfig
+from maintd.scheduler.config.model import JobConfig
 from tests.configs import make_config, sql_job
 
 pytestmark = pytest.mark.unit

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from maintd.scheduler.config import ConfigError, parse_config
+from maintd.scheduler.config.model import ConfigError, parse_config
 
 pytestmark = pytest.mark.unit
 
@@ -218,7 +218,7 @@ def test_invalid_job_id() -> None:
 
 
 def test_toml_syntax_error_names_line(tmp_path: Path) -> None:
-    from maintd.scheduler.config import load_config
+    from maintd.scheduler.config.model import load_config
 
     path = tmp_path / "config.toml"
     path.write_text('[server]\nport = 8080\nhost = "127.0.0.1\n')
@@ -230,7 +230,7 @@ def test_toml_syntax_error_names_line(tmp_path: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    from maintd.scheduler.config import load_config
+    from maintd.scheduler.config.model import load_config
 
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "nope.toml")
@@ -238,7 +238,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_shipped_config_is_valid(repo_root: Path) -> None:
-    from maintd.scheduler.config import load_config
+    from maintd.scheduler.config.model import load_config
 
     config = load_config(repo_root / "config.toml", environ={})
     assert config.embedded_database

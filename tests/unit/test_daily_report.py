@@ -18,7 +18,7 @@ from maintd.jobs.daily_report.data import (
 )
 from maintd.jobs.mail import SmtpSettings
 from maintd.jobs.mailer import MailNotSent, build_message, send_message
-from maintd.scheduler.config import ConfigError
+from maintd.scheduler.config.model import ConfigError
 from tests.configs import make_config
 
 pytestmark = pytest.mark.unit

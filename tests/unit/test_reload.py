@@ -1,10 +1,10 @@
-"""What a config reload sees as changed (scheduler/reload.py)."""
+"""What a config reload sees as changed (scheduler/config/reload.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from maintd.scheduler.reload import diff_configs
+from maintd.scheduler.config.reload import diff_configs
 from tests.configs import make_config, sql_job
 
 pytestmark = pytest.mark.unit

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from maintd.scheduler.config import ConfigError, parse_config
+from maintd.scheduler.config.model import ConfigError, parse_config
 
 pytestmark = pytest.mark.unit
 

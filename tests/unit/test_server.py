@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, Request
 
-from maintd.scheduler.config import parse_config
+from maintd.scheduler.config.model import parse_config
 from maintd.scheduler.server import uvicorn_config
 from tests.asgi import asgi_get
 

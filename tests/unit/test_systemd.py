@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from maintd.scheduler.config import SchedulerConfig
+from maintd.scheduler.config.model import SchedulerConfig
 from maintd.scheduler.durations import parse_duration
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.systemd import Notifier, ServiceNotifier, WatchdogTiming, watchdog_interval

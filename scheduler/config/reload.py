@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from maintd.scheduler.config import Config, ConfigError, load_config
+from maintd.scheduler.config.model import Config, ConfigError, load_config
 from maintd.scheduler.store.run_store import AuditEntry
 
 log = structlog.get_logger("maintd.reload")

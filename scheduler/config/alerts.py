@@ -29,7 +29,7 @@ import httpx
 from pydantic import Field, field_validator, model_validator
 
 from maintd.jobs.mail import EmailAddresses, SmtpSettings
-from maintd.scheduler.config_types import Duration, Section
+from maintd.scheduler.config.types import Duration, Section
 
 AlertOn = Literal["failed", "timed_out", "lost", "overdue"]
 DEFAULT_ON: tuple[AlertOn, ...] = ("failed", "timed_out", "lost", "overdue")

@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from maintd.jobs.mail import SmtpSettings
 from maintd.jobs.registry import TaskLookupError, TaskSpec, resolve_task
-from maintd.scheduler.alerts_config import AlertsConfig, alerts_problems
-from maintd.scheduler.config_types import Duration, Network, Section, TimeZone, positive
+from maintd.scheduler.config.alerts import AlertsConfig, alerts_problems
+from maintd.scheduler.config.types import Duration, Network, Section, TimeZone, positive
 from maintd.scheduler.schedules import Schedule, ScheduleError, parse_schedule, parse_timezone
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
