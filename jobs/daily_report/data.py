@@ -19,7 +19,6 @@ AttentionKind = Literal["report_not_sent", "failing", "running_long", "paused", 
 
 # Column order of the per-job table; statuses nobody had are left out when rendering.
 STATUSES = ("succeeded", "failed", "timed_out", "lost", "cancelled", "skipped", "missed", "running")
-FAILED_STATUSES = ("failed", "timed_out", "lost")
 # Attention items are listed most urgent first.
 ATTENTION_ORDER: tuple[AttentionKind, ...] = (
     "report_not_sent", "failing", "running_long", "paused", "never_succeeded", "overdue"

@@ -18,16 +18,10 @@ from typing import Any, TextIO
 
 import httpx
 
-from maintd.scheduler.cli.live import (
-    EX_FAILED,
-    EX_INTERRUPTED,
-    EX_UNAVAILABLE,
-    EX_WAIT_TIMEOUT,
-    EXIT_STATUS_HELP,
-    LiveLine,
-    report_end,
-)
-from maintd.scheduler.cli.render import ENDED, jobs_table, local_time, log_line, relative, runs_table, use_colour
+from maintd.admin_api.interface import ENDED_STATUSES
+from maintd.scheduler.cli.exit_codes import EX_FAILED, EX_INTERRUPTED, EX_UNAVAILABLE, EX_WAIT_TIMEOUT
+from maintd.scheduler.cli.live import EXIT_STATUS_HELP, LiveLine, report_end
+from maintd.scheduler.cli.render import jobs_table, local_time, log_line, relative, runs_table, use_colour
 from maintd.scheduler.config.model import default_config_path, load_config
 from maintd.scheduler.durations import format_duration, parse_duration
 
@@ -175,7 +169,7 @@ def _trigger(args: argparse.Namespace, http: httpx.Client) -> int:
         return EX_INTERRUPTED
     finally:
         line.clear()
-    if run["status"] not in ENDED:
+    if run["status"] not in ENDED_STATUSES:
         waited = format_duration(timedelta(seconds=args.timeout))
         print(f"maintd trigger: gave up after {waited}: run {run_id} is still {run['status']};"
               f" to cancel it: maintd cancel {run_id}", file=sys.stderr)
@@ -189,7 +183,7 @@ def _wait(http: httpx.Client, run_id: int, line: LiveLine | None, deadline: floa
     while True:
         run: dict[str, Any] = _call(http, "GET", f"/admin/runs/{run_id}")
         now = time.monotonic()
-        if run["status"] in ENDED or (deadline is not None and now >= deadline):
+        if run["status"] in ENDED_STATUSES or (deadline is not None and now >= deadline):
             return run
         if line is not None:
             line.update(run, now - began)
@@ -257,6 +251,6 @@ def _follow_logs(
         if not follow or ended or (deadline is not None and time.monotonic() >= deadline):
             return printed
         # Read once more after the run ended: lines logged just before its end.
-        ended = _call(http, "GET", f"/admin/runs/{run_id}")["status"] in ENDED
+        ended = _call(http, "GET", f"/admin/runs/{run_id}")["status"] in ENDED_STATUSES
         if not ended:
             time.sleep(WAIT_POLL_S)

@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from maintd.scheduler.cli.exit_codes import EX_FAILED, EX_OK
 from maintd.scheduler.cli.render import (
     error_tail,
     paint,
@@ -20,13 +21,6 @@ from maintd.scheduler.cli.render import (
     summary_lines,
     use_colour,
 )
-
-# Exit statuses of a followed run, documented in `maintd trigger --help`.
-EX_SUCCEEDED = 0
-EX_FAILED = 1  # failed, timed out, cancelled, lost; or the request was refused (404, 409, ...)
-EX_UNAVAILABLE = 69  # EX_UNAVAILABLE: the daemon (or the database, for run-job) cannot be reached
-EX_WAIT_TIMEOUT = 124  # as timeout(1): gave up waiting; the run goes on
-EX_INTERRUPTED = 130  # 128 + SIGINT
 
 EXIT_STATUS_HELP = """\
 exit status:
@@ -114,4 +108,4 @@ def report_end(run: Mapping[str, Any], *, as_json: bool, out: TextIO, err: TextI
         if run["status"] != "succeeded" and (tail := error_tail(run.get("error"))):
             err.write("error:\n" + "\n".join(tail) + "\n")
     out.flush()
-    return EX_SUCCEEDED if run["status"] == "succeeded" else EX_FAILED
+    return EX_OK if run["status"] == "succeeded" else EX_FAILED

@@ -10,13 +10,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from maintd.scheduler.cli.exit_codes import EX_CONFIG, EX_OK, EX_UNAVAILABLE, EX_USAGE
 from maintd.scheduler.config.model import Config, ConfigError, default_config_path, load_config
-
-# sysexits.h: what systemd units and shell scripts expect.
-EX_OK = 0
-EX_USAGE = 64
-EX_UNAVAILABLE = 69
-EX_CONFIG = 78
 
 
 def main(argv: Sequence[str] | None = None) -> int:

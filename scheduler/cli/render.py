@@ -16,7 +16,6 @@ from typing import Any, TextIO
 
 from maintd.jobs.daily_report.render import format_duration
 
-ENDED = frozenset({"succeeded", "failed", "cancelled", "timed_out", "lost", "skipped", "missed"})
 FAILED = frozenset({"failed", "timed_out", "lost"})
 # ANSI SGR codes; used only when colour is on.
 BOLD, DIM, RED, GREEN, YELLOW = "1", "2", "31", "32", "33"

@@ -18,7 +18,8 @@ from datetime import timedelta
 from typing import TextIO
 
 from maintd.admin_api.interface import Actor, AdminError, RunEnded, RunOut, TriggerOut
-from maintd.scheduler.cli.live import EX_FAILED, EX_UNAVAILABLE, LiveLine, report_end
+from maintd.scheduler.cli.exit_codes import EX_FAILED, EX_UNAVAILABLE
+from maintd.scheduler.cli.live import LiveLine, report_end
 from maintd.scheduler.config.model import Config
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.store.database import DatabaseUnavailable, open_store

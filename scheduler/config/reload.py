@@ -26,8 +26,7 @@ from maintd.scheduler.store.run_store import AuditEntry
 
 log = structlog.get_logger("maintd.reload")
 
-# Sections a reload applies at once; the rest of the file is read at start only.
-LIVE_SECTIONS = ("jobs", "admin", "smtp", "alerts")
+# Sections read at start only; a reload applies the rest ([jobs], [admin], [smtp], [alerts]) at once.
 _RESTART_SECTIONS = ("server", "database", "scheduler")
 
 
