@@ -23,6 +23,14 @@ import pytest
 from maintd.admin_api.auth import new_token
 
 READY_TIMEOUT_S = 60
+# A job that only fires when triggered (in a year at most), for tests of the API around it.
+IDLE_SQL_JOB = """
+[jobs.tick]
+task = "sql"
+schedule = "@yearly"
+[jobs.tick.params]
+sql = "SELECT 1"
+"""
 ENDED = {"succeeded", "failed", "cancelled", "timed_out", "lost", "skipped", "missed"}
 
 

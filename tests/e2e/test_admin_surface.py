@@ -8,16 +8,10 @@ from typing import Any
 import pytest
 
 from tests.connections import allow_connections
+from tests.e2e.conftest import IDLE_SQL_JOB
 
 pytestmark = pytest.mark.e2e
 
-JOBS = """
-[jobs.tick]
-task = "sql"
-schedule = "@yearly"
-[jobs.tick.params]
-sql = "SELECT 1"
-"""
 
 
 def auth_failures(metrics: str, reason: str) -> float:
@@ -29,7 +23,7 @@ def auth_failures(metrics: str, reason: str) -> float:
 def test_failed_logins_are_counted_logged_and_limited_and_a_valid_token_still_works(
     start_daemon: Any, db_dsn: str
 ) -> None:
-    daemon = start_daemon(JOBS, dsn=db_dsn)
+    daemon = start_daemon(IDLE_SQL_JOB, dsn=db_dsn)
     with daemon.client("guess-0123456789") as guesser, daemon.operator() as operator:
         statuses = [guesser.get("/admin/jobs").status_code for _ in range(20)]
         limited = guesser.get("/admin/jobs")
@@ -48,7 +42,7 @@ def test_failed_logins_are_counted_logged_and_limited_and_a_valid_token_still_wo
 
 
 def test_a_viewers_refused_mutation_is_in_the_audit_log_as_denied(start_daemon: Any, db_dsn: str) -> None:
-    daemon = start_daemon(JOBS, dsn=db_dsn)
+    daemon = start_daemon(IDLE_SQL_JOB, dsn=db_dsn)
     with daemon.client(daemon.viewer_token) as viewer:
         refused = [viewer.post(path).status_code for path in ("/admin/jobs/tick/pause", "/admin/trigger/tick")]
         refused.append(viewer.post("/admin/runs/7/cancel").status_code)
@@ -68,7 +62,7 @@ def test_a_viewers_refused_mutation_is_in_the_audit_log_as_denied(start_daemon: 
 def test_readyz_names_the_database_not_its_address_while_it_is_down(
     start_daemon: Any, db_dsn: str, pg_admin_dsn: str
 ) -> None:
-    daemon = start_daemon(JOBS, dsn=db_dsn)
+    daemon = start_daemon(IDLE_SQL_JOB, dsn=db_dsn)
     database = db_dsn.rsplit("/", 1)[1]
     asyncio.run(allow_connections(pg_admin_dsn, database, allowed=False))
     try:

@@ -6,19 +6,14 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import IDLE_SQL_JOB
+
 pytestmark = pytest.mark.e2e
 
-JOBS = """
-[jobs.tick]
-task = "sql"
-schedule = "@yearly"
-[jobs.tick.params]
-sql = "SELECT 1"
-"""
 
 
 def test_a_spoofed_forwarded_for_from_loopback_is_not_the_audited_client(start_daemon: Any, db_dsn: str) -> None:
-    daemon = start_daemon(JOBS, dsn=db_dsn)  # [server] trusted_proxies not set: nobody is trusted
+    daemon = start_daemon(IDLE_SQL_JOB, dsn=db_dsn)  # [server] trusted_proxies not set: nobody is trusted
     spoofed = {"X-Forwarded-For": "198.51.100.66", "X-Forwarded-Proto": "https"}
     with daemon.operator() as http:
         assert http.post("/admin/jobs/tick/pause", headers=spoofed).status_code == 200
