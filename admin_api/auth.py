@@ -126,7 +126,9 @@ class Guard:
             if actor.role == "operator":
                 return actor
             await _audit_denied(request, actor, action)
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"{actor.name!r} is a viewer; {action} needs the operator role")
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"{actor.name!r} is a viewer; {action} needs the operator role"
+            )
 
         return require_operator
 

@@ -31,5 +31,8 @@ def reject_unknown_query(request: Request) -> None:
     unknown = sorted({name for name in request.query_params if name not in declared})
     if unknown:
         raise RequestValidationError(
-            [{"type": "extra_forbidden", "loc": ("query", printable(name)), "msg": "unknown query parameter"} for name in unknown]
+            [
+                {"type": "extra_forbidden", "loc": ("query", printable(name)), "msg": "unknown query parameter"}
+                for name in unknown
+            ]
         )

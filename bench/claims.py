@@ -619,9 +619,7 @@ def _against(value: float, bound: float) -> str:
     return f"{'met' if value <= bound else 'MISSED'} ({value / bound:.2f}x the bound)"
 
 
-def _conclude(
-    name: str, maintd: Summary, bare: Summary, rtt: float, commit: float, contended: Summary | None
-) -> None:
+def _conclude(name: str, maintd: Summary, bare: Summary, rtt: float, commit: float, contended: Summary | None) -> None:
     """The figures for the issue's closing note (``contended``: bare x3, for 3 replicas with --explore)."""
     print(f"  {name}:")
     print(f"    claims/s: {maintd.decided_per_s:.0f} fires decided/s, {maintd.attempts_per_s:.0f} attempts/s")

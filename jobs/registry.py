@@ -131,4 +131,6 @@ def _renamed_hint(exc: Exception) -> str:
     missing_name = root in _OLD_PACKAGES and wanted in _PUBLIC_NAMES
     if not (missing_package or missing_name):
         return ""
-    return f" (maintd's {root!r} is now 'maintd.{root}'; a job imports from 'maintd': from maintd import task, JobContext)"
+    return (
+        f" (maintd's {root!r} is now 'maintd.{root}'; a job imports from 'maintd': from maintd import task, JobContext)"
+    )

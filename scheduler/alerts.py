@@ -102,9 +102,7 @@ def run_alert(run: RunOut, *, failures: int, node: str, at: datetime) -> Alert:
     return Alert(event, run.job_id, _slack_escape(text), subject, "\n".join(lines) + "\n", payload)
 
 
-def overdue_alert(
-    job_id: str, *, last_success: datetime | None, window: timedelta, node: str, at: datetime
-) -> Alert:
+def overdue_alert(job_id: str, *, last_success: datetime | None, window: timedelta, node: str, at: datetime) -> Alert:
     """The alert for a job without a success within ``window`` (the dead-man's switch)."""
     within = format_duration(window)
     since = f"last success {last_success.isoformat()}" if last_success else "it never succeeded"
@@ -124,8 +122,15 @@ def overdue_alert(
         ]
     )
     payload = _payload(
-        text, "job_overdue", job_id, run=None, failures=None, node=node, at=at,
-        last_success=last_success, window=within,
+        text,
+        "job_overdue",
+        job_id,
+        run=None,
+        failures=None,
+        node=node,
+        at=at,
+        last_success=last_success,
+        window=within,
     )
     return Alert("job_overdue", job_id, _slack_escape(text), subject, body + "\n", payload)
 
@@ -244,9 +249,7 @@ class Alerter:
             return
         self._spawn(self._alert_run(run), name=f"alert:run:{run.id}")
 
-    async def job_overdue(
-        self, job_id: str, last_success: datetime | None, window: timedelta, now: datetime
-    ) -> None:
+    async def job_overdue(self, job_id: str, last_success: datetime | None, window: timedelta, now: datetime) -> None:
         """A job has had no success within ``window``; call it at every check, it alerts once per episode."""
         if not self.enabled or "overdue" not in self.config.on:
             return
@@ -285,8 +288,12 @@ class Alerter:
                 return
             if not await self.store.claim_run_alert(run.job_id, run.id, at, self.node, self.config.min_interval):
                 # Sent for this run by another replica, or the job's last alert is too recent.
-                log.info("alert_suppressed", status=run.status, failures=failures,
-                         min_interval=format_duration(self.config.min_interval))
+                log.info(
+                    "alert_suppressed",
+                    status=run.status,
+                    failures=failures,
+                    min_interval=format_duration(self.config.min_interval),
+                )
                 return
         except Exception as exc:
             log.error("alert_check_failed", status=run.status, error=repr(exc))
@@ -318,9 +325,7 @@ class Alerter:
             attempts.append(self._with_retries(alert, "email", ", ".join(to), lambda: self._mail(alert, to)))
         await asyncio.gather(*attempts)
 
-    async def _with_retries(
-        self, alert: Alert, channel: str, target: str, send: Callable[[], Awaitable[None]]
-    ) -> None:
+    async def _with_retries(self, alert: Alert, channel: str, target: str, send: Callable[[], Awaitable[None]]) -> None:
         log = self.log.bind(job_id=alert.job_id, alert=alert.event, channel=channel, target=target)
         delays = (*self.retry_delays, None)
         for attempt, delay in enumerate(delays, start=1):

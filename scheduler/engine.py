@@ -432,7 +432,9 @@ class Engine(EngineAdmin):
             elif isinstance(claimed, RunOut):
                 if (by := self._cancel_before_start.get(claimed.id)) is not None:
                     # Cancelled before its time: recorded so, and the job never starts.
-                    self._spawn(self._finish_unstarted(claimed, "cancelled", f"cancelled by {by}"), name=f"fire:{job.id}")
+                    self._spawn(
+                        self._finish_unstarted(claimed, "cancelled", f"cancelled by {by}"), name=f"fire:{job.id}"
+                    )
                 elif fire == newest:
                     self._start_claimed_ahead(job, claimed)
                 else:
@@ -451,7 +453,9 @@ class Engine(EngineAdmin):
                 await self._record_unrun(job, "missed", fire, TOO_BUSY)
         except Exception as exc:  # recorded by the catch-up once the database is back
             self._database_failed(fires[0])
-            self._failures.failed("fire_failed", level="error", job_id=job.id, run_times=[t.isoformat() for t in fires], error=repr(exc))
+            self._failures.failed(
+                "fire_failed", level="error", job_id=job.id, run_times=[t.isoformat() for t in fires], error=repr(exc)
+            )
 
     def _start_late_win(self, run: RunOut) -> None:
         """A claim ahead won after its fire was handed over: start it now, late, unless
@@ -558,7 +562,11 @@ class Engine(EngineAdmin):
             # Recorded as missed (and caught up, if configured) once the database is back.
             self._database_failed(retry_of.scheduled_for or run_times[0] if retry_of is not None else run_times[0])
             self._failures.failed(
-                "fire_failed", level="error", job_id=job.id, run_times=[t.isoformat() for t in run_times], error=repr(exc)
+                "fire_failed",
+                level="error",
+                job_id=job.id,
+                run_times=[t.isoformat() for t in run_times],
+                error=repr(exc),
             )
 
     async def _claim_fire(
@@ -707,7 +715,9 @@ class Engine(EngineAdmin):
                 gaps[job.id] = (list(unrecorded), count)
         taken: set[tuple[str, datetime]] = set()
         if outage_since is not None and gaps:
-            taken = await self.store.taken_fires([(job_id, fire) for job_id, (fires, _) in gaps.items() for fire in fires])
+            taken = await self.store.taken_fires(
+                [(job_id, fire) for job_id, (fires, _) in gaps.items() for fire in fires]
+            )
         caught_up = set()
         for job_id, (fires, count) in gaps.items():
             job, newest = self.jobs[job_id], fires[-1]
@@ -715,7 +725,9 @@ class Engine(EngineAdmin):
             if not missed:
                 continue
             count -= len(fires) - len(missed)
-            self.log.warning("fires_missed", job_id=job.id, count=count, first=missed[0].isoformat(), catch_up=job.catch_up)
+            self.log.warning(
+                "fires_missed", job_id=job.id, count=count, first=missed[0].isoformat(), catch_up=job.catch_up
+            )
             run_latest = job.catch_up == "once" and job.id not in no_run_for and missed[-1] == newest
             latest = missed.pop() if run_latest else None
             for fire in missed:
@@ -735,7 +747,9 @@ class Engine(EngineAdmin):
             await self._claim_fire(job, "catch_up", fire, attempt, None)
         except Exception as exc:  # recorded as missed by the next recovery
             self._database_failed(fire)
-            self._failures.failed("fire_failed", level="error", job_id=job.id, run_times=[fire.isoformat()], error=repr(exc))
+            self._failures.failed(
+                "fire_failed", level="error", job_id=job.id, run_times=[fire.isoformat()], error=repr(exc)
+            )
 
     async def _catch_up_recent(self, judged_until: datetime, started: datetime, caught_up: set[str]) -> None:
         """Fires of the last moments before start may be in a live replica's hands: they
@@ -870,7 +884,12 @@ class Engine(EngineAdmin):
         except Exception as exc:
             self._database_failed(self.clock())
             self._failures.failed(
-                "run_outcome_not_recorded", level="error", job_id=run.job_id, run_id=run.id, status=outcome.status, error=repr(exc)
+                "run_outcome_not_recorded",
+                level="error",
+                job_id=run.job_id,
+                run_id=run.id,
+                status=outcome.status,
+                error=repr(exc),
             )
             return False
         self._active.pop(run.id, None)
@@ -893,7 +912,9 @@ class Engine(EngineAdmin):
         """The runs that ended in one loop iteration (a burst of short jobs ends together):
         their logs in one transaction, then their outcomes in one statement; a run seen
         ended shows all it logged."""
-        await RUN_LOGS.flush([active.run.id for active in ended], self.store.write_runs_logs, failed=self._failures.failed)
+        await RUN_LOGS.flush(
+            [active.run.id for active in ended], self.store.write_runs_logs, failed=self._failures.failed
+        )
         # Nothing is written for a run of a lease that ran out before it is ended as the reaper would.
         self._check_lease()
         if any(active.run.id in self._to_reap for active in ended):
@@ -903,7 +924,14 @@ class Engine(EngineAdmin):
             assert active.outcome is not None
             outcome = active.outcome
             outcomes.append(
-                (active.run.id, outcome.status, outcome.finished_at, outcome.result, outcome.error, active.run.started_at)
+                (
+                    active.run.id,
+                    outcome.status,
+                    outcome.finished_at,
+                    outcome.result,
+                    outcome.error,
+                    active.run.started_at,
+                )
             )
         recorded = {run.id: run for run in await self.store.finish_runs(outcomes)}
         return [recorded.get(active.run.id) for active in ended]
@@ -981,7 +1009,9 @@ class Engine(EngineAdmin):
         # Fires claimed ahead under a schedule that no longer holds are recorded, not run.
         released = [run for job_id in [*diff.removed, *rescheduled] for run in self._drop_claimed_ahead(job_id)]
         for run in released:
-            await self._finish_unstarted(run, "skipped", "skipped: the job was changed by a config reload before this fire")
+            await self._finish_unstarted(
+                run, "skipped", "skipped: the job was changed by a config reload before this fire"
+            )
         for job_id in diff.removed:
             self.metrics.unregister_job(job_id)
 
@@ -1003,7 +1033,9 @@ class Engine(EngineAdmin):
         if run.job_id in self.jobs:  # a removed job's series are gone, not to be made again
             series = self.metrics.job(run.job_id)
             (series.runs if status == "cancelled" else series.fires)[status].inc()
-        self.log.info(f"fire_{status}", job_id=run.job_id, run_id=run.id, scheduled_for=str(run.scheduled_for), reason=reason)
+        self.log.info(
+            f"fire_{status}", job_id=run.job_id, run_id=run.id, scheduled_for=str(run.scheduled_for), reason=reason
+        )
 
     # -- heartbeat and reaper ----------------------------------------------
 
@@ -1093,13 +1125,17 @@ class Engine(EngineAdmin):
         now = asyncio.get_running_loop().time()
         if self._lease_checked_at is not None and now - self._lease_checked_at > self._lease.duration:
             # Frozen (SIGSTOP, a VM pause) or a loop blocked that long: no beat could be sent.
-            self.log.error("replica_was_frozen", gap_s=round(now - self._lease_checked_at, 3), lease_s=self._lease.duration)
+            self.log.error(
+                "replica_was_frozen", gap_s=round(now - self._lease_checked_at, 3), lease_s=self._lease.duration
+            )
         self._lease_checked_at = now
         self._check_lease()
         await self._reap_given_up()
         waiting = [run.id for run in self._ahead.waiting] if self._ahead is not None else []
         # A run that ended is not beaten: its row must look silent to others until its outcome is written.
-        running = [run_id for run_id, active in self._active.items() if active.fenced is None and active.outcome is None]
+        running = [
+            run_id for run_id, active in self._active.items() if active.fenced is None and active.outcome is None
+        ]
         beating = running + waiting
         alive, sent_at = await self._heartbeat_line.beat(beating)
         self._lease.renew(sent_at)
@@ -1142,7 +1178,9 @@ class Engine(EngineAdmin):
         gone = set(run_ids)
         for active in [a for run_id, a in self._active.items() if run_id in gone and a.outcome is None]:
             if active.fenced is None:
-                self._give_up(active, "it is no longer running in the database (declared lost, or lost with a failover)")
+                self._give_up(
+                    active, "it is no longer running in the database (declared lost, or lost with a failover)"
+                )
         for run in self._ahead.forget_runs(gone) if self._ahead is not None else []:
             self._prepared.pop(run.id, None)
             self._cancel_before_start.pop(run.id, None)

@@ -159,7 +159,9 @@ class EngineAdmin:
         self._job(job_id)
         now = self.clock()
         action = "pause" if paused else "resume"
-        await self.store.set_paused(job_id, paused, now, actor.name, AuditEntry(now, actor.name, action, job_id, actor.client))
+        await self.store.set_paused(
+            job_id, paused, now, actor.name, AuditEntry(now, actor.name, action, job_id, actor.client)
+        )
         self.log.info(f"job_{action}d", job_id=job_id, by=actor.name)
         return await self.get_job(job_id)
 
@@ -186,7 +188,9 @@ class EngineAdmin:
         if run is None:
             ended = await self.get_run(run_id)
             raise RunEnded(run_id, ended.status)
-        await self.store.add_audit(AuditEntry(self.clock(), actor.name, "cancel", f"run:{run_id}", actor.client, {"job_id": run.job_id}))
+        await self.store.add_audit(
+            AuditEntry(self.clock(), actor.name, "cancel", f"run:{run_id}", actor.client, {"job_id": run.job_id})
+        )
         self._on_cancel_request(run_id, actor.name)
         return run
 

@@ -35,7 +35,9 @@ class FailureLog:
             return
         self._held[event] += 1
         if self._summed_at is not None and now - self._summed_at >= self._every_s:
-            self._log.warning("database_failures_continue", held_back=dict(self._held), over_s=round(now - self._summed_at, 1))
+            self._log.warning(
+                "database_failures_continue", held_back=dict(self._held), over_s=round(now - self._summed_at, 1)
+            )
             self._held.clear()
             self._summed_at = now
 

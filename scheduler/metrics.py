@@ -43,7 +43,9 @@ class Metrics:
             ["job_id", "outcome"],
             registry=self.registry,
         )
-        self.running = Gauge("maintd_running_runs", "Runs in progress on this replica", ["job_id"], registry=self.registry)
+        self.running = Gauge(
+            "maintd_running_runs", "Runs in progress on this replica", ["job_id"], registry=self.registry
+        )
         self.last_success = Gauge(
             "maintd_last_success_timestamp_seconds",
             "Unix time of the job's last successful run, on any replica",
@@ -74,7 +76,6 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-
 
     def register_job(self, job_id: str) -> JobSeries:
         """Create a job's series at start: they read 0 instead of missing, and no fire pays for creating them."""

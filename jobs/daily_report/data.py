@@ -21,7 +21,12 @@ AttentionKind = Literal["report_not_sent", "failing", "running_long", "paused", 
 STATUSES = ("succeeded", "failed", "timed_out", "lost", "cancelled", "skipped", "missed", "running")
 # Attention items are listed most urgent first.
 ATTENTION_ORDER: tuple[AttentionKind, ...] = (
-    "report_not_sent", "failing", "running_long", "paused", "never_succeeded", "overdue"
+    "report_not_sent",
+    "failing",
+    "running_long",
+    "paused",
+    "never_succeeded",
+    "overdue",
 )
 # A run still going after this long is worth a look (a job without a timeout may hang).
 RUNNING_LONG = timedelta(hours=1)
@@ -209,9 +214,7 @@ def attention_items(
 ) -> list[Attention]:
     """Decide which jobs need a look, most urgent first."""
     items = [
-        Attention(
-            report_job, "report_not_sent", status=u.run_status, run_id=u.run_id, error=u.error, day=u.report_date
-        )
+        Attention(report_job, "report_not_sent", status=u.run_status, run_id=u.run_id, error=u.error, day=u.report_date)
         for u in unsent
     ]
     for job in health:

@@ -89,7 +89,10 @@ def text_table(rows: Sequence[Sequence[Any]], *, left: Collection[int] = (0,)) -
     """Lines of a plain-text table: the columns in ``left`` left-aligned, the others right-aligned."""
     cells = [[str(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))] if cells else []
-    aligned = [[c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))] for row in cells]
+    aligned = [
+        [c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))]
+        for row in cells
+    ]
     return ["  ".join(row).rstrip() for row in aligned]
 
 
@@ -155,8 +158,13 @@ class _View:
 
     def longest_table(self) -> list[str]:
         rows = [
-            [run.job_id, format_duration(run.duration_s), f"run {run.run_id}", self.when(run.started_at),
-             STATUS_LABELS[run.status]]
+            [
+                run.job_id,
+                format_duration(run.duration_s),
+                f"run {run.run_id}",
+                self.when(run.started_at),
+                STATUS_LABELS[run.status],
+            ]
             for run in self.data.longest
         ]
         return text_table(rows, left=(0, 2, 3, 4))

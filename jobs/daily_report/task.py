@@ -157,7 +157,13 @@ async def _gather(ctx: JobContext, params: DailyReportParams, period: ReportPeri
             # report itself instead of keeping the whole report from going out.
             ctx.log.warning("daily_report_sessions_failed", table=params.sessions_table, error=str(exc))
             sessions = SessionStats(
-                params.sessions_table, created=None, expired=0, deleted=None, active=0, awaiting_cleanup=0, error=str(exc)
+                params.sessions_table,
+                created=None,
+                expired=0,
+                deleted=None,
+                active=0,
+                awaiting_cleanup=0,
+                error=str(exc),
             )
     return ReportData(
         job_id=ctx.job_id,

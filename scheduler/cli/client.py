@@ -35,7 +35,9 @@ class ClientError(Exception):
 
 
 def add_client_commands(command: Callable[..., argparse.ArgumentParser], with_config: Callable[..., None]) -> None:
-    def client(name: str, handler: Callable[[argparse.Namespace, httpx.Client], int], help: str) -> argparse.ArgumentParser:
+    def client(
+        name: str, handler: Callable[[argparse.Namespace, httpx.Client], int], help: str
+    ) -> argparse.ArgumentParser:
         sub = command(name, _with_client(handler), help)
         with_config(sub)
         sub.add_argument("--url", help="daemon URL (default: from the config's [server])")
@@ -50,8 +52,15 @@ def add_client_commands(command: Callable[..., argparse.ArgumentParser], with_co
     trigger = client("trigger", _trigger, "run a job now")
     trigger.add_argument("job_id", metavar="JOB")
     trigger.add_argument("--wait", action="store_true", help="follow the run to its end; exit 0 only if it succeeds")
-    trigger.add_argument("--timeout", type=_duration, metavar="DURATION", help="with --wait: give up after this long, e.g. 10m (exit 124)")
-    trigger.add_argument("--logs", action="store_true", help="follow the run (as --wait) showing its log lines instead of its progress")
+    trigger.add_argument(
+        "--timeout",
+        type=_duration,
+        metavar="DURATION",
+        help="with --wait: give up after this long, e.g. 10m (exit 124)",
+    )
+    trigger.add_argument(
+        "--logs", action="store_true", help="follow the run (as --wait) showing its log lines instead of its progress"
+    )
     trigger.epilog = EXIT_STATUS_HELP
     trigger.formatter_class = argparse.RawDescriptionHelpFormatter
     client("cancel", _cancel, "cancel a run in progress").add_argument("run_id", metavar="RUN", type=int)
@@ -116,7 +125,9 @@ def _call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
     try:
         return response.json()
     except ValueError as exc:  # not the daemon's API answering (a proxy page, say)
-        raise ClientError(f"{response.status_code} from {http.base_url}{path} is not JSON: {response.text[:80]!r}") from exc
+        raise ClientError(
+            f"{response.status_code} from {http.base_url}{path} is not JSON: {response.text[:80]!r}"
+        ) from exc
 
 
 def _print_json(data: Any) -> None:
@@ -171,8 +182,11 @@ def _trigger(args: argparse.Namespace, http: httpx.Client) -> int:
         line.clear()
     if run["status"] not in ENDED_STATUSES:
         waited = format_duration(timedelta(seconds=args.timeout))
-        print(f"maintd trigger: gave up after {waited}: run {run_id} is still {run['status']};"
-              f" to cancel it: maintd cancel {run_id}", file=sys.stderr)
+        print(
+            f"maintd trigger: gave up after {waited}: run {run_id} is still {run['status']};"
+            f" to cancel it: maintd cancel {run_id}",
+            file=sys.stderr,
+        )
         return EX_WAIT_TIMEOUT
     return report_end(run, as_json=args.json, out=sys.stdout, err=sys.stderr)
 
@@ -195,7 +209,9 @@ def _cancel(args: argparse.Namespace, http: httpx.Client) -> int:
     if args.json:
         _print_json(run)
     else:
-        print(f"run {run['id']} of {run['job_id']}: cancel requested; `maintd runs --job {run['job_id']}` shows when it stopped")
+        print(
+            f"run {run['id']} of {run['job_id']}: cancel requested; `maintd runs --job {run['job_id']}` shows when it stopped"
+        )
     return 0
 
 
@@ -240,7 +256,10 @@ def _follow_logs(
         page = _call(http, "GET", f"/admin/runs/{run_id}/logs", params={"after_seq": after, "limit": LOG_PAGE})
         if page.get("dropped", 0) > dropped and not as_json:
             dropped = page["dropped"]
-            print(f"({dropped} lines of run {run_id} were dropped: the daemon keeps a bounded log per run)", file=sys.stderr)
+            print(
+                f"({dropped} lines of run {run_id} were dropped: the daemon keeps a bounded log per run)",
+                file=sys.stderr,
+            )
         for entry in page["lines"]:
             out.write((json.dumps(entry) if as_json else log_line(entry, colour=colour)) + "\n")
             after = entry["seq"]

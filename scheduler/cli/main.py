@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_client_commands(command, with_config)
 
-    run_job = command("run-job", cmd_run_job, "run one job once in this process, without the daemon; recorded like any run")
+    run_job = command(
+        "run-job", cmd_run_job, "run one job once in this process, without the daemon; recorded like any run"
+    )
     with_config(run_job)
     run_job.add_argument("job_id", metavar="JOB")
     run_job.add_argument("--json", action="store_true", help="print the recorded run as JSON")

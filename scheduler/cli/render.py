@@ -20,8 +20,14 @@ FAILED = frozenset({"failed", "timed_out", "lost"})
 # ANSI SGR codes; used only when colour is on.
 BOLD, DIM, RED, GREEN, YELLOW = "1", "2", "31", "32", "33"
 _STATUS_STYLE = {
-    "succeeded": GREEN, "failed": RED, "timed_out": RED, "lost": RED,
-    "running": YELLOW, "cancelled": YELLOW, "skipped": DIM, "missed": YELLOW,
+    "succeeded": GREEN,
+    "failed": RED,
+    "timed_out": RED,
+    "lost": RED,
+    "running": YELLOW,
+    "cancelled": YELLOW,
+    "skipped": DIM,
+    "missed": YELLOW,
 }
 # What a summary shows of a result or a traceback; the rest is one `--json` away.
 RESULT_KEYS = 12
@@ -54,8 +60,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str | Cell]], *, colou
         widths = [max(w, len(c.text)) for w, c in zip(widths, row, strict=True)]
     lines = ["  ".join(paint(h.ljust(w), BOLD, colour) for h, w in zip(headers, widths, strict=True)).rstrip()]
     for row in cells:
-        padded = [paint(c.text.ljust(w) if i < len(row) - 1 else c.text, c.style, colour)
-                  for i, (c, w) in enumerate(zip(row, widths, strict=False))]
+        padded = [
+            paint(c.text.ljust(w) if i < len(row) - 1 else c.text, c.style, colour)
+            for i, (c, w) in enumerate(zip(row, widths, strict=False))
+        ]
         lines.append("  ".join(padded).rstrip())
     return "\n".join(lines)
 
@@ -204,11 +212,15 @@ def run_row(run: Mapping[str, Any], now: datetime, zone: tzinfo | None = None) -
     ]
 
 
-def jobs_table(jobs: Sequence[Mapping[str, Any]], now: datetime, *, colour: bool = False, zone: tzinfo | None = None) -> str:
+def jobs_table(
+    jobs: Sequence[Mapping[str, Any]], now: datetime, *, colour: bool = False, zone: tzinfo | None = None
+) -> str:
     return table(JOB_HEADERS, [job_row(j, now, zone) for j in jobs], colour=colour)
 
 
-def runs_table(runs: Sequence[Mapping[str, Any]], now: datetime, *, colour: bool = False, zone: tzinfo | None = None) -> str:
+def runs_table(
+    runs: Sequence[Mapping[str, Any]], now: datetime, *, colour: bool = False, zone: tzinfo | None = None
+) -> str:
     if not runs:
         return "no runs"
     return table(RUN_HEADERS, [run_row(r, now, zone) for r in runs], colour=colour)
@@ -239,6 +251,10 @@ def log_line(line: Mapping[str, Any], zone: tzinfo | None = None, *, colour: boo
     at = parse_time(line.get("at"))
     level = str(line.get("level", ""))
     style = {"error": RED, "critical": RED, "warning": YELLOW, "debug": DIM}.get(level, "")
-    parts = [local_time(at, zone, seconds=True) if at else "-", paint(level.ljust(7), style, colour),
-             paint(str(line.get("event", "")), BOLD, colour), fields_text(line.get("fields"))]
+    parts = [
+        local_time(at, zone, seconds=True) if at else "-",
+        paint(level.ljust(7), style, colour),
+        paint(str(line.get("event", "")), BOLD, colour),
+        fields_text(line.get("fields")),
+    ]
     return "  ".join(parts).rstrip()

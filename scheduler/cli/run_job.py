@@ -49,7 +49,9 @@ async def run_job(config: Config, job_id: str, *, line: LiveLine, out: TextIO, a
     """Open the database like the daemon does (migrations included), run the job once, report it."""
     try:
         async with open_store(config) as store:
-            return await follow_run_once(one_off_engine(config, store), job_id, run_job_actor(), line=line, out=out, as_json=as_json)
+            return await follow_run_once(
+                one_off_engine(config, store), job_id, run_job_actor(), line=line, out=out, as_json=as_json
+            )
     except DatabaseUnavailable as exc:
         line.clear()
         line.stream.write(f"maintd run-job: {exc}\n")

@@ -102,9 +102,7 @@ class JobTable(Section):
     alert_after_failures: int | None = Field(None, ge=1, le=1000)
     params: dict[str, Any] = {}
 
-    _timeout_positive = field_validator("timeout", "expect_success_within")(
-        lambda v: v if v is None else positive(v)
-    )
+    _timeout_positive = field_validator("timeout", "expect_success_within")(lambda v: v if v is None else positive(v))
 
 
 class _Document(Section):
@@ -197,9 +195,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, environ: Mapping[
     return config_from_text(text, path=path, environ=environ)
 
 
-def config_from_text(
-    text: str, *, path: Path | None = None, environ: Mapping[str, str] | None = None
-) -> Config:
+def config_from_text(text: str, *, path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Parse and validate the TOML text of a config (``path``: where it was read, for
     relative paths and messages); raise :class:`ConfigError` listing every problem."""
     try:

@@ -167,8 +167,17 @@ class EmbeddedPostgres:
             self._run(
                 # The C locale: a fresh machine or container often has no
                 # usable locale in its environment, and initdb fails on one.
-                [bindir / "initdb", "-D", self._data_dir, "-U", _SUPERUSER,
-                 "--auth=trust", "-E", "UTF8", "--no-locale"],
+                [
+                    bindir / "initdb",
+                    "-D",
+                    self._data_dir,
+                    "-U",
+                    _SUPERUSER,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                ],
                 f"initdb of {self._data_dir}",
                 as_server=True,
                 timeout=120,
@@ -180,8 +189,19 @@ class EmbeddedPostgres:
             ["-c", "listen_addresses=", "-c", f"unix_socket_directories={socket_dir}", "-c", f"port={_PORT}"]
         )
         self._run(
-            [bindir / "pg_ctl", "start", "-w", "-t", str(_TIMEOUT_S),
-             "-D", self._data_dir, "-l", self._log, "-o", options],
+            [
+                bindir / "pg_ctl",
+                "start",
+                "-w",
+                "-t",
+                str(_TIMEOUT_S),
+                "-D",
+                self._data_dir,
+                "-l",
+                self._log,
+                "-o",
+                options,
+            ],
             f"starting PostgreSQL in {self._data_dir}",
             as_server=True,
             timeout=_TIMEOUT_S + 10,
@@ -229,9 +249,10 @@ class EmbeddedPostgres:
 
     def _prepare_socket_dir(self) -> Path:
         """The data dir if its socket path fits sun_path plainly, else a private dir in /tmp."""
-        if len(os.fsencode(self._data_dir / f".s.PGSQL.{_PORT}")) <= _MAX_SOCKET_PATH and set(
-            str(self._data_dir)
-        ) <= _PLAIN_PATH_CHARS:
+        if (
+            len(os.fsencode(self._data_dir / f".s.PGSQL.{_PORT}")) <= _MAX_SOCKET_PATH
+            and set(str(self._data_dir)) <= _PLAIN_PATH_CHARS
+        ):
             return self._data_dir
         # /tmp, not $TMPDIR: every process on this data dir must find the same
         # short path, whatever its environment.
@@ -262,8 +283,23 @@ class EmbeddedPostgres:
             " WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'database')\\gexec\n"
         )
         self._run(
-            [bindir / "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"database={self._database}",
-             "-h", running.socket_dir, "-p", str(running.port), "-U", _SUPERUSER, "-d", "postgres"],
+            [
+                bindir / "psql",
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-v",
+                f"database={self._database}",
+                "-h",
+                running.socket_dir,
+                "-p",
+                str(running.port),
+                "-U",
+                _SUPERUSER,
+                "-d",
+                "postgres",
+            ],
             f"creating database {self._database!r} (server pid {running.pid})",
             input=script,
         )
@@ -425,9 +461,23 @@ def _system_os_user() -> pwd.struct_passwd:
     fallback = _OS_USERS[-1]
     try:
         result = subprocess.run(
-            ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-             "--shell", "/usr/sbin/nologin", "--comment", "maintd embedded PostgreSQL", fallback],
-            check=False, capture_output=True, text=True, timeout=_TIMEOUT_S,
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--comment",
+                "maintd embedded PostgreSQL",
+                fallback,
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT_S,
         )
         output = (result.stdout + result.stderr).strip()
     except (OSError, subprocess.SubprocessError) as exc:

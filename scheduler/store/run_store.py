@@ -187,9 +187,7 @@ class RunStore:
         )
         return run_from_row(row) if row else None
 
-    async def finish_run(
-        self, run_id: int, status: str, at: datetime, result: Any, error: str | None
-    ) -> RunOut | None:
+    async def finish_run(self, run_id: int, status: str, at: datetime, result: Any, error: str | None) -> RunOut | None:
         row = await self.pool.fetchrow(Q["finish_run"], run_id, status, at, result, error)
         return run_from_row(row) if row else None
 
@@ -258,9 +256,7 @@ class RunStore:
     async def job_states(self) -> dict[str, asyncpg.Record]:
         return {row["job_id"]: row for row in await self.pool.fetch(Q["job_states"])}
 
-    async def set_paused(
-        self, job_id: str, paused: bool, at: datetime, by: str, audit: AuditEntry
-    ) -> None:
+    async def set_paused(self, job_id: str, paused: bool, at: datetime, by: str, audit: AuditEntry) -> None:
         """Change the pause state and record who did it, in one transaction."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(Q["set_paused"], job_id, paused, at, by)
@@ -287,9 +283,7 @@ class RunStore:
         """Runs of a job ended without success in a row, up to this one included."""
         return await self.pool.fetchval(Q["failure_streak"], job_id, run_id, finished_at)
 
-    async def claim_run_alert(
-        self, job_id: str, run_id: int, at: datetime, node: str, min_interval: timedelta
-    ) -> bool:
+    async def claim_run_alert(self, job_id: str, run_id: int, at: datetime, node: str, min_interval: timedelta) -> bool:
         """True for the one replica that is to send this run's alert; False when it is
         alerted already or the job's last run alert is more recent than ``min_interval``."""
         return await self.pool.fetchrow(Q["claim_run_alert"], job_id, run_id, at, node, min_interval) is not None

@@ -13,7 +13,6 @@ from tests.e2e.conftest import IDLE_SQL_JOB
 pytestmark = pytest.mark.e2e
 
 
-
 def auth_failures(metrics: str, reason: str) -> float:
     prefix = f'maintd_auth_failures_total{{reason="{reason}"}} '
     [line] = [line for line in metrics.splitlines() if line.startswith(prefix)]
@@ -50,13 +49,29 @@ def test_a_viewers_refused_mutation_is_in_the_audit_log_as_denied(start_daemon: 
         job = viewer.get("/admin/jobs/tick").json()
     assert refused == [403, 403, 403]
     assert [(a["principal"], a["action"], a["target"], a["client"], a["detail"]) for a in audit] == [
-        ("watcher", "cancel", "run:7", "127.0.0.1", {"outcome": "denied", "reason": "role viewer; cancel needs the operator role"}),
-        ("watcher", "trigger", "tick", "127.0.0.1", {"outcome": "denied", "reason": "role viewer; trigger needs the operator role"}),
-        ("watcher", "pause", "tick", "127.0.0.1", {"outcome": "denied", "reason": "role viewer; pause needs the operator role"}),
+        (
+            "watcher",
+            "cancel",
+            "run:7",
+            "127.0.0.1",
+            {"outcome": "denied", "reason": "role viewer; cancel needs the operator role"},
+        ),
+        (
+            "watcher",
+            "trigger",
+            "tick",
+            "127.0.0.1",
+            {"outcome": "denied", "reason": "role viewer; trigger needs the operator role"},
+        ),
+        (
+            "watcher",
+            "pause",
+            "tick",
+            "127.0.0.1",
+            {"outcome": "denied", "reason": "role viewer; pause needs the operator role"},
+        ),
     ]
     assert job["paused"] is False and job["last_run"] is None
-
-
 
 
 def test_readyz_names_the_database_not_its_address_while_it_is_down(

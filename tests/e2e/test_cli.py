@@ -34,8 +34,11 @@ def maintd_process(*args: str, repo_root: Path, **env: str) -> Iterator[subproce
     """``maintd`` with its stdout and stderr piped, for a test that reacts to its output as it comes;
     killed if still running at the end, its pipes closed."""
     with subprocess.Popen(
-        [*maintd_command(), *args], env=run_env(repo_root, **env),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [*maintd_command(), *args],
+        env=run_env(repo_root, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as process:
         try:
             yield process
@@ -88,7 +91,14 @@ STEPS = '[jobs.steps]\ntask = "tests.tasks:gated_progress"\nschedule = "@yearly"
 
 def test_preview_spring_forward_midnight(repo_root: Path) -> None:
     result = maintd(
-        "preview", "0 0 * * *", "--timezone", "Europe/Berlin", "--after", "2026-03-28T12:00:00+00:00", "--count", "3",
+        "preview",
+        "0 0 * * *",
+        "--timezone",
+        "Europe/Berlin",
+        "--after",
+        "2026-03-28T12:00:00+00:00",
+        "--count",
+        "3",
         repo_root=repo_root,
     )
     assert result.returncode == 0, result.stderr
@@ -101,7 +111,14 @@ def test_preview_spring_forward_midnight(repo_root: Path) -> None:
 
 def test_preview_fall_back_half_past_two_runs_once(repo_root: Path) -> None:
     result = maintd(
-        "preview", "30 2 * * *", "--timezone", "Europe/Berlin", "--after", "2026-10-24T12:00:00+00:00", "--count", "3",
+        "preview",
+        "30 2 * * *",
+        "--timezone",
+        "Europe/Berlin",
+        "--after",
+        "2026-10-24T12:00:00+00:00",
+        "--count",
+        "3",
         repo_root=repo_root,
     )
     assert result.stdout.splitlines() == [
@@ -128,7 +145,10 @@ def test_token_prints_lines_to_paste(repo_root: Path) -> None:
 
 
 def test_trigger_wait_exit_status_summary_and_tables(start_daemon: Any, db_dsn: str, repo_root: Path) -> None:
-    daemon = start_daemon(PING_AND_BAD + '[jobs.idle]\ntask = "sql"\nschedule = "@hourly"\n[jobs.idle.params]\nsql = "SELECT 1"\n', dsn=db_dsn)
+    daemon = start_daemon(
+        PING_AND_BAD + '[jobs.idle]\ntask = "sql"\nschedule = "@hourly"\n[jobs.idle.params]\nsql = "SELECT 1"\n',
+        dsn=db_dsn,
+    )
     url = ["--url", daemon.url]
     token = {"MAINTD_TOKEN": daemon.operator_token}
 
@@ -153,7 +173,9 @@ def test_trigger_wait_exit_status_summary_and_tables(start_daemon: Any, db_dsn: 
     assert "never run" in by_job["idle"] and by_job["idle"].endswith("paused")
     as_json = json.loads(maintd("jobs", "--json", *url, repo_root=repo_root, **token).stdout)
     assert {j["id"]: j["last_run"] and j["last_run"]["status"] for j in as_json} == {
-        "ping": "succeeded", "bad": "failed", "idle": None
+        "ping": "succeeded",
+        "bad": "failed",
+        "idle": None,
     }
 
     runs = maintd("runs", "--job", "ping", *url, repo_root=repo_root, **token).stdout.splitlines()
@@ -224,13 +246,18 @@ def test_trigger_wait_timeout_and_ctrl_c_leave_the_run_going(start_daemon: Any, 
 def test_logs_prints_and_follows_a_runs_lines(start_daemon: Any, db_dsn: str, repo_root: Path) -> None:
     daemon = start_daemon(STEPS + PING_AND_BAD, dsn=db_dsn)
     url, token = ["--url", daemon.url], {"MAINTD_TOKEN": daemon.operator_token}
-    run_id = int(re.match(r"run (\d+)", maintd("trigger", "ping", "--wait", *url, repo_root=repo_root, **token).stdout).group(1))  # type: ignore[union-attr]
+    run_id = int(
+        re.match(r"run (\d+)", maintd("trigger", "ping", "--wait", *url, repo_root=repo_root, **token).stdout).group(1)
+    )  # type: ignore[union-attr]
 
     logs = maintd("logs", str(run_id), *url, repo_root=repo_root, **token)
     assert logs.returncode == 0, logs.stderr
     events = [line.split()[3] for line in logs.stdout.splitlines()]
     assert events[0] == "run_started" and events[-1] == "run_succeeded"
-    as_json = [json.loads(line) for line in maintd("logs", str(run_id), "--json", *url, repo_root=repo_root, **token).stdout.splitlines()]
+    as_json = [
+        json.loads(line)
+        for line in maintd("logs", str(run_id), "--json", *url, repo_root=repo_root, **token).stdout.splitlines()
+    ]
     assert [line["event"] for line in as_json] == events and as_json[0]["seq"] == 1
 
     with daemon.operator() as http:
@@ -261,8 +288,13 @@ def test_run_job_runs_once_without_the_daemon_and_records_the_run(tmp_path: Path
     assert json.loads(failed.stdout)["status"] == "failed" and "RuntimeError: boom" in failed.stderr
 
     rows = fetch(db_dsn, "SELECT job_id, trigger, status, triggered_by, node FROM maintd.runs ORDER BY id")
-    assert [(r["job_id"], r["trigger"], r["status"]) for r in rows] == [("ping", "manual", "succeeded"), ("bad", "manual", "failed")]
-    assert all(r["triggered_by"].startswith("run-job:") and r["node"].startswith(f"{socket.gethostname()}:") for r in rows)
+    assert [(r["job_id"], r["trigger"], r["status"]) for r in rows] == [
+        ("ping", "manual", "succeeded"),
+        ("bad", "manual", "failed"),
+    ]
+    assert all(
+        r["triggered_by"].startswith("run-job:") and r["node"].startswith(f"{socket.gethostname()}:") for r in rows
+    )
     unknown = maintd("run-job", "nope", "--config", str(config), repo_root=repo_root)
     assert unknown.returncode == 1 and unknown.stderr.strip() == "maintd run-job: no job 'nope'"
 

@@ -233,8 +233,10 @@ def test_fires_missed_while_no_replica_ran_are_recorded_and_caught_up(
     start_daemon: Any, db_dsn: str, catch_up: str
 ) -> None:
     step = 4
-    jobs = f'[jobs.tick3]\ntask = "sql"\nschedule = "every {step}s"\ncatch_up = "{catch_up}"\n' \
+    jobs = (
+        f'[jobs.tick3]\ntask = "sql"\nschedule = "every {step}s"\ncatch_up = "{catch_up}"\n'
         '[jobs.tick3.params]\nsql = "SELECT 1"\n'
+    )
     first = start_daemon(jobs, dsn=db_dsn, scheduler_toml=scheduler_toml("first"))
     first.wait_for_event(event("run_succeeded", job_id="tick3"), timeout=step + 5)
     assert first.terminate() == 0
@@ -313,9 +315,7 @@ def _stop_server(server: EmbeddedPostgres, data_dir: Path) -> None:
         raise
 
 
-def test_database_outage_keeps_the_daemon_up_and_records_what_it_missed(
-    start_daemon: Any, private_dir: Path
-) -> None:
+def test_database_outage_keeps_the_daemon_up_and_records_what_it_missed(start_daemon: Any, private_dir: Path) -> None:
     lease = 3  # heartbeat (and reaper) every second
     data_dir = private_dir / "pg"
     server = EmbeddedPostgres(data_dir, database="maintd_outage")

@@ -107,9 +107,13 @@ def _repeated(daemon: Daemon, since: float, until: float) -> dict[str, int]:
     """Warnings and errors the replica logged more than once between two wall-clock times, by event and the
     job and run it names: the same failure repeating is what floods a journal (the issue measured 8-10 lines a
     second); the first of each kind, a summary, and one line per fire or run are not."""
-    loud = [e for e in daemon.events if e.get("level") in ("warning", "error", "critical") and since <= _stamp(e) <= until]
+    loud = [
+        e for e in daemon.events if e.get("level") in ("warning", "error", "critical") and since <= _stamp(e) <= until
+    ]
     counts = Counter(
-        f"{e.get('event')} job={e.get('job_id')} run={e.get('run_id')}" for e in loud if e.get("event") != POOL_FLOOR_WARNING
+        f"{e.get('event')} job={e.get('job_id')} run={e.get('run_id')}"
+        for e in loud
+        if e.get("event") != POOL_FLOOR_WARNING
     )
     return {what: n for what, n in counts.items() if n > 1}
 

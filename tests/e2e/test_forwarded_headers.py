@@ -11,7 +11,6 @@ from tests.e2e.conftest import IDLE_SQL_JOB
 pytestmark = pytest.mark.e2e
 
 
-
 def test_a_spoofed_forwarded_for_from_loopback_is_not_the_audited_client(start_daemon: Any, db_dsn: str) -> None:
     daemon = start_daemon(IDLE_SQL_JOB, dsn=db_dsn)  # [server] trusted_proxies not set: nobody is trusted
     spoofed = {"X-Forwarded-For": "198.51.100.66", "X-Forwarded-Proto": "https"}

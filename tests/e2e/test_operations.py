@@ -111,7 +111,9 @@ def test_metrics_and_alerts_after_a_success_a_failure_and_a_skipped_fire(
         print("\nwebhook payload:\n" + json.dumps(alert, indent=2))
         assert alert["job_id"] == "export_invoices"
         assert alert["run"]["id"] == failed["run_id"] and alert["run"]["status"] == "failed"
-        assert "the invoice API answered 503" in alert["text"] and alert["text"].startswith("maintd: job export_invoices")
+        assert "the invoice API answered 503" in alert["text"] and alert["text"].startswith(
+            "maintd: job export_invoices"
+        )
         assert alert["consecutive_failures"] == 1
 
         # nightly_backup never succeeded within its 1 s: overdue, alerted once.
@@ -123,7 +125,12 @@ def test_metrics_and_alerts_after_a_success_a_failure_and_a_skipped_fire(
         scrape = http.get("/metrics").text
         print("\n/metrics (maintd_ samples, non-zero):")
         for line in scrape.splitlines():
-            if line.startswith("maintd_") and not line.endswith(" 0.0") and "_created{" not in line and "_bucket{" not in line:
+            if (
+                line.startswith("maintd_")
+                and not line.endswith(" 0.0")
+                and "_created{" not in line
+                and "_bucket{" not in line
+            ):
                 print("  " + line)
         assert 'maintd_runs_total{job_id="vacuum_events",status="succeeded"} 1.0' in scrape
         assert 'maintd_runs_total{job_id="export_invoices",status="failed"} 1.0' in scrape

@@ -26,9 +26,7 @@ pytestmark = pytest.mark.e2e
 def run_maintd(config: Path, repo_root: Path) -> subprocess.CompletedProcess[str]:
     config_text = config.read_text()
     # Tokens configured, so that a start that gets further logs nothing about their absence.
-    config.write_text(
-        config_text + '[[admin.tokens]]\nname = "ops"\nrole = "operator"\nsha256 = "' + "ab" * 32 + '"\n'
-    )
+    config.write_text(config_text + '[[admin.tokens]]\nname = "ops"\nrole = "operator"\nsha256 = "' + "ab" * 32 + '"\n')
     return subprocess.run(
         [*maintd_command(), "run", "--config", str(config)],
         env=run_env(repo_root),
@@ -69,9 +67,7 @@ def test_a_busy_port_is_one_line_and_exit_69_before_migrations(
 def role_without_connections(pg_admin_dsn: str) -> Iterator[str]:
     """A database and a role that may not connect to it (CONNECTION LIMIT 0): "too many connections"."""
     name = f"maintd_nc_{uuid.uuid4().hex[:10]}"
-    asyncio.run(
-        _admin(pg_admin_dsn, f'CREATE DATABASE "{name}"', f'CREATE ROLE "{name}" LOGIN CONNECTION LIMIT 0')
-    )
+    asyncio.run(_admin(pg_admin_dsn, f'CREATE DATABASE "{name}"', f'CREATE ROLE "{name}" LOGIN CONNECTION LIMIT 0'))
     dsn = urlsplit(_with_database(pg_admin_dsn, name))
     yield urlunsplit(dsn._replace(netloc=f"{name}@{dsn.hostname}:{dsn.port or 5432}"))
     asyncio.run(_admin(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'DROP ROLE IF EXISTS "{name}"'))

@@ -168,7 +168,9 @@ def test_notify_sequence_watchdog_and_stop(private_tmp: Path, repo_root: Path, e
             assert run["status"] == "succeeded"
             unblocked = datetime.fromisoformat(run["finished_at"]).timestamp()
             blocked = unblocked - BLOCK_S  # the sleep ended just before finished_at was taken
-            systemd.note(f"wedge run {run_id} blocked the loop from {_rel(systemd, blocked)} to {_rel(systemd, unblocked)}")
+            systemd.note(
+                f"wedge run {run_id} blocked the loop from {_rel(systemd, blocked)} to {_rel(systemd, unblocked)}"
+            )
             resumed = systemd.wait_for(lambda m: is_ping(m) and m.wall > unblocked)
             during = systemd.pings(since=blocked + 0.1, until=unblocked - 0.05)
             assert during == [], f"pinged while the loop was blocked:\n{systemd.render()}"

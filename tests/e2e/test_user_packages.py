@@ -17,7 +17,7 @@ from tests.e2e.conftest import maintd_command, run_env
 
 pytestmark = pytest.mark.e2e
 
-CLEANUP = '''
+CLEANUP = """
 from pydantic import BaseModel
 
 from maintd import JobContext, task
@@ -30,9 +30,9 @@ class Params(BaseModel):
 @task()
 async def purge(ctx: JobContext, params: Params) -> dict:
     return {"package": __name__, "keep": params.keep}
-'''
+"""
 
-REPORT = '''
+REPORT = """
 from pydantic import BaseModel
 
 from maintd import JobContext, task
@@ -46,7 +46,7 @@ class Params(BaseModel):
 async def nightly(ctx: JobContext, params: Params) -> dict:
     async with ctx.pool.acquire() as conn:
         return {"package": __name__, "answer": await conn.fetchval("SELECT 42")}
-'''
+"""
 
 JOBS = """
 [jobs.purge]

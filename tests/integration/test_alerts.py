@@ -130,8 +130,11 @@ def smtp() -> Iterator[tuple[MailSink, SmtpSettings]]:
     port = _free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
-    yield sink, SmtpSettings.model_validate(
-        {"host": "127.0.0.1", "port": port, "from": "maintd@example.com", "security": "none", "timeout_s": 5}
+    yield (
+        sink,
+        SmtpSettings.model_validate(
+            {"host": "127.0.0.1", "port": port, "from": "maintd@example.com", "security": "none", "timeout_s": 5}
+        ),
     )
     controller.stop()
 
@@ -149,8 +152,14 @@ class Clock:
 
 class MakeAlerter(Protocol):
     def __call__(
-        self, alerts: dict[str, Any], *, node: str = ..., store: RunStore | None = ..., clock: Clock | None = ...,
-        smtp: SmtpSettings | None = ..., metrics: Metrics | None = ...,
+        self,
+        alerts: dict[str, Any],
+        *,
+        node: str = ...,
+        store: RunStore | None = ...,
+        clock: Clock | None = ...,
+        smtp: SmtpSettings | None = ...,
+        metrics: Metrics | None = ...,
     ) -> Alerter: ...
 
 
@@ -159,12 +168,22 @@ async def make_alerter(store: RunStore) -> AsyncIterator[MakeAlerter]:
     made: list[Alerter] = []
 
     def make(
-        alerts: dict[str, Any], *, node: str = "node-a", store: RunStore = store, clock: Clock | None = None,
-        smtp: SmtpSettings | None = None, metrics: Metrics | None = None,
+        alerts: dict[str, Any],
+        *,
+        node: str = "node-a",
+        store: RunStore = store,
+        clock: Clock | None = None,
+        smtp: SmtpSettings | None = None,
+        metrics: Metrics | None = None,
     ) -> Alerter:
         alerter = Alerter(
-            AlertsConfig.model_validate(alerts), store, node=node, smtp=smtp, metrics=metrics,
-            clock=clock or Clock(), retry_delays=FAST,
+            AlertsConfig.model_validate(alerts),
+            store,
+            node=node,
+            smtp=smtp,
+            metrics=metrics,
+            clock=clock or Clock(),
+            retry_delays=FAST,
         )
         made.append(alerter)
         return alerter
@@ -193,7 +212,11 @@ async def end_run(store: RunStore, job_id: str, status: str, at: datetime, error
         VALUES ($1, 'schedule', $2, $3, true, $4, $5, $6, 'node-a')
         RETURNING id
         """,
-        job_id, status, at - timedelta(seconds=2), at - timedelta(seconds=2) if ran else None, at,
+        job_id,
+        status,
+        at - timedelta(seconds=2),
+        at - timedelta(seconds=2) if ran else None,
+        at,
         None if status == "succeeded" else error,
     )
     run = await store.get_run(run_id)
@@ -208,7 +231,8 @@ def hook(receiver: Receiver, **alerts: Any) -> dict[str, Any]:
 def logged(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
     """The structlog events of ``maintd.alerts`` named ``event``."""
     return [
-        record.msg for record in caplog.records
+        record.msg
+        for record in caplog.records
         if record.name == "maintd.alerts" and isinstance(record.msg, dict) and record.msg.get("event") == event
     ]
 
@@ -216,9 +240,7 @@ def logged(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]
 # -- tests -----------------------------------------------------------------------
 
 
-async def test_a_failed_run_posts_the_payload(
-    receiver: Receiver, make_alerter: MakeAlerter, store: RunStore
-) -> None:
+async def test_a_failed_run_posts_the_payload(receiver: Receiver, make_alerter: MakeAlerter, store: RunStore) -> None:
     alerter = make_alerter(hook(receiver), node="node-b")
     run = await end_run(store, "vacuum_events", "failed", NOW - timedelta(minutes=1))
     await alerter.run_ended(run)
@@ -356,7 +378,9 @@ async def test_an_unreachable_webhook_never_reaches_the_caller(
     given_up = logged(caplog, "alert_not_delivered")
     assert [(g["attempts"], g["reason"].split(":")[0]) for g in given_up] == [(4, "ConnectError")]
     assert len(logged(caplog, "alert_delivery_failed")) == 3
-    assert metrics.registry.get_sample_value("maintd_alerts_sent_total", {"channel": "webhook", "outcome": "failed"}) == 1
+    assert (
+        metrics.registry.get_sample_value("maintd_alerts_sent_total", {"channel": "webhook", "outcome": "failed"}) == 1
+    )
 
 
 async def test_a_receiver_refusing_the_request_is_not_retried(

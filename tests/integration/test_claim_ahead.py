@@ -147,7 +147,9 @@ async def test_a_registered_node_that_is_not_running_has_its_share_taken_over(
     config = thirty_jobs(period)
     job_ids = list(config.jobs)
     # Registered and heartbeating as far as the database knows, but nothing runs it.
-    await store.pool.execute("INSERT INTO maintd.nodes (node, started_at, heartbeat_at) VALUES ('node-ghost', now(), now())")
+    await store.pool.execute(
+        "INSERT INTO maintd.nodes (node, started_at, heartbeat_at) VALUES ('node-ghost', now(), now())"
+    )
     engines = [await start_engine(config, node=node) for node in ("node-a", "node-b")]
     fire = next_multiple(period, now() + timedelta(seconds=1.5))
     ahead = engines[-1]._ahead  # started last: it saw every node register
@@ -217,7 +219,9 @@ async def test_reload_that_reschedules_or_removes_a_job_skips_its_fire_claimed_a
     start_engine: StartEngine, store: RunStore, change: str
 ) -> None:
     old = make_config({"tick": sleep_job(0.2, schedule="every 2s", params={"marker": "tick"})}, scheduler=LONG_LEASE)
-    new_jobs = {"tick": sleep_job(0.2, schedule="every 3s", params={"marker": "tick"})} if change == "rescheduled" else {}
+    new_jobs = (
+        {"tick": sleep_job(0.2, schedule="every 3s", params={"marker": "tick"})} if change == "rescheduled" else {}
+    )
     new = make_config(new_jobs, scheduler=LONG_LEASE)
     engine = await start_engine(old)
     [waiting] = await first_waiting(engine)

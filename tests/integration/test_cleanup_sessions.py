@@ -52,7 +52,11 @@ async def pool(store: RunStore) -> asyncpg.Pool:
 
 
 async def make_sessions(
-    pool: asyncpg.Pool, expiries: list[datetime | None], *, table: str = "sessions", column: str = "expires",
+    pool: asyncpg.Pool,
+    expiries: list[datetime | None],
+    *,
+    table: str = "sessions",
+    column: str = "expires",
     index: bool = True,
 ) -> None:
     """A sessions table holding one row per expiry, ids in insertion order, every DELETE logged."""

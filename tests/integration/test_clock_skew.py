@@ -89,7 +89,9 @@ def named_skew(text: str) -> float | None:
 
 def started_early() -> list[tuple[str, float]]:
     return [
-        (fire.isoformat(), round((fire - at).total_seconds(), 3)) for _, fire, _, at in STARTS if at < fire - TIMER_SLACK
+        (fire.isoformat(), round((fire - at).total_seconds(), 3))
+        for _, fire, _, at in STARTS
+        if at < fire - TIMER_SLACK
     ]
 
 
@@ -127,7 +129,11 @@ async def test_a_replica_with_a_wrong_clock_claims_and_records_nothing(
     assert sum(fire > both_up.timestamp() for fire in per_fire) >= 3
     assert started_early() == []
     # The job was first seen by the replica with the true clock.
-    assert first_seen >= both_up - timedelta(seconds=5) if offset > timedelta(0) else first_seen >= both_up - timedelta(seconds=1)
+    assert (
+        first_seen >= both_up - timedelta(seconds=5)
+        if offset > timedelta(0)
+        else first_seen >= both_up - timedelta(seconds=1)
+    )
     assert refused is not None and named_skew(str(refused)) == pytest.approx(offset.total_seconds(), abs=0.1)
     assert named_skew(reason) == pytest.approx(offset.total_seconds(), abs=0.1) and reason.endswith("(more than 2s)")
 

@@ -91,11 +91,14 @@ def report_config(port: int | None, *, params: dict[str, Any] | None = None, **o
     }
     sections: dict[str, Any] = {}
     if port is not None:
-        sections["smtp"] = {"host": "127.0.0.1", "port": port, "from": "maintd@example.com", "security": "none",
-                            "timeout_s": 5}
+        sections["smtp"] = {
+            "host": "127.0.0.1",
+            "port": port,
+            "from": "maintd@example.com",
+            "security": "none",
+            "timeout_s": 5,
+        }
     return make_config({"morning_report": job, "nightly": sql_job(schedule="0 0 * * *")}, **sections)
-
-
 
 
 async def run_report(engine: Engine) -> RunOut:
@@ -110,8 +113,15 @@ def parts(message: EmailMessage) -> tuple[str, str]:
     return text.get_content().replace("\r\n", "\n"), html.get_content().replace("\r\n", "\n")
 
 
-async def add_run(store: RunStore, job_id: str, status: str, at: str, seconds: float = 1.0, error: str | None = None,
-                  node: str = "node-a") -> None:
+async def add_run(
+    store: RunStore,
+    job_id: str,
+    status: str,
+    at: str,
+    seconds: float = 1.0,
+    error: str | None = None,
+    node: str = "node-a",
+) -> None:
     """Write a run into the history as the engine would have; unrun fires have no start."""
     start = datetime.fromisoformat(at)
     ran = status not in ("skipped", "missed")
@@ -121,7 +131,13 @@ async def add_run(store: RunStore, job_id: str, status: str, at: str, seconds: f
                                  started_at, finished_at, error, node)
         VALUES ($1, 'schedule', $2, $3, true, $4, $5, $6, $7)
         """,
-        job_id, status, start, start if ran else None, start + timedelta(seconds=seconds), error, node,
+        job_id,
+        status,
+        start,
+        start if ran else None,
+        start + timedelta(seconds=seconds),
+        error,
+        node,
     )
 
 
@@ -258,7 +274,9 @@ async def test_a_claim_is_taken_over_only_once_its_run_has_ended(
         VALUES ('morning_report', 'schedule', $1, $2, false, $2, $3, 'node-b')
         RETURNING id
         """,
-        claimer_status, NOW, None if claimer_status == "running" else NOW,
+        claimer_status,
+        NOW,
+        None if claimer_status == "running" else NOW,
     )
     await store.pool.execute(
         """
@@ -266,7 +284,8 @@ async def test_a_claim_is_taken_over_only_once_its_run_has_ended(
                                               claimed_at, recipients, message_id)
         VALUES ('morning_report', '2026-05-11', $1, $1, 'sending', $2, 'node-b', $1, '{}', '<x@y>')
         """,
-        NOW, claimer,
+        NOW,
+        claimer,
     )
     engine = await start_engine(clock=lambda: NOW, config=report_config(port, overlap="allow"))
     run = await run_report(engine)
@@ -298,7 +317,8 @@ async def test_sessions_are_counted_from_a_schema_qualified_table(
                                  result)
         VALUES ('cleanup', 'schedule', 'succeeded', $1, true, $1, $1, 'node-a', $2)
         """,
-        datetime.fromisoformat("2026-05-11T00:00:00+02:00"), {"table": '"app"."UserSessions"', "deleted": 7},
+        datetime.fromisoformat("2026-05-11T00:00:00+02:00"),
+        {"table": '"app"."UserSessions"', "deleted": 7},
     )
     params = {"sessions_table": "app.UserSessions", "expires_column": "expires", "created_column": "created"}
     engine = await start_engine(clock=lambda: NOW, config=report_config(port, params=params))
@@ -318,7 +338,9 @@ async def test_a_missing_sessions_table_is_reported_and_the_report_still_goes_ou
     smtp: tuple[MailSink, int], start_engine: StartEngine
 ) -> None:
     sink, port = smtp
-    engine = await start_engine(clock=lambda: NOW, config=report_config(port, params={"sessions_table": "nope", "expires_column": "expires"}))
+    engine = await start_engine(
+        clock=lambda: NOW, config=report_config(port, params={"sessions_table": "nope", "expires_column": "expires"})
+    )
     assert (await run_report(engine)).status == "succeeded"
     text, _ = parts(sink.messages()[0])
     assert 'Could not count them: relation "nope" does not exist' in text
@@ -425,10 +447,18 @@ async def test_a_maintenance_night_on_a_frozen_clock(
     )
     config = make_config(
         {
-            "cleanup_sessions": {"task": "cleanup_sessions", "schedule": "0 0 * * *", "timezone": "Europe/Berlin",
-                                 "params": {"table": "sessions"}},
-            "morning_report": {"task": "daily_report", "schedule": "0 9 * * *", "timezone": "Europe/Berlin",
-                               "params": {"to": TO}},
+            "cleanup_sessions": {
+                "task": "cleanup_sessions",
+                "schedule": "0 0 * * *",
+                "timezone": "Europe/Berlin",
+                "params": {"table": "sessions"},
+            },
+            "morning_report": {
+                "task": "daily_report",
+                "schedule": "0 9 * * *",
+                "timezone": "Europe/Berlin",
+                "params": {"to": TO},
+            },
         },
         smtp={"host": "127.0.0.1", "port": port, "from": "maintd@example.com", "security": "none"},
     )

@@ -15,6 +15,7 @@ from tests.engines import OPS, StartEngine
 
 pytestmark = pytest.mark.integration
 
+
 async def test_manual_sql_run_succeeds_with_row_count(start_engine: StartEngine) -> None:
     engine = await start_engine(
         make_config(
@@ -44,8 +45,12 @@ async def test_manual_sql_run_succeeds_with_row_count(start_engine: StartEngine)
 
 async def test_failing_job_is_recorded_with_traceback_and_daemon_goes_on(start_engine: StartEngine) -> None:
     engine = await start_engine(
-        make_config({"bad": {"task": "tests.tasks:fail", "schedule": "@daily", "params": {"message": "disk on fire"}},
-                     "good": sql_job()})
+        make_config(
+            {
+                "bad": {"task": "tests.tasks:fail", "schedule": "@daily", "params": {"message": "disk on fire"}},
+                "good": sql_job(),
+            }
+        )
     )
     failed = await engine.trigger("bad", OPS)
     await engine.idle()
@@ -83,7 +88,9 @@ async def test_sql_statement_is_cancelled_on_the_server_at_timeout(start_engine:
     started = await engine.trigger("long", OPS)
     await engine.idle()
     assert (await engine.get_run(started.run_id)).status == "timed_out"
-    busy = await store.pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'")
+    busy = await store.pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'"
+    )
     assert busy == 0
 
 
@@ -208,7 +215,9 @@ async def test_stop_waits_for_runs_that_finish_within_grace(store: RunStore) -> 
     assert run.status == "succeeded"
 
 
-async def test_stop_cancels_runs_past_grace_and_their_cleanup_runs(store: RunStore, caplog: pytest.LogCaptureFixture) -> None:
+async def test_stop_cancels_runs_past_grace_and_their_cleanup_runs(
+    store: RunStore, caplog: pytest.LogCaptureFixture
+) -> None:
     engine = Engine(make_config({"long": sleep_job(60)}), store, node="node-a")
     await engine.start()
     started = await engine.trigger("long", OPS)

@@ -116,7 +116,6 @@ async def test_cleanup_deletes_nothing_once_its_run_was_declared_lost(store: Run
     assert await store.pool.fetchval("SELECT count(*) FROM sessions") == 50
 
 
-
 async def test_a_replica_restarted_under_its_node_name_ends_what_its_previous_process_left_running(
     start_engine: StartEngine, store: RunStore
 ) -> None:

@@ -70,7 +70,9 @@ async def _refused(*_args: Any, **_kwargs: Any) -> Any:
 
 
 @asynccontextmanager
-async def engine_on(config: Config, store: RunStore, frozen_at: str, *, claim_ahead: bool) -> AsyncIterator[FrozenEngine]:
+async def engine_on(
+    config: Config, store: RunStore, frozen_at: str, *, claim_ahead: bool
+) -> AsyncIterator[FrozenEngine]:
     with freeze_time(at(frozen_at), real_asyncio=True) as frozen:
         engine = Engine(config, store, node="node-a", claim_ahead=timedelta(seconds=1 if claim_ahead else 0))
         await engine.start()

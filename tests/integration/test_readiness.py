@@ -12,8 +12,6 @@ from tests.engines import StartEngine
 pytestmark = pytest.mark.integration
 
 
-
-
 async def test_readiness_names_the_database_without_its_error_and_logs_the_error_once(
     start_engine: StartEngine, store: RunStore, pg_admin_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -25,7 +23,9 @@ async def test_readiness_names_the_database_without_its_error_and_logs_the_error
     finally:
         await allow_connections(pg_admin_dsn, database, allowed=True)
     assert answers == [["database: not answering"]] * 3
-    logged = [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "readiness_database_failed"]
+    logged = [
+        r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "readiness_database_failed"
+    ]
     assert len(logged) == 1
     assert logged[0]["error"]  # the exception, for the operator
     assert await engine.readiness() == []

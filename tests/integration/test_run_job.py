@@ -32,7 +32,9 @@ async def test_run_once_records_a_manual_run_and_an_audit_row(store: RunStore) -
     assert (run.status, run.trigger, run.triggered_by, run.node) == ("succeeded", "manual", "run-job:alice", "one-off")
     assert run.result == {"status": "SELECT 1", "rows": 1}
     assert not engine.running  # the scheduler was never started: nothing else fired
-    assert [(a.principal, a.action, a.target) for a in await store.list_audit(10)] == [("run-job:alice", "trigger", "ping")]
+    assert [(a.principal, a.action, a.target) for a in await store.list_audit(10)] == [
+        ("run-job:alice", "trigger", "ping")
+    ]
     assert [r.id for r in await store.list_runs(job_id=None, status=None, limit=10)] == [run.id]
 
 

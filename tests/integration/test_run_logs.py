@@ -67,9 +67,7 @@ async def test_a_runs_lines_are_kept_in_order_with_their_fields(start_engine: St
     assert (await engine.get_run_logs(run.id, after_seq=6, limit=1000)).lines == []
 
 
-async def test_a_chatty_run_is_bounded_and_counts_what_it_dropped(
-    start_engine: StartEngine, store: RunStore
-) -> None:
+async def test_a_chatty_run_is_bounded_and_counts_what_it_dropped(start_engine: StartEngine, store: RunStore) -> None:
     engine = await start_engine(make_config({"talk": chatter_job(lines=10 * MAX_LINES)}))
     run = await run_to_end(engine, "talk")
 
@@ -105,7 +103,11 @@ async def test_logs_of_a_running_run_are_visible_on_every_replica_after_a_heartb
     assert (await other.get_run_logs(started.run_id, after_seq=0, limit=1000)).lines == []
     await owner.beat()
     seen = await other.get_run_logs(started.run_id, after_seq=0, limit=1000)
-    assert [line.event for line in seen.lines] == ["run_started", *["chatter_line"] * 3, "plain stdlib logging, 3 lines"]
+    assert [line.event for line in seen.lines] == [
+        "run_started",
+        *["chatter_line"] * 3,
+        "plain stdlib logging, 3 lines",
+    ]
     assert (await other.get_run(started.run_id)).status == "running"
 
     # A follower asks for what is new; the end of the run comes after the last line it saw.
@@ -136,7 +138,12 @@ async def test_a_failing_jobs_log_ends_with_its_traceback_and_the_retry(start_en
     assert run.status == "failed"
     lines = (await engine.get_run_logs(run.id, after_seq=0, limit=1000)).lines
     assert [line.event for line in lines] == [
-        "run_started", "chatter_line", "chatter_line", "plain stdlib logging, 2 lines", "run_failed", "retry_scheduled"
+        "run_started",
+        "chatter_line",
+        "chatter_line",
+        "plain stdlib logging, 2 lines",
+        "run_failed",
+        "retry_scheduled",
     ]
     failed = lines[-2]
     assert failed.level == "warning"

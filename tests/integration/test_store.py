@@ -36,9 +36,10 @@ async def test_migrations_apply_on_a_fresh_database_then_are_a_no_op(empty_db_ds
         applied = await apply_migrations(conn)
         assert [m.version for m in applied] == [m.version for m in shipped_migrations()]
         assert await apply_migrations(conn) == []
-        tables = {r["table_name"] for r in await conn.fetch(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'maintd'"
-        )}
+        tables = {
+            r["table_name"]
+            for r in await conn.fetch("SELECT table_name FROM information_schema.tables WHERE table_schema = 'maintd'")
+        }
         assert {"runs", "job_state", "audit", "schema_migrations"} <= tables
     finally:
         await conn.close()

@@ -107,7 +107,9 @@ class FakeEngine:
     def _record(self, action: str, target: str, actor: Actor) -> None:
         self.calls.append((action, {"target": target, "actor": actor}))
         self.audit.append(
-            AuditOut(id=len(self.audit) + 1, at=NOW, principal=actor.name, action=action, target=target, client=actor.client)
+            AuditOut(
+                id=len(self.audit) + 1, at=NOW, principal=actor.name, action=action, target=target, client=actor.client
+            )
         )
 
     async def list_jobs(self) -> list[JobOut]:
@@ -123,7 +125,9 @@ class FakeEngine:
         running = [r.id for r in self.runs.values() if r.job_id == job_id and r.status == "running"]
         if running:
             raise JobBusy(job_id, running[0])
-        new = run(max(self.runs) + 1, job_id, "running").model_copy(update={"trigger": "manual", "triggered_by": actor.name})
+        new = run(max(self.runs) + 1, job_id, "running").model_copy(
+            update={"trigger": "manual", "triggered_by": actor.name}
+        )
         self.runs[new.id] = new
         self.jobs[job_id] = current.model_copy(update={"running": True})
         self._record("trigger", job_id, actor)
@@ -270,7 +274,9 @@ MUTATIONS = [
 class TestAuthorization:
     @pytest.mark.parametrize("method, path", READS + MUTATIONS)
     @pytest.mark.parametrize(
-        "authorization", [None, "Bearer wrong-token", f"Basic {VIEWER_TOKEN}", "Bearer"], ids=["none", "wrong", "basic", "empty"]
+        "authorization",
+        [None, "Bearer wrong-token", f"Basic {VIEWER_TOKEN}", "Bearer"],
+        ids=["none", "wrong", "basic", "empty"],
     )
     async def test_every_admin_route_is_401_without_a_valid_token(
         self, client: httpx.AsyncClient, engine: FakeEngine, method: str, path: str, authorization: str | None
@@ -432,7 +438,11 @@ class TestRunLogs:
         body = response.json()
         assert (body["run_id"], body["dropped"]) == (3, 1)
         assert body["lines"][0] == {
-            "seq": 1, "at": "2025-03-30T00:30:00+00:00", "level": "info", "event": "run_started", "fields": {"attempt": 1}
+            "seq": 1,
+            "at": "2025-03-30T00:30:00+00:00",
+            "level": "info",
+            "event": "run_started",
+            "fields": {"attempt": 1},
         }
         assert [line["seq"] for line in body["lines"]] == [1, 2, 4]
         assert engine.calls == [("get_run_logs", {"run_id": 3, "after_seq": 0, "limit": 1000})]
@@ -821,7 +831,9 @@ class TestDeniedMutations:
         response = await viewer.post("/admin/jobs/cleanup/pause")
         assert response.status_code == 403
 
-    async def test_an_unauthenticated_mutation_is_not_audited(self, client: httpx.AsyncClient, engine: FakeEngine) -> None:
+    async def test_an_unauthenticated_mutation_is_not_audited(
+        self, client: httpx.AsyncClient, engine: FakeEngine
+    ) -> None:
         assert (await client.post("/admin/jobs/cleanup/pause")).status_code == 401
         assert engine.audit == []
 

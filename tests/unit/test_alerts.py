@@ -88,9 +88,18 @@ def test_a_run_alert_payload_has_every_field_and_the_run_as_the_api_shows_it() -
 @pytest.mark.parametrize(
     ("status", "error", "event", "text"),
     [
-        ("failed", "RuntimeError: boom", "run_failed", "maintd: job vacuum_events failed (run 42 on node-a): RuntimeError: boom"),
-        ("timed_out", "timed out after 10m", "run_timed_out",
-         "maintd: job vacuum_events timed out (run 42 on node-a): timed out after 10m"),
+        (
+            "failed",
+            "RuntimeError: boom",
+            "run_failed",
+            "maintd: job vacuum_events failed (run 42 on node-a): RuntimeError: boom",
+        ),
+        (
+            "timed_out",
+            "timed out after 10m",
+            "run_timed_out",
+            "maintd: job vacuum_events timed out (run 42 on node-a): timed out after 10m",
+        ),
         ("lost", None, "run_lost", "maintd: job vacuum_events was lost (run 42 on node-a): lost"),
     ],
 )

@@ -74,20 +74,30 @@ to = ["ops@example.com", "ops@example.com", "dba@example.com"]
         ("after_failures = 0", "alerts.after_failures: input should be greater than or equal to 1, got 0"),
         ('min_interval = "1 hour"', "alerts.min_interval: invalid duration '1 hour'"),
         ("min_interval = 60", "alerts.min_interval: expected a duration string such as '30s', got 60"),
-        ('retries = 3', "alerts.retries: unknown key"),
-        ('[[alerts.webhooks]]\nurl = "ftp://example.com/x"',
-         "alerts.webhooks[0].url: must be an http:// or https:// URL, got scheme 'ftp'"),
-        ('[[alerts.webhooks]]\nurl = "hooks.slack.com/services/SECRET"',
-         "alerts.webhooks[0].url: must be an http:// or https:// URL, got scheme '(none)'"),
+        ("retries = 3", "alerts.retries: unknown key"),
+        (
+            '[[alerts.webhooks]]\nurl = "ftp://example.com/x"',
+            "alerts.webhooks[0].url: must be an http:// or https:// URL, got scheme 'ftp'",
+        ),
+        (
+            '[[alerts.webhooks]]\nurl = "hooks.slack.com/services/SECRET"',
+            "alerts.webhooks[0].url: must be an http:// or https:// URL, got scheme '(none)'",
+        ),
         ('[[alerts.webhooks]]\nheaders = { A = "b" }', "alerts.webhooks[0]: give exactly one of url and url_env"),
-        ('[[alerts.webhooks]]\nurl = "https://a.example/x"\nurl_env = "X"',
-         "alerts.webhooks[0]: give exactly one of url and url_env"),
-        ('[[alerts.webhooks]]\nurl = "https://a.example/x"\nheaders = { A = 1 }',
-         "alerts.webhooks[0].headers.A: input should be a valid string, got 1"),
-        ('[[alerts.webhooks]]\nurl = "https://a.example/x"\nheaders = { A = "b" }\nheaders_env = { A = "B" }',
-         "alerts.webhooks[0]: header 'A' is in both headers and headers_env"),
+        (
+            '[[alerts.webhooks]]\nurl = "https://a.example/x"\nurl_env = "X"',
+            "alerts.webhooks[0]: give exactly one of url and url_env",
+        ),
+        (
+            '[[alerts.webhooks]]\nurl = "https://a.example/x"\nheaders = { A = 1 }',
+            "alerts.webhooks[0].headers.A: input should be a valid string, got 1",
+        ),
+        (
+            '[[alerts.webhooks]]\nurl = "https://a.example/x"\nheaders = { A = "b" }\nheaders_env = { A = "B" }',
+            "alerts.webhooks[0]: header 'A' is in both headers and headers_env",
+        ),
         ('[[alerts.webhooks]]\nurl = "https://a.example/x"\nmethod = "PUT"', "alerts.webhooks[0].method: unknown key"),
-        ('[alerts.email]\nto = []', "alerts.email.to: list should have at least 1 item after validation, not 0"),
+        ("[alerts.email]\nto = []", "alerts.email.to: list should have at least 1 item after validation, not 0"),
         ('[alerts.email]\nto = ["ops"]', "alerts.email.to: not an email address: 'ops'"),
     ],
 )
@@ -97,14 +107,19 @@ def test_a_bad_value_names_its_key_path(section: str, expected: str) -> None:
 
 
 def test_every_problem_is_reported_at_once_with_the_rest_of_the_config() -> None:
-    found = problems('[jobs.x]\ntask = "sql"\nschedule = "61 * * * *"\n[jobs.x.params]\nsql = "SELECT 1"\n'
-                     '[alerts]\nafter_failures = -1\n[[alerts.webhooks]]\nurl = "gopher://x"\n')
-    assert [line.split(":")[0] for line in found] == ["alerts.after_failures", "alerts.webhooks[0].url",
-                                                       "jobs.x.schedule"]
+    found = problems(
+        '[jobs.x]\ntask = "sql"\nschedule = "61 * * * *"\n[jobs.x.params]\nsql = "SELECT 1"\n'
+        '[alerts]\nafter_failures = -1\n[[alerts.webhooks]]\nurl = "gopher://x"\n'
+    )
+    assert [line.split(":")[0] for line in found] == [
+        "alerts.after_failures",
+        "alerts.webhooks[0].url",
+        "jobs.x.schedule",
+    ]
 
 
 def test_a_section_without_a_channel_is_an_error() -> None:
-    assert problems('[alerts]\nafter_failures = 3\n') == [
+    assert problems("[alerts]\nafter_failures = 3\n") == [
         "alerts: no channel to alert through: add [[alerts.webhooks]] or [alerts.email]"
     ]
 
@@ -132,4 +147,3 @@ def test_logs_name_a_webhook_without_its_secret_path() -> None:
     hook = WebhookConfig(url="https://hooks.slack.com/services/T000/B000/SECRET")
     assert hook.target() == "https://hooks.slack.com"
     assert WebhookConfig(url="http://127.0.0.1:9000/hook").target() == "http://127.0.0.1:9000"
-

@@ -112,7 +112,9 @@ class TestNewToken:
 def actor_app(tokens: TokenTable) -> FastAPI:
     """A bare app with one read and one mutating route that echo the actor."""
     app = FastAPI()
-    guard = Guard(tokens, AuthFailures(Counter("maintd_auth_failures", "test", ["reason"], registry=CollectorRegistry())))
+    guard = Guard(
+        tokens, AuthFailures(Counter("maintd_auth_failures", "test", ["reason"], registry=CollectorRegistry()))
+    )
 
     @app.get("/read")
     async def read(actor: Annotated[Actor, Depends(guard.viewer)]) -> dict[str, str | None]:

@@ -28,18 +28,34 @@ NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 def run(**fields: Any) -> dict[str, Any]:
     base = {
-        "id": 42, "job_id": "cleanup_sessions", "trigger": "manual", "status": "succeeded",
-        "scheduled_for": "2026-05-01T09:00:00+00:00", "started_at": "2026-05-01T09:00:00+00:00",
-        "finished_at": "2026-05-01T09:01:05+00:00", "duration_s": 65.0, "result": None, "error": None,
-        "triggered_by": "ops", "node": "db1:812", "attempt": 1, "progress": None,
+        "id": 42,
+        "job_id": "cleanup_sessions",
+        "trigger": "manual",
+        "status": "succeeded",
+        "scheduled_for": "2026-05-01T09:00:00+00:00",
+        "started_at": "2026-05-01T09:00:00+00:00",
+        "finished_at": "2026-05-01T09:01:05+00:00",
+        "duration_s": 65.0,
+        "result": None,
+        "error": None,
+        "triggered_by": "ops",
+        "node": "db1:812",
+        "attempt": 1,
+        "progress": None,
     }
     return {**base, **fields}
 
 
 def job(**fields: Any) -> dict[str, Any]:
     base = {
-        "id": "cleanup_sessions", "task": "cleanup_sessions", "schedule": "0 0 * * *", "timezone": "Europe/Berlin",
-        "paused": False, "running": False, "next_run_time": "2026-05-01T22:00:00+00:00", "upcoming": [],
+        "id": "cleanup_sessions",
+        "task": "cleanup_sessions",
+        "schedule": "0 0 * * *",
+        "timezone": "Europe/Berlin",
+        "paused": False,
+        "running": False,
+        "next_run_time": "2026-05-01T22:00:00+00:00",
+        "upcoming": [],
         "last_run": run(),
     }
     return {**base, **fields}
@@ -55,8 +71,13 @@ def test_duration(seconds: float | None, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("delta", "text"),
-    [(timedelta(hours=3, minutes=12, seconds=9), "in 3h 12m"), (-timedelta(hours=2), "2h ago"),
-     (timedelta(seconds=45), "in 45s"), (-timedelta(days=2, hours=5), "2d 5h ago"), (timedelta(milliseconds=300), "just now")],
+    [
+        (timedelta(hours=3, minutes=12, seconds=9), "in 3h 12m"),
+        (-timedelta(hours=2), "2h ago"),
+        (timedelta(seconds=45), "in 45s"),
+        (-timedelta(days=2, hours=5), "2d 5h ago"),
+        (timedelta(milliseconds=300), "just now"),
+    ],
 )
 def test_relative(delta: timedelta, text: str) -> None:
     assert relative(NOW + delta, NOW) == text
@@ -106,10 +127,24 @@ def test_a_running_last_run_says_for_how_long() -> None:
 
 
 def test_runs_table() -> None:
-    lines = runs_table([run(), run(id=41, status="running", finished_at=None, duration_s=None)], NOW, zone=UTC).splitlines()
+    lines = runs_table(
+        [run(), run(id=41, status="running", finished_at=None, duration_s=None)], NOW, zone=UTC
+    ).splitlines()
     assert lines[0].split() == ["RUN", "JOB", "TRIGGER", "STATUS", "SCHEDULED", "STARTED", "DURATION", "NODE", "BY"]
-    assert lines[1].split() == ["42", "cleanup_sessions", "manual", "succeeded", "2026-05-01", "09:00:00", "3h", "ago",
-                                "1m", "05s", "db1:812", "ops"]
+    assert lines[1].split() == [
+        "42",
+        "cleanup_sessions",
+        "manual",
+        "succeeded",
+        "2026-05-01",
+        "09:00:00",
+        "3h",
+        "ago",
+        "1m",
+        "05s",
+        "db1:812",
+        "ops",
+    ]
     assert lines[2].split()[3] == "running" and " - " in lines[2]
     assert runs_table([], NOW) == "no runs"
 
@@ -121,9 +156,11 @@ def test_progress_line() -> None:
 
 
 def test_error_tail_keeps_the_end_without_caret_lines() -> None:
-    error = "Traceback (most recent call last):\n" + "".join(
-        f'  File "x.py", line {i}, in f\n    g()\n    ^^^\n' for i in range(10)
-    ) + "RuntimeError: boom\n"
+    error = (
+        "Traceback (most recent call last):\n"
+        + "".join(f'  File "x.py", line {i}, in f\n    g()\n    ^^^\n' for i in range(10))
+        + "RuntimeError: boom\n"
+    )
     tail = error_tail(error)
     assert tail[0] == "  …" and tail[-1] == "  RuntimeError: boom"
     assert not any(line.strip() == "^^^" for line in tail)
@@ -133,7 +170,10 @@ def test_report_end_summary_result_and_exit_status() -> None:
     out, err = io.StringIO(), io.StringIO()
     assert report_end(run(result={"deleted": 3, "table": "sessions"}), as_json=False, out=out, err=err) == 0
     assert out.getvalue().splitlines() == [
-        "run 42 cleanup_sessions succeeded in 1m 05s", "result:", "  deleted  3", "  table    sessions"
+        "run 42 cleanup_sessions succeeded in 1m 05s",
+        "result:",
+        "  deleted  3",
+        "  table    sessions",
     ]
     out, err = io.StringIO(), io.StringIO()
     assert report_end(run(status="timed_out", error="timed out after 10m"), as_json=False, out=out, err=err) == 1
@@ -154,11 +194,17 @@ def test_live_line_rewrites_in_place_on_a_terminal_and_prints_changes_elsewhere(
     for elapsed, progress in [(1.0, {"deleted": 1}), (2.0, {"deleted": 1}), (3.0, {"deleted": 2})]:
         piped.update(run(status="running", progress=progress), elapsed)
     assert stream.getvalue().splitlines() == [
-        "run 42 cleanup_sessions running 1.0s  deleted=1", "run 42 cleanup_sessions running 3.0s  deleted=2"
+        "run 42 cleanup_sessions running 1.0s  deleted=1",
+        "run 42 cleanup_sessions running 3.0s  deleted=2",
     ]
 
 
 def test_log_line() -> None:
-    line = {"seq": 3, "at": "2026-05-01T09:00:01+00:00", "level": "info", "event": "batch_deleted",
-            "fields": {"rows": 10000}}
+    line = {
+        "seq": 3,
+        "at": "2026-05-01T09:00:01+00:00",
+        "level": "info",
+        "event": "batch_deleted",
+        "fields": {"rows": 10000},
+    }
     assert log_line(line, UTC) == "2026-05-01 09:00:01  info     batch_deleted  rows=10000"

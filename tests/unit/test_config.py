@@ -52,7 +52,9 @@ def test_defaults() -> None:
 def test_job_timezone_falls_back_to_scheduler_timezone() -> None:
     config = valid('[scheduler]\ntimezone = "Europe/Berlin"\n' + GOOD_JOB)
     assert config.jobs["vacuum"].timezone.key == "Europe/Berlin"
-    config = valid('[scheduler]\ntimezone = "Europe/Berlin"\n' + GOOD_JOB.replace("@hourly", '@hourly"\ntimezone = "Asia/Tokyo'))
+    config = valid(
+        '[scheduler]\ntimezone = "Europe/Berlin"\n' + GOOD_JOB.replace("@hourly", '@hourly"\ntimezone = "Asia/Tokyo')
+    )
     assert config.jobs["vacuum"].timezone.key == "Asia/Tokyo"
 
 
@@ -73,14 +75,18 @@ def test_task_path_that_does_not_import() -> None:
 
 
 def test_task_path_to_undecorated_function() -> None:
-    [problem] = problems(GOOD_JOB.replace('task = "sql"', 'task = "os.path:join"').replace('[jobs.vacuum.params]\nsql = "SELECT 1"', ""))
+    [problem] = problems(
+        GOOD_JOB.replace('task = "sql"', 'task = "os.path:join"').replace('[jobs.vacuum.params]\nsql = "SELECT 1"', "")
+    )
     assert problem == "jobs.vacuum.task: unknown task 'os.path:join': not decorated with @maintd.task"
 
 
 def test_operator_task_by_path_with_typed_params() -> None:
     config = valid('[jobs.nap]\ntask = "tests.tasks:sleep"\nschedule = "every 5m"\n[jobs.nap.params]\nseconds = 2.5\n')
     assert config.jobs["nap"].params.seconds == 2.5
-    [problem] = problems('[jobs.nap]\ntask = "tests.tasks:sleep"\nschedule = "every 5m"\n[jobs.nap.params]\nseconds = "long"\n')
+    [problem] = problems(
+        '[jobs.nap]\ntask = "tests.tasks:sleep"\nschedule = "every 5m"\n[jobs.nap.params]\nseconds = "long"\n'
+    )
     assert problem.startswith("jobs.nap.params.seconds: ")
 
 
@@ -123,7 +129,9 @@ def test_missing_required_param() -> None:
 
 
 def test_out_of_range_numbers() -> None:
-    found = problems("[server]\nport = 70000\n" + GOOD_JOB.replace('schedule = "@hourly"', 'schedule = "@hourly"\nretries = -1'))
+    found = problems(
+        "[server]\nport = 70000\n" + GOOD_JOB.replace('schedule = "@hourly"', 'schedule = "@hourly"\nretries = -1')
+    )
     assert found == [
         "server.port: input should be less than or equal to 65535, got 70000",
         "jobs.vacuum.retries: input should be greater than or equal to 0, got -1",
@@ -141,7 +149,9 @@ def test_a_jobs_own_alert_threshold() -> None:
 
 
 def test_bad_enums() -> None:
-    found = problems(GOOD_JOB.replace('schedule = "@hourly"', 'schedule = "@hourly"\noverlap = "sometimes"\ncatch_up = "all"'))
+    found = problems(
+        GOOD_JOB.replace('schedule = "@hourly"', 'schedule = "@hourly"\noverlap = "sometimes"\ncatch_up = "all"')
+    )
     assert found == [
         "jobs.vacuum.overlap: must be 'forbid' or 'allow', got 'sometimes'",
         "jobs.vacuum.catch_up: must be 'once' or 'none', got 'all'",
@@ -214,7 +224,7 @@ def test_data_dir_relative_to_state_directory_under_systemd() -> None:
 
 def test_invalid_job_id() -> None:
     [problem] = problems(GOOD_JOB.replace("jobs.vacuum", 'jobs."bad id/x"'))
-    assert problem.startswith('jobs.bad id/x: invalid job id')
+    assert problem.startswith("jobs.bad id/x: invalid job id")
 
 
 def test_toml_syntax_error_names_line(tmp_path: Path) -> None:

@@ -133,7 +133,10 @@ def test_most_urgent_first() -> None:
     unsent = [UnsentReport(date(2026, 5, 10), "failed", "550 no", 3, "failed")]
     jobs = (health("a", paused=True), health("b", failures_since_success=1), health("c", last_success=None))
     assert kinds(*jobs, unsent=unsent) == [
-        ("report", "report_not_sent"), ("b", "failing"), ("a", "paused"), ("c", "never_succeeded")
+        ("report", "report_not_sent"),
+        ("b", "failing"),
+        ("a", "paused"),
+        ("c", "never_succeeded"),
     ]
 
 
@@ -197,7 +200,14 @@ def test_message_is_multipart_alternative_text_then_html() -> None:
 async def test_a_missing_smtp_password_fails_before_connecting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MAINTD_SMTP_PASSWORD", raising=False)
     settings = SmtpSettings(port=1, username="maintd", password_env="MAINTD_SMTP_PASSWORD")
-    message = build_message(sender="m@example.com", to=["a@example.com"], subject="s", text="t", html="h",
-                            date=NOW, message_id="<x@example.com>")
+    message = build_message(
+        sender="m@example.com",
+        to=["a@example.com"],
+        subject="s",
+        text="t",
+        html="h",
+        date=NOW,
+        message_id="<x@example.com>",
+    )
     with pytest.raises(MailNotSent, match=r"127.0.0.1:1 .*: the password variable \$MAINTD_SMTP_PASSWORD is not set"):
         await send_message(settings, message)

@@ -68,7 +68,9 @@ def claimed(run_id: int, job_id: str) -> RunOut:
 
 async def test_a_burst_starts_every_run_before_counting_it_and_counts_each_once() -> None:
     assert gc.isenabled()
-    config = make_config({f"job-{n}": {"task": f"{__name__}:note_metrics", "schedule": "every 60s"} for n in range(JOBS)})
+    config = make_config(
+        {f"job-{n}": {"task": f"{__name__}:note_metrics", "schedule": "every 60s"} for n in range(JOBS)}
+    )
     store = StandInStore()
     engine = Engine(config, store, node="node-a")  # type: ignore[arg-type]  # the stand-in answers what runs call
     _METRICS[:] = [engine.metrics]

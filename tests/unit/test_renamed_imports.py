@@ -35,7 +35,9 @@ def test_an_import_of_the_old_jobs_package_names_the_new_one(tmp_path: Path, mon
     assert "from maintd import task, JobContext" in problem
 
 
-def test_the_users_own_jobs_package_is_not_mistaken_for_maintds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_users_own_jobs_package_is_not_mistaken_for_maintds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "jobs").mkdir()
     (tmp_path / "jobs" / "__init__.py").write_text("CLEANUP = 'the application owns this package'\n")
     problem = task_problem(tmp_path, monkeypatch, "from jobs import task\n")

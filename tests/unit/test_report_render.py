@@ -59,7 +59,9 @@ def report(**changes: object) -> ReportData:
 
 
 def test_text_part() -> None:
-    assert render_report(report()).text == f"""\
+    assert (
+        render_report(report()).text
+        == f"""\
 Daily report for 2026-05-11 (Europe/Berlin)
 From 2026-05-11 00:00 CEST to 2026-05-12 00:00 CEST (24 hours).
 Made 2026-05-12 09:00 by job morning_report.
@@ -96,6 +98,7 @@ SESSIONS (app.sessions)
 -- 
 maintd
 """
+    )
 
 
 def test_subject_counts_what_went_wrong() -> None:
@@ -131,8 +134,15 @@ def test_html_part_escapes_a_job_error() -> None:
 def test_a_day_with_a_clock_change_says_so_and_shows_zones() -> None:
     fall_back = report_period("previous_day", datetime(2026, 10, 26, 8, 0, tzinfo=UTC), BERLIN)
     text = render_report(
-        report(period=fall_back, failures=[], longest=[], unrun=[], attention=[], sessions=None,
-               generated_at=datetime(2026, 10, 26, 9, 0, tzinfo=BERLIN))
+        report(
+            period=fall_back,
+            failures=[],
+            longest=[],
+            unrun=[],
+            attention=[],
+            sessions=None,
+            generated_at=datetime(2026, 10, 26, 9, 0, tzinfo=BERLIN),
+        )
     ).text
     assert "From 2026-10-25 00:00 CEST to 2026-10-26 00:00 CET (25 hours: the clocks went back)." in text
     assert "Made 2026-10-26 09:00 CET by job morning_report." in text

@@ -166,13 +166,23 @@ class TestLines:
         line = line_from_event(
             1,
             event(
-                when=datetime(2026, 5, 4, tzinfo=UTC), amount=Decimal("1.5"), thing=Thing(), tags={"a"},
-                ratio=math.nan, nested={"k": [1, (2, 3)], 4: None}, text="nul\x00 and \udc80",
+                when=datetime(2026, 5, 4, tzinfo=UTC),
+                amount=Decimal("1.5"),
+                thing=Thing(),
+                tags={"a"},
+                ratio=math.nan,
+                nested={"k": [1, (2, 3)], 4: None},
+                text="nul\x00 and \udc80",
             ),
         )
         assert line.fields == {
-            "when": "2026-05-04T00:00:00+00:00", "amount": "Decimal('1.5')", "thing": "<Thing>", "tags": ["a"],
-            "ratio": "nan", "nested": {"k": [1, [2, 3]], "4": None}, "text": "nul\\x00 and \\udc80",
+            "when": "2026-05-04T00:00:00+00:00",
+            "amount": "Decimal('1.5')",
+            "thing": "<Thing>",
+            "tags": ["a"],
+            "ratio": "nan",
+            "nested": {"k": [1, [2, 3]], "4": None},
+            "text": "nul\\x00 and \\udc80",
         }
         json.dumps(line.fields, allow_nan=False).encode()
 
@@ -199,7 +209,9 @@ class TestLines:
         buffer.append(event("plain_again", done=True))
         batch = buffer.take()
         assert [(line.seq, line.event, line.fields) for line in batch.lines] == [
-            (1, "plain", {"rows": 5, "table": "sessions"}), (2, "mutable", {"rows": [1]}), (3, "plain_again", {"done": True})
+            (1, "plain", {"rows": 5, "table": "sessions"}),
+            (2, "mutable", {"rows": [1]}),
+            (3, "plain_again", {"done": True}),
         ]
         assert buffer.take().lines == []
 
@@ -246,7 +258,9 @@ class TestCapture:
             await asyncio.to_thread(logging.getLogger("worker").info, "from a thread")
         lines = captured(buffer)
         assert [(line.level, line.event) for line in lines] == [
-            ("info", "batch_deleted"), ("warning", "retrying connect in 2s"), ("info", "from a thread")
+            ("info", "batch_deleted"),
+            ("warning", "retrying connect in 2s"),
+            ("info", "from a thread"),
         ]
         assert lines[0].fields == {"rows": 500, "logger": "maintd.test"}
         assert lines[1].fields == {"logger": "thirdparty.module"}

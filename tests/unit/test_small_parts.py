@@ -17,8 +17,15 @@ pytestmark = pytest.mark.unit
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("500ms", timedelta(milliseconds=500)), ("30s", timedelta(seconds=30)), ("10m", timedelta(minutes=10)),
-     ("2h", timedelta(hours=2)), ("1d", timedelta(days=1)), ("1.5s", timedelta(seconds=1.5)), (" 5 m ", timedelta(minutes=5))],
+    [
+        ("500ms", timedelta(milliseconds=500)),
+        ("30s", timedelta(seconds=30)),
+        ("10m", timedelta(minutes=10)),
+        ("2h", timedelta(hours=2)),
+        ("1d", timedelta(days=1)),
+        ("1.5s", timedelta(seconds=1.5)),
+        (" 5 m ", timedelta(minutes=5)),
+    ],
 )
 def test_parse_duration(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
@@ -32,13 +39,19 @@ def test_parse_duration_rejects(text: str) -> None:
 
 def test_format_duration_is_exact_and_short() -> None:
     assert [format_duration(parse_duration(t)) for t in ("200ms", "90s", "10m", "2h", "1d", "1500ms")] == [
-        "200ms", "90s", "10m", "2h", "1d", "1500ms",
+        "200ms",
+        "90s",
+        "10m",
+        "2h",
+        "1d",
+        "1500ms",
     ]
 
 
 def test_sql_blocks_need_a_description_and_are_unique() -> None:
     assert load_queries("-- name: a\n-- does a\nSELECT 1;\n-- name: b\n-- does b\nSELECT 2;\n") == {
-        "a": "SELECT 1", "b": "SELECT 2",
+        "a": "SELECT 1",
+        "b": "SELECT 2",
     }
     with pytest.raises(ValueError, match="description"):
         load_queries("-- name: a\nSELECT 1;\n")
@@ -52,8 +65,12 @@ def test_daemon_queries_load() -> None:
 
 @pytest.mark.parametrize(
     ("status", "expected"),
-    [("DELETE 42", {"status": "DELETE 42", "rows": 42}), ("INSERT 0 3", {"status": "INSERT 0 3", "rows": 3}),
-     ("VACUUM", {"status": "VACUUM"}), ("CREATE TABLE", {"status": "CREATE TABLE"})],
+    [
+        ("DELETE 42", {"status": "DELETE 42", "rows": 42}),
+        ("INSERT 0 3", {"status": "INSERT 0 3", "rows": 3}),
+        ("VACUUM", {"status": "VACUUM"}),
+        ("CREATE TABLE", {"status": "CREATE TABLE"}),
+    ],
 )
 def test_sql_task_status(status: str, expected: dict) -> None:
     assert parse_status(status) == expected
