@@ -580,6 +580,8 @@ class Engine(EngineAdmin):
         that owner to settle it or for its lease to run out, rather than being judged
         skipped by a stale row."""
         settle_by = asyncio.get_running_loop().time() + (self.lease + self.heartbeat_interval).total_seconds()
+        # A retry of a manual run runs though the job is paused, as the manual run did.
+        ignore_pause = retry_of is not None and retry_of.trigger == "manual"
         conflicts, announced = 0, False
         while self._accepting and not self.clock_guard.suspended():
             run = await self.store.claim_run(
@@ -592,7 +594,7 @@ class Engine(EngineAdmin):
                     started_at=self.clock(),
                     triggered_by=f"retry of run {retry_of.id}" if retry_of else None,
                     node=self.node,
-                    ignore_pause=retry_of is not None and retry_of.trigger == "manual",
+                    ignore_pause=ignore_pause,
                 )
             )
             if run is not None:
@@ -602,7 +604,7 @@ class Engine(EngineAdmin):
             if blockers.fire_run_id is not None:
                 self.metrics.job(job.id).fires["taken"].inc()
                 return
-            if blockers.paused and not (retry_of is not None and retry_of.trigger == "manual"):
+            if blockers.paused and not ignore_pause:
                 reason = "skipped: the job is paused"
                 break
             if blockers.running_id is None or job.overlap != "forbid":
@@ -1164,11 +1166,8 @@ class Engine(EngineAdmin):
             if active.fenced is None:
                 self._to_reap[active.run.id] = reason
                 self._give_up(active, reason)
-        for run in self._ahead.forget_all() if self._ahead is not None else []:
-            self._prepared.pop(run.id, None)
-            self._cancel_before_start.pop(run.id, None)
+        for run in self._abandon_claimed_ahead(self._ahead.forget_all() if self._ahead is not None else [], reason):
             self._to_reap[run.id] = reason
-            self.log.error("lease_lost", job_id=run.job_id, run_id=run.id, reason=reason, started=False)
         # Runs claimed from now on are stamped from now on.
         self._lease.reset()
 
@@ -1181,13 +1180,18 @@ class Engine(EngineAdmin):
                 self._give_up(
                     active, "it is no longer running in the database (declared lost, or lost with a failover)"
                 )
-        for run in self._ahead.forget_runs(gone) if self._ahead is not None else []:
+        self._abandon_claimed_ahead(
+            self._ahead.forget_runs(gone) if self._ahead is not None else [],
+            "no longer running in the database (recorded missed, or lost with a failover)",
+        )
+
+    def _abandon_claimed_ahead(self, runs: list[RunOut], reason: str) -> list[RunOut]:
+        """Fires claimed ahead that will never start here, forgotten by the claim-ahead part already."""
+        for run in runs:
             self._prepared.pop(run.id, None)
             self._cancel_before_start.pop(run.id, None)
-            self.log.error(
-                "lease_lost", job_id=run.job_id, run_id=run.id, started=False,
-                reason="no longer running in the database (recorded missed, or lost with a failover)",
-            )  # fmt: skip
+            self.log.error("lease_lost", job_id=run.job_id, run_id=run.id, reason=reason, started=False)
+        return runs
 
     def _give_up(self, active: ActiveRun, reason: str) -> None:
         active.fenced = reason
