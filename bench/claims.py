@@ -22,7 +22,7 @@ Measured in the same run:
 * **maintd**: 3 replicas, each a real :class:`~scheduler.engine.Engine` built
   as the daemon builds it, in its own spawned OS process (own event loop, own
   pool) on one database, with the same 1,000 jobs due at T. The engine claims
-  fires ahead of T (``scheduler/claim_ahead.py``): about 1 s before, each
+  fires ahead of T (``scheduler/engine/claim_ahead.py``): about 1 s before, each
   replica claims its share with one ``RunStore.claim_ahead`` statement; at
   0.5 s every replica claims what is left and learns the rest is taken
   (``RunStore.taken_fires``); a fire not decided by T is claimed at T with
@@ -73,7 +73,6 @@ from multiprocessing.connection import Connection
 from typing import Any, Self
 
 import asyncpg
-from apscheduler.job import Job as APJob
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bench import with_database
@@ -348,18 +347,17 @@ async def _replica(index: int, dsn: str, burst: Burst) -> ProcessResult:
         engine = Engine(config, store, node=f"replica-{index}")
         submitted: list[float] = []
         all_handed_over = asyncio.Event()
-        on_fire = engine._on_fire
+        on_fires = engine.timers.on_fires
 
-        def timed_on_fire(apjob: APJob, run_times: list[datetime]) -> None:
+        def timed_on_fires(job_ids: list[str], run_times: list[datetime]) -> None:
             # Instrumentation only: when APScheduler hands each fire over, before the engine buffers it.
             # Jobs sharing a schedule share one APScheduler job: one call hands over all of them.
-            submitted.extend([time.time()] * len(engine._timers.get(apjob.id, [apjob.id])))
-            on_fire(apjob, run_times)
+            submitted.extend([time.time()] * len(job_ids))
+            on_fires(job_ids, run_times)
             if len(submitted) == burst.jobs:
                 all_handed_over.set()
 
-        # Engine.start() gives self._on_fire to its FireExecutor: an instance attribute wins.
-        engine._on_fire = timed_on_fire  # type: ignore[method-assign]
+        engine.timers.on_fires = timed_on_fires
         await _arm_window(burst)
         began = time.time()
         await engine.start()
@@ -367,7 +365,7 @@ async def _replica(index: int, dsn: str, burst: Burst) -> ProcessResult:
         gc.collect()
         gc.freeze()
         armed_at = time.time()
-        _check_armed(engine.next_fire_time(), burst)
+        _check_armed(engine.timers.next_fire_time(), burst)
         complete = True
         with _Window() as window:
             try:

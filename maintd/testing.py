@@ -34,9 +34,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from maintd.admin_api.interface import RunOut
-from maintd.scheduler.clock_guard import NoClockGuard
 from maintd.scheduler.config.model import Config, config_from_text, load_config
 from maintd.scheduler.engine import Engine
+from maintd.scheduler.engine.clock_guard import NoClockGuard
 from maintd.scheduler.store.migrate import apply_migrations
 from maintd.scheduler.store.run_store import RunStore, create_pool
 
@@ -60,10 +60,10 @@ class FrozenEngine:
     async def advance(self, delta: timedelta) -> None:
         """Move the clock forward by ``delta``, firing every job due on the way at its own time."""
         target = self.now() + delta
-        while (due := self.engine.next_fire_time()) is not None and due <= target:
+        while (due := self.engine.timers.next_fire_time()) is not None and due <= target:
             self._frozen.move_to(due)
             await self._process()
-            if self.engine.next_fire_time() == due:
+            if self.engine.timers.next_fire_time() == due:
                 raise RuntimeError(f"fire at {due.isoformat()} was not processed")
         self._frozen.move_to(target)
         await self._process()
@@ -73,7 +73,7 @@ class FrozenEngine:
         await self.engine.idle()
 
     async def _process(self) -> None:
-        self.engine.wakeup()
+        self.engine.timers.wakeup()
         for _ in range(_YIELDS):
             await asyncio.sleep(0)
         await self.settle()

@@ -50,7 +50,7 @@ def create_app(config: Config, *, systemd: ServiceNotifier | None = None) -> Fas
             # first burst of fires (measured 37-270 ms with 1,000 jobs, bench/claims.py).
             gc.collect()
             gc.freeze()
-            app.state.engine = engine
+            app.state.engine = engine.admin
             notifier.start(summary=engine.status_summary, healthy=lambda: engine.running)
 
             async def apply(new: Config, diff: ConfigDiff) -> None:

@@ -16,11 +16,18 @@ StartEngine = Callable[..., Awaitable[Engine]]
 Clock = Callable[[], datetime]
 
 
+async def beat(engine: Engine) -> None:
+    """One heartbeat now, as the engine's loops make it: the lease on its runs (and the
+    cancel requests it brings back), then the housekeeping."""
+    await engine.fencing.keep()
+    await engine.housekeeping()
+
+
 async def run_to_end(engine: Engine, job_id: str) -> RunOut:
     """Trigger a job and wait for the run to end."""
-    started = await engine.trigger(job_id, OPS)
+    started = await engine.admin.trigger(job_id, OPS)
     await engine.idle()
-    return await engine.get_run(started.run_id)
+    return await engine.admin.get_run(started.run_id)
 
 
-__all__ = ["OPS", "Clock", "Config", "StartEngine", "run_to_end"]
+__all__ = ["OPS", "Clock", "Config", "StartEngine", "beat", "run_to_end"]

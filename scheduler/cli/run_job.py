@@ -69,7 +69,7 @@ async def follow_run_once(
 
     async def cancel(run: int) -> None:
         with contextlib.suppress(RunEnded):  # it ended first: nothing to cancel
-            await engine.cancel_run(run, actor)
+            await engine.admin.cancel_run(run, actor)
 
     def started(trigger: TriggerOut) -> None:
         nonlocal run_id
@@ -96,7 +96,7 @@ async def follow_run_once(
             await asyncio.wait({running}, timeout=POLL_S)
             if run_id is not None and not running.done() and not as_json:
                 with contextlib.suppress(Exception):  # progress is a nicety; the run goes on
-                    run = await engine.get_run(run_id)
+                    run = await engine.admin.get_run(run_id)
                     line.update(run.model_dump(mode="json"), loop.time() - began)
         ended: RunOut = running.result()
     except AdminError as exc:  # no such job, or a run in progress and overlap forbidden

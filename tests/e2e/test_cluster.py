@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from maintd.scheduler.engine import CLAIM_SETTLE
+from maintd.scheduler.engine.catch_up import CLAIM_SETTLE
 from maintd.scheduler.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from tests.e2e.conftest import Daemon
 from tests.e2e.records import (

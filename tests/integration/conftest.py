@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from maintd.scheduler.clock_guard import ClockGuard, NoClockGuard
 from maintd.scheduler.config.model import Config
 from maintd.scheduler.engine import Engine
+from maintd.scheduler.engine.clock_guard import ClockGuard, NoClockGuard
 from maintd.scheduler.store.run_store import RunStore
 from tests.engines import Clock, StartEngine
 

@@ -24,10 +24,11 @@ from maintd.jobs import JobContext, task
 from maintd.scheduler.config.model import Config
 from maintd.scheduler.config.reload import diff_configs
 from maintd.scheduler.engine import Engine
+from maintd.scheduler.engine.claimed_ahead import ClaimedAhead, NoClaimAhead
 from maintd.scheduler.store.run_store import RunStore
 from maintd.testing import frozen_engine
 from tests.configs import make_config, sleep_job, sql_job
-from tests.engines import StartEngine
+from tests.engines import StartEngine, beat
 
 pytestmark = pytest.mark.integration
 
@@ -63,9 +64,9 @@ async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float, wh
 
 async def first_waiting(engine: Engine, *, timeout: float = 10) -> list[RunOut]:
     """The runs this engine claimed ahead, as soon as it holds any."""
-    assert engine._ahead is not None, "claiming ahead is off"
+    assert isinstance(engine.ahead, ClaimedAhead), "claiming ahead is off"
     async with asyncio.timeout(timeout):
-        while not (waiting := engine._ahead.waiting):
+        while not (waiting := engine.ahead.waiting()):
             await asyncio.sleep(0.005)
     return waiting
 
@@ -85,7 +86,7 @@ async def fire_handled(engines: list[Engine], fire: datetime) -> None:
     """Every engine's APScheduler has handed over ``fire``, and what it started has ended."""
     async with asyncio.timeout(15):
         for engine in engines:
-            while (upcoming := engine.next_fire_time()) is not None and upcoming <= fire:
+            while (upcoming := engine.timers.next_fire_time()) is not None and upcoming <= fire:
                 await asyncio.sleep(0.02)
             await engine.idle()
 
@@ -152,10 +153,10 @@ async def test_a_registered_node_that_is_not_running_has_its_share_taken_over(
     )
     engines = [await start_engine(config, node=node) for node in ("node-a", "node-b")]
     fire = next_multiple(period, now() + timedelta(seconds=1.5))
-    ahead = engines[-1]._ahead  # started last: it saw every node register
-    assert ahead is not None
-    assert ahead.live == ["node-a", "node-b", "node-ghost"]
-    ghost_share = [job_id for job_id in job_ids if ahead.owner((job_id, fire)) == "node-ghost"]
+    ahead = engines[-1].ahead  # started last: it saw every node register
+    assert isinstance(ahead, ClaimedAhead)
+    assert ahead.decisions.live == ["node-a", "node-b", "node-ghost"]
+    ghost_share = [job_id for job_id in job_ids if ahead.decisions.owner((job_id, fire)) == "node-ghost"]
     assert ghost_share  # else the test would prove nothing
 
     await sleep_until(fire)
@@ -179,15 +180,15 @@ async def test_cancel_of_a_run_claimed_ahead_ends_it_cancelled_before_its_job_ru
     )
     [waiting] = await first_waiting(engine)
     assert waiting.scheduled_for is not None and waiting.started_at is None
-    accepted = await engine.cancel_run(waiting.id, BOB)
+    accepted = await engine.admin.cancel_run(waiting.id, BOB)
     assert accepted.status == "running"
     assert now() < waiting.scheduled_for, "the cancel came too late to test a run not started yet"
 
     async def ended() -> bool:
-        return (await engine.get_run(waiting.id)).status != "running"
+        return (await engine.admin.get_run(waiting.id)).status != "running"
 
     await eventually(ended, timeout=15, what="the cancelled run ended")
-    run = await engine.get_run(waiting.id)
+    run = await engine.admin.get_run(waiting.id)
     assert (run.status, run.error, await markers_of(store, waiting.id)) == ("cancelled", "cancelled by bob", 0)
     assert run.started_at is None
 
@@ -235,7 +236,7 @@ async def test_reload_that_reschedules_or_removes_a_job_skips_its_fire_claimed_a
     await engine.apply_config(new, diff)
     assert now() < fire, "the reload came too late to test a fire claimed ahead"
 
-    run = await engine.get_run(waiting.id)
+    run = await engine.admin.get_run(waiting.id)
     assert run.status == "skipped"
     assert run.error is not None and "reload" in run.error
     assert run.finished_at is not None
@@ -243,15 +244,15 @@ async def test_reload_that_reschedules_or_removes_a_job_skips_its_fire_claimed_a
     # The old fire time passes: the run is not started after all.
     await sleep_until(fire + timedelta(milliseconds=300))
     await engine.idle()
-    run = await engine.get_run(waiting.id)
+    run = await engine.admin.get_run(waiting.id)
     assert (run.status, run.started_at, await markers_of(store, waiting.id)) == ("skipped", None, 0)
-    assert engine._ahead is not None and waiting.id not in {r.id for r in engine._ahead.waiting}
+    assert waiting.id not in {r.id for r in engine.ahead.waiting()}
 
 
 async def test_reload_that_changes_only_a_jobs_params_runs_its_fire_claimed_ahead_with_the_new_ones(
     start_engine: StartEngine, store: RunStore
 ) -> None:
-    # The run claimed ahead was built when claimed (scheduler/engine.py, _prepare_claimed_ahead):
+    # The run claimed ahead was built when claimed (scheduler/engine/claimed_ahead.py):
     # a reload in between must not leave it with the old settings.
     old = make_config({"tick": sleep_job(0, schedule="every 2s", params={"marker": "before"})}, scheduler=LONG_LEASE)
     new = make_config({"tick": sleep_job(0, schedule="every 2s", params={"marker": "after"})}, scheduler=LONG_LEASE)
@@ -263,10 +264,10 @@ async def test_reload_that_changes_only_a_jobs_params_runs_its_fire_claimed_ahea
     assert list(diff.changed) == ["tick"] and list(diff.changed["tick"]) == ["params"]
     await engine.apply_config(new, diff)
     assert now() < fire, "the reload came too late to test a fire claimed ahead"
-    assert engine._ahead is not None and [run.id for run in engine._ahead.waiting] == [waiting.id]  # kept
+    assert [run.id for run in engine.ahead.waiting()] == [waiting.id]  # kept
 
     await eventually(lambda: all_ended(store, fire, 1), timeout=10, what="the fire's run ended")
-    run = await engine.get_run(waiting.id)
+    run = await engine.admin.get_run(waiting.id)
     assert (run.status, run.started_at is not None) == ("succeeded", True)
     markers = await store.pool.fetch("SELECT marker FROM test_markers WHERE run_id = $1", waiting.id)
     assert [row["marker"] for row in markers] == ["after"]
@@ -290,7 +291,7 @@ async def test_a_fire_claimed_ahead_by_a_replica_that_died_is_run_late_once_by_i
     [ghost] = await store.claim_ahead([("nightly", fire, True)], "node-dead")
     await store.pool.execute("UPDATE maintd.runs SET heartbeat_at = now() - interval '1 hour' WHERE id = $1", ghost.id)
 
-    await engine.beat()
+    await beat(engine)
     await engine.idle()
 
     rows = await store.pool.fetch(
@@ -304,7 +305,7 @@ async def test_a_fire_claimed_ahead_by_a_replica_that_died_is_run_late_once_by_i
     assert (late["trigger"], late["attempt"], late["status"], late["node"]) == ("catch_up", 2, "succeeded", "node-b")
     assert await markers_of(store, late["id"]) == 1
     # Reaped once, run once: a second beat finds nothing more to do.
-    await engine.beat()
+    await beat(engine)
     await engine.idle()
     assert await store.pool.fetchval("SELECT count(*) FROM maintd.runs WHERE scheduled_for = $1", fire) == 2
 
@@ -331,7 +332,7 @@ async def test_frozen_clock_engines_do_not_claim_ahead(db_dsn: str) -> None:
     config = make_config({"tick": sql_job(schedule="every 2s")})
     fire = datetime(2026, 5, 1, 12, 0, 2, tzinfo=UTC)
     async with frozen_engine(config, dsn=db_dsn, at="2026-05-01T12:00:01.500+00:00") as daemon:
-        assert daemon.engine._ahead is None
+        assert isinstance(daemon.engine.ahead, NoClaimAhead)
         # Real time passes (several claim-ahead passes' worth) while the clock stands half a second before the fire.
         await asyncio.sleep(0.8)
         assert await daemon.runs() == []
@@ -377,7 +378,7 @@ async def test_a_blocked_loop_records_the_older_fire_claimed_ahead_missed_and_ru
             scheduler=LONG_LEASE,
         )
     )
-    wedged = await engine.trigger("wedge", BOB)  # waits at its gate
+    wedged = await engine.admin.trigger("wedge", BOB)  # waits at its gate
     [claimed] = await first_waiting(engine)
     fire = claimed.scheduled_for
     assert fire is not None
@@ -386,7 +387,7 @@ async def test_a_blocked_loop_records_the_older_fire_claimed_ahead_missed_and_ru
     WEDGE_UNTIL[gate] = (newest + timedelta(milliseconds=300)).timestamp()
     WEDGE_GATES[gate].set()
     await fire_handled([engine], newest)
-    wedge_run = await engine.get_run(wedged.run_id)
+    wedge_run = await engine.admin.get_run(wedged.run_id)
     assert wedge_run.status == "succeeded"
     assert wedge_run.result["began"] < fire.timestamp(), "the loop was blocked too late"
 
@@ -463,12 +464,12 @@ async def test_a_fire_whose_claim_ahead_answer_comes_after_its_time_is_not_lost(
         await fire_handled([engine], fire)
 
         async def decided() -> bool:
-            return (await engine.get_run(claimed.id)).status != "running"
+            return (await engine.admin.get_run(claimed.id)).status != "running"
 
         # Not left running (it would block the job's next fires as overlapping for a minute).
         await eventually(decided, timeout=5, what=f"run {claimed.id}, claimed ahead, ran or was recorded")
         # Run late rather than lost: the claim made at the fire time lost to this one.
-        assert (await engine.get_run(claimed.id)).status == "succeeded"
+        assert (await engine.admin.get_run(claimed.id)).status == "succeeded"
         # One replica: no fire can have been taken by another.
         assert fires_of(engine, "taken", ["tick"]) == 0
     finally:

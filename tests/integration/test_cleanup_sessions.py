@@ -19,7 +19,7 @@ import structlog
 from maintd.jobs.cleanup_sessions import CleanupParams, CleanupTargetError, cleanup_sessions
 from maintd.jobs.context import JobContext
 from maintd.scheduler.config.model import ConfigError, parse_config
-from maintd.scheduler.engine import CANCEL_GRACE
+from maintd.scheduler.engine.runs import CANCEL_GRACE
 from maintd.scheduler.store.run_store import RunStore
 from maintd.testing import frozen_engine
 from tests.configs import make_config
@@ -320,13 +320,13 @@ async def test_cancel_between_batches_leaves_a_consistent_table(start_engine: St
         CREATE TRIGGER slow AFTER DELETE ON sessions FOR EACH STATEMENT EXECUTE FUNCTION slow();
     """)
     daemon = await start_engine(make_config({"cleanup": cleanup_job({"batch_size": 100})}))
-    started = await daemon.trigger("cleanup", OPS)
-    while (await daemon.get_run(started.run_id)).progress is None:
+    started = await daemon.admin.trigger("cleanup", OPS)
+    while (await daemon.admin.get_run(started.run_id)).progress is None:
         await asyncio.sleep(0.01)
-    await daemon.cancel_run(started.run_id, OPS)
+    await daemon.admin.cancel_run(started.run_id, OPS)
     await daemon.idle()
 
-    run = await daemon.get_run(started.run_id)
+    run = await daemon.admin.get_run(started.run_id)
     assert (run.status, run.error) == ("cancelled", "cancelled by ops")
     # Stopped at its next check between batches, not interrupted after the grace period.
     assert run.duration_s is not None and run.duration_s < CANCEL_GRACE.total_seconds()

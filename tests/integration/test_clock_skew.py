@@ -21,10 +21,11 @@ import pytest
 from maintd.admin_api.interface import RunOut, SchedulingSuspended
 from maintd.jobs import JobContext, task
 from maintd.jobs.registry import NoParams
-from maintd.scheduler.engine import CLAIM_SETTLE, Engine
+from maintd.scheduler.engine import Engine
+from maintd.scheduler.engine.catch_up import CLAIM_SETTLE
 from maintd.scheduler.store.run_store import RunStore
 from tests.configs import make_config
-from tests.engines import OPS
+from tests.engines import OPS, beat
 
 pytestmark = pytest.mark.integration
 
@@ -112,10 +113,10 @@ async def test_a_replica_with_a_wrong_clock_claims_and_records_nothing(
 
     refused: SchedulingSuspended | None = None
     try:
-        await skewed.trigger("tick", OPS)
+        await skewed.admin.trigger("tick", OPS)
     except SchedulingSuspended as exc:
         refused = exc
-    [reason] = await skewed.readiness()
+    [reason] = await skewed.admin.readiness()
     await skewed.stop(timedelta(seconds=5))
     await true.stop(timedelta(seconds=5))
 
@@ -149,9 +150,9 @@ async def test_back_within_bound_the_spell_is_caught_up_as_after_downtime(
     assert await rows(store) == []  # nothing claimed, nothing recorded
 
     clock.offset = timedelta(0)
-    await engine.beat()  # the heartbeat's reading: back within bound
+    await beat(engine)  # the heartbeat's reading: back within bound
     resumed = datetime.now(UTC)
-    assert await engine.readiness() == []
+    assert await engine.admin.readiness() == []
     await asyncio.sleep(CLAIM_SETTLE.total_seconds() + 1.5)
     await engine.stop(timedelta(seconds=5))
 
@@ -181,7 +182,7 @@ async def test_a_clock_that_jumps_claims_nothing_more_and_runs_what_it_claimed_o
     clock.offset = OFF  # NTP steps the wall clock, or an operator sets it by hand
     jumped = datetime.now(UTC)
     await asyncio.sleep(3.0)
-    reasons = await jumpy.readiness()
+    reasons = await jumpy.admin.readiness()
     # Claims of fires its wrong clock says are due shortly would be running rows by now.
     claimed_late_on = [run for run in await rows(store) if run.node == "jumpy" and run.scheduled_for > jumped]
     live = [row["node"] for row in await store.pool.fetch("SELECT node FROM maintd.nodes ORDER BY node")]

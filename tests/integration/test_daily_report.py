@@ -240,11 +240,11 @@ async def test_two_replicas_triggered_at_once_send_one_email(
     config = report_config(port, overlap="allow")
     replicas = [await start_engine(config, node=node, clock=lambda: NOW) for node in ("node-a", "node-b")]
 
-    started = await asyncio.gather(*(replica.trigger("morning_report", OPS) for replica in replicas))
+    started = await asyncio.gather(*(replica.admin.trigger("morning_report", OPS) for replica in replicas))
     for replica in replicas:
         await replica.idle()
 
-    runs = [await replicas[0].get_run(s.run_id) for s in started]
+    runs = [await replicas[0].admin.get_run(s.run_id) for s in started]
     assert {run.node for run in runs} == {"node-a", "node-b"}
     assert [run.status for run in runs] == ["succeeded", "succeeded"]
     assert sorted(run.result["sent"] for run in runs) == [False, True]

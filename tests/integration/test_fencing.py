@@ -20,7 +20,7 @@ from maintd.jobs.cleanup_sessions import CleanupParams, cleanup_sessions
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.store.run_store import RunStore, create_pool
 from tests.configs import make_config, sleep_job, sql_job
-from tests.engines import OPS, StartEngine
+from tests.engines import OPS, StartEngine, beat
 
 pytestmark = pytest.mark.integration
 
@@ -33,9 +33,9 @@ async def test_a_run_that_blocked_the_loop_past_its_lease_stays_lost_with_its_ou
     start_engine: StartEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine = await start_engine(make_config({"wedge": block_job(1.6)}, scheduler={"lease": "1s"}))
-    started = await engine.trigger("wedge", OPS)
+    started = await engine.admin.trigger("wedge", OPS)
     await asyncio.wait_for(engine.idle(), 10)
-    run = await engine.get_run(started.run_id)
+    run = await engine.admin.get_run(started.run_id)
     # No beat could go out for 1.6 s: the replica gives the run up before writing its outcome.
     assert run.status == "lost", run
     assert "had no heartbeat confirmed" in (run.error or "")
@@ -48,15 +48,15 @@ async def test_a_run_declared_lost_elsewhere_is_cancelled_at_its_owners_next_bea
     start_engine: StartEngine, store: RunStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine = await start_engine(make_config({"slow": sleep_job(60)}))
-    started = await engine.trigger("slow", OPS)
+    started = await engine.admin.trigger("slow", OPS)
     # Another replica's reaper, while this one could not beat (a partition, a long pause).
     await store.pool.execute(
         "UPDATE maintd.runs SET status = 'lost', finished_at = now(), error = 'lost: reaped' WHERE id = $1",
         started.run_id,
     )
-    await engine.beat()
+    await beat(engine)
     await asyncio.wait_for(engine.idle(), 5)  # at once, not after the job's 60 s
-    run = await engine.get_run(started.run_id)
+    run = await engine.admin.get_run(started.run_id)
     assert (run.status, run.error) == ("lost", "lost: reaped")
     assert run.late_outcome is not None and run.late_outcome.status == "cancelled"
     assert "declared lost" in (run.late_outcome.error or "")
@@ -67,11 +67,11 @@ async def test_raise_if_cancelled_fires_once_the_lease_ran_out(start_engine: Sta
     engine = await start_engine(
         make_config({"steps": sleep_job(60, params={"cooperative": True})}, scheduler={"lease": "1s"})
     )
-    started = await engine.trigger("steps", OPS)
+    started = await engine.admin.trigger("steps", OPS)
     await asyncio.sleep(0.1)
     time.sleep(1.3)  # the loop (this test shares it) is blocked past the lease: no beat goes out
     await asyncio.wait_for(engine.idle(), 5)
-    run = await engine.get_run(started.run_id)
+    run = await engine.admin.get_run(started.run_id)
     assert run.status == "lost"
     assert run.late_outcome is not None and run.late_outcome.status == "cancelled"
     assert "had no heartbeat confirmed" in (run.late_outcome.error or "")
@@ -90,9 +90,9 @@ async def test_a_busy_replica_keeps_its_lease_while_its_jobs_hold_every_pooled_c
     await busy.start()
     try:
         await start_engine(config, node="reaper")  # beats (and reaps) every 1/3 s
-        runs = [await busy.trigger(f"hog{i}", OPS) for i in range(2)]
+        runs = [await busy.admin.trigger(f"hog{i}", OPS) for i in range(2)]
         await asyncio.wait_for(busy.idle(), 10)
-        ended = [await busy.get_run(run.run_id) for run in runs]
+        ended = [await busy.admin.get_run(run.run_id) for run in runs]
         assert [(run.status, run.late_outcome) for run in ended] == [("succeeded", None)] * 2
     finally:
         await busy.stop(timedelta(seconds=1))

@@ -102,7 +102,7 @@ async def test_every_interval_is_aligned_to_the_epoch(db_dsn: str) -> None:
 async def test_paused_job_fire_is_recorded_as_skipped(db_dsn: str) -> None:
     config = make_config({"nightly": sql_job(schedule="0 0 * * *")})
     async with frozen_engine(config, dsn=db_dsn, at="2026-05-01T23:00:00+00:00") as daemon:
-        await daemon.engine.pause("nightly", Actor("ops", "operator"))
+        await daemon.engine.admin.pause("nightly", Actor("ops", "operator"))
         await daemon.advance(timedelta(hours=2))
         [run] = await daemon.runs()
         assert (run.status, run.trigger, run.error) == ("skipped", "schedule", "skipped: the job is paused")

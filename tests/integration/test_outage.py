@@ -23,11 +23,11 @@ from maintd.scheduler.engine import Engine
 from maintd.scheduler.store.run_store import Claim, RunStore
 from maintd.testing import FrozenEngine
 from tests.configs import make_config, sql_job
-from tests.engines import StartEngine
+from tests.engines import StartEngine, beat
 
 pytestmark = pytest.mark.integration
 
-# Beats (housekeeping, recovery) only when the test calls engine.beat(); a wrong
+# Beats (housekeeping, recovery) only when the test calls beat(engine); a wrong
 # clock is this test's own doing, not a reason to stop scheduling.
 QUIET = {"lease": "10m", "max_clock_skew": "1d"}
 
@@ -104,7 +104,7 @@ async def test_fires_of_an_outage_are_recorded_even_when_a_later_fire_was_claime
         # only then does a heartbeat come round to look at the outage.
         await outage.wait_claimed_ahead(at("2026-12-07T00:32:00+00:00"))
         await daemon.advance(timedelta(seconds=1))  # 00:32:00.5
-        await daemon.engine.beat()
+        await beat(daemon.engine)
         await daemon.settle()
         rows = by_fire(await daemon.runs("tick"))
 
@@ -130,7 +130,7 @@ async def test_a_fire_another_replica_ran_after_the_outage_does_not_hide_the_gap
         )
         await daemon.advance(timedelta(seconds=1))  # 00:32:00.5
         outage.down = False
-        await daemon.engine.beat()
+        await beat(daemon.engine)
         await daemon.settle()
         rows = by_fire(await daemon.runs("tick"))
 
@@ -155,11 +155,11 @@ async def test_a_catch_up_is_not_judged_by_a_run_whose_owner_has_not_settled_it_
     )
     engine = await start_engine(config, node="node-b")
     await asyncio.sleep(0.5)  # what a replica that judged by the row would have recorded by now
-    assert [run.status for run in await engine.list_runs(job_id="tick", status=None, limit=10)] == ["running"]
+    assert [run.status for run in await engine.admin.list_runs(job_id="tick", status=None, limit=10)] == ["running"]
     # node-a is back and writes how its run ended: the catch-up runs.
     await store.finish_runs([(stale, "succeeded", datetime.now(UTC), None, None, None)])
     await asyncio.wait_for(engine.idle(), 5)
-    runs = await engine.list_runs(job_id="tick", status=None, limit=10)
+    runs = await engine.admin.list_runs(job_id="tick", status=None, limit=10)
     assert [(run.trigger, run.status) for run in runs if run.id != stale] == [("catch_up", "succeeded")]
 
 
@@ -172,7 +172,7 @@ async def test_a_catch_up_behind_a_live_run_is_skipped_naming_it(store: RunStore
     assert busy is not None
     engine = await start_engine(config, node="node-b")
     await asyncio.wait_for(engine.idle(), 5)
-    runs = await engine.list_runs(job_id="tick", status=None, limit=10)
+    runs = await engine.admin.list_runs(job_id="tick", status=None, limit=10)
     assert [(run.trigger, run.status, run.error) for run in runs if run.id != busy.id] == [
         ("catch_up", "skipped", f"skipped: run {busy.id} was still running (overlap = 'forbid')")
     ]
@@ -186,5 +186,5 @@ async def test_a_paused_jobs_fire_is_skipped_as_paused_and_a_busy_one_as_busy(
     await store.pool.execute("UPDATE maintd.job_state SET paused = true WHERE job_id = 'tick'")
     engine = await start_engine(config, node="node-b")
     await asyncio.wait_for(engine.idle(), 5)
-    [run] = await engine.list_runs(job_id="tick", status=None, limit=10)
+    [run] = await engine.admin.list_runs(job_id="tick", status=None, limit=10)
     assert (run.trigger, run.status, run.error) == ("catch_up", "skipped", "skipped: the job is paused")

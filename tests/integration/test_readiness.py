@@ -19,7 +19,7 @@ async def test_readiness_names_the_database_without_its_error_and_logs_the_error
     database = store.dsn.rsplit("/", 1)[1]
     await allow_connections(pg_admin_dsn, database, allowed=False)
     try:
-        answers = [await engine.readiness() for _ in range(3)]
+        answers = [await engine.admin.readiness() for _ in range(3)]
     finally:
         await allow_connections(pg_admin_dsn, database, allowed=True)
     assert answers == [["database: not answering"]] * 3
@@ -28,4 +28,4 @@ async def test_readiness_names_the_database_without_its_error_and_logs_the_error
     ]
     assert len(logged) == 1
     assert logged[0]["error"]  # the exception, for the operator
-    assert await engine.readiness() == []
+    assert await engine.admin.readiness() == []

@@ -47,10 +47,10 @@ async def test_run_once_records_a_failure(store: RunStore) -> None:
 async def test_run_once_is_refused_while_a_replica_runs_the_job(store: RunStore, start_engine: StartEngine) -> None:
     config = make_config(JOBS)
     daemon = await start_engine(config, node="daemon")
-    busy = await daemon.trigger("sleepy", OPS)
+    busy = await daemon.admin.trigger("sleepy", OPS)
     with pytest.raises(JobBusy, match=rf"already running \(run {busy.run_id}\)"):
         await one_off_engine(config, store).run_once("sleepy", ME)
-    await daemon.cancel_run(busy.run_id, OPS)
+    await daemon.admin.cancel_run(busy.run_id, OPS)
 
 
 async def test_run_once_heartbeats_so_no_replica_declares_it_lost(store: RunStore, start_engine: StartEngine) -> None:
@@ -71,7 +71,7 @@ async def test_run_once_obeys_a_cancel_sent_through_another_replica(store: RunSt
     one_off = asyncio.create_task(
         one_off_engine(config, store, node="one-off").run_once("sleepy", ME, on_started=started.set_result)
     )
-    await replica.cancel_run((await started).run_id, OPS)
+    await replica.admin.cancel_run((await started).run_id, OPS)
     run = await asyncio.wait_for(one_off, timeout=10)
     assert (run.status, run.error) == ("cancelled", "cancelled by ops")
 

@@ -15,7 +15,7 @@ from maintd.scheduler.run_logs import DROPPED_EVENT, HEAD_LINES, MAX_LINES, RUN_
 from maintd.scheduler.store.run_store import RunStore
 from tests import tasks
 from tests.configs import make_config, sql_job
-from tests.engines import OPS, StartEngine, run_to_end
+from tests.engines import OPS, StartEngine, beat, run_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def chatter_job(**params: Any) -> dict[str, Any]:
 async def all_lines(engine: Engine, run_id: int) -> list[RunLogLine]:
     """Every stored line of a run, paging with after_seq as a client following it does."""
     lines: list[RunLogLine] = []
-    while page := (await engine.get_run_logs(run_id, after_seq=lines[-1].seq if lines else 0, limit=1000)).lines:
+    while page := (await engine.admin.get_run_logs(run_id, after_seq=lines[-1].seq if lines else 0, limit=1000)).lines:
         lines += page
     return lines
 
@@ -40,7 +40,7 @@ async def test_a_runs_lines_are_kept_in_order_with_their_fields(start_engine: St
     run = await run_to_end(engine, "talk")
     assert run.status == "succeeded"
 
-    logs = await engine.get_run_logs(run.id, after_seq=0, limit=1000)
+    logs = await engine.admin.get_run_logs(run.id, after_seq=0, limit=1000)
     assert (logs.run_id, logs.dropped) == (run.id, 0)
     assert [(line.seq, line.level, line.event) for line in logs.lines] == [
         (1, "info", "run_started"),
@@ -59,19 +59,19 @@ async def test_a_runs_lines_are_kept_in_order_with_their_fields(start_engine: St
         assert run.started_at - timedelta(seconds=1) <= line.at <= run.finished_at + timedelta(seconds=1)
     # Recorded runs keep their buffer until the next heartbeat writes what they logged after.
     assert RUN_LOGS.get(run.id) is not None
-    await engine.beat()
+    await beat(engine)
     assert RUN_LOGS.get(run.id) is None
 
-    page = await engine.get_run_logs(run.id, after_seq=2, limit=2)
+    page = await engine.admin.get_run_logs(run.id, after_seq=2, limit=2)
     assert [line.seq for line in page.lines] == [3, 4]
-    assert (await engine.get_run_logs(run.id, after_seq=6, limit=1000)).lines == []
+    assert (await engine.admin.get_run_logs(run.id, after_seq=6, limit=1000)).lines == []
 
 
 async def test_a_chatty_run_is_bounded_and_counts_what_it_dropped(start_engine: StartEngine, store: RunStore) -> None:
     engine = await start_engine(make_config({"talk": chatter_job(lines=10 * MAX_LINES)}))
     run = await run_to_end(engine, "talk")
 
-    logs = await engine.get_run_logs(run.id, after_seq=0, limit=1000)
+    logs = await engine.admin.get_run_logs(run.id, after_seq=0, limit=1000)
     logged = 10 * MAX_LINES + 3  # run_started, the lines, the stdlib line, run_succeeded
     assert logs.dropped == logged - MAX_LINES
     lines = await all_lines(engine, run.id)
@@ -96,24 +96,24 @@ async def test_logs_of_a_running_run_are_visible_on_every_replica_after_a_heartb
     owner = await start_engine(config, node="node-a")
     other = await start_engine(config, node="node-b")
     logged = tasks.LOGGED.setdefault("visible", asyncio.Event())
-    started = await owner.trigger("talk", OPS)
+    started = await owner.admin.trigger("talk", OPS)
     async with asyncio.timeout(10):
         await logged.wait()
 
-    assert (await other.get_run_logs(started.run_id, after_seq=0, limit=1000)).lines == []
-    await owner.beat()
-    seen = await other.get_run_logs(started.run_id, after_seq=0, limit=1000)
+    assert (await other.admin.get_run_logs(started.run_id, after_seq=0, limit=1000)).lines == []
+    await beat(owner)
+    seen = await other.admin.get_run_logs(started.run_id, after_seq=0, limit=1000)
     assert [line.event for line in seen.lines] == [
         "run_started",
         *["chatter_line"] * 3,
         "plain stdlib logging, 3 lines",
     ]
-    assert (await other.get_run(started.run_id)).status == "running"
+    assert (await other.admin.get_run(started.run_id)).status == "running"
 
     # A follower asks for what is new; the end of the run comes after the last line it saw.
-    await other.cancel_run(started.run_id, OPS)
+    await other.admin.cancel_run(started.run_id, OPS)
     await owner.idle()
-    new = await other.get_run_logs(started.run_id, after_seq=seen.lines[-1].seq, limit=1000)
+    new = await other.admin.get_run_logs(started.run_id, after_seq=seen.lines[-1].seq, limit=1000)
     assert [(line.seq, line.event) for line in new.lines] == [(6, "run_cancelled")]
     assert new.lines[0].fields["error"] == "cancelled by ops"
 
@@ -124,19 +124,19 @@ async def test_the_owner_answers_up_to_the_moment_without_waiting_for_a_heartbea
     config = make_config({"talk": chatter_job(lines=2, hold="owner")}, scheduler=NO_BACKGROUND_BEAT)
     engine = await start_engine(config)
     logged = tasks.LOGGED.setdefault("owner", asyncio.Event())
-    started = await engine.trigger("talk", OPS)
+    started = await engine.admin.trigger("talk", OPS)
     async with asyncio.timeout(10):
         await logged.wait()
-    logs = await engine.get_run_logs(started.run_id, after_seq=0, limit=1000)
+    logs = await engine.admin.get_run_logs(started.run_id, after_seq=0, limit=1000)
     assert [line.event for line in logs.lines][-1] == "plain stdlib logging, 2 lines"
-    await engine.cancel_run(started.run_id, OPS)
+    await engine.admin.cancel_run(started.run_id, OPS)
 
 
 async def test_a_failing_jobs_log_ends_with_its_traceback_and_the_retry(start_engine: StartEngine) -> None:
     engine = await start_engine(make_config({"bad": {**chatter_job(lines=2, fail="disk on fire"), "retries": 1}}))
     run = await run_to_end(engine, "bad")
     assert run.status == "failed"
-    lines = (await engine.get_run_logs(run.id, after_seq=0, limit=1000)).lines
+    lines = (await engine.admin.get_run_logs(run.id, after_seq=0, limit=1000)).lines
     assert [line.event for line in lines] == [
         "run_started",
         "chatter_line",
@@ -163,7 +163,7 @@ async def test_cleanup_sessions_logs_its_work_with_the_run(start_engine: StartEn
     run = await run_to_end(engine, "cleanup")
     assert run.status == "succeeded" and run.result is not None and run.result["deleted"] == 25
 
-    lines = {line.event: line for line in (await engine.get_run_logs(run.id, after_seq=0, limit=1000)).lines}
+    lines = {line.event: line for line in (await engine.admin.get_run_logs(run.id, after_seq=0, limit=1000)).lines}
     assert lines["cleanup_started"].fields["batch_size"] == 10
     assert lines["cleanup_started"].fields["table"] == '"sessions"'
     # No index on the expiry column: the warning that says how to fix it is kept with the run.
@@ -175,7 +175,7 @@ async def test_cleanup_sessions_logs_its_work_with_the_run(start_engine: StartEn
 async def test_an_unknown_run_is_not_found(start_engine: StartEngine) -> None:
     engine = await start_engine(make_config({"ok": sql_job()}))
     with pytest.raises(RunNotFound):
-        await engine.get_run_logs(424242, after_seq=0, limit=1000)
+        await engine.admin.get_run_logs(424242, after_seq=0, limit=1000)
 
 
 async def test_a_skipped_fire_has_a_run_and_no_lines(start_engine: StartEngine, store: RunStore) -> None:
@@ -184,7 +184,7 @@ async def test_a_skipped_fire_has_a_run_and_no_lines(start_engine: StartEngine, 
         "ok", "schedule", "skipped", datetime(2026, 1, 1, tzinfo=UTC), 1, datetime.now(UTC), "skipped: paused", "node-a"
     )
     assert skipped is not None
-    logs = await engine.get_run_logs(skipped.id, after_seq=0, limit=1000)
+    logs = await engine.admin.get_run_logs(skipped.id, after_seq=0, limit=1000)
     assert (logs.lines, logs.dropped) == ([], 0)
 
 
@@ -204,6 +204,6 @@ async def test_the_shipped_history_pruning_prunes_the_logs_too(
     assert pruned.status == "succeeded" and pruned.result is not None and pruned.result["rows"] == 1
 
     with pytest.raises(RunNotFound):
-        await engine.get_run_logs(old.id, after_seq=0, limit=1000)
+        await engine.admin.get_run_logs(old.id, after_seq=0, limit=1000)
     assert await store.pool.fetchval("SELECT count(*) FROM maintd.run_logs WHERE run_id = $1", old.id) == 0
-    assert len((await engine.get_run_logs(recent.id, after_seq=0, limit=1000)).lines) == 5
+    assert len((await engine.admin.get_run_logs(recent.id, after_seq=0, limit=1000)).lines) == 5

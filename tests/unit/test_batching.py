@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from maintd.scheduler.batching import Batcher
+from maintd.scheduler.engine.batching import Batcher
 
 pytestmark = pytest.mark.unit
 

@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from maintd.admin_api.interface import RunOut
-from maintd.scheduler.claim_ahead import TAKEN, ClaimAhead, FireKey
-from maintd.scheduler.clock_guard import ClockGuard
 from maintd.scheduler.config.model import JobConfig
+from maintd.scheduler.engine.claim_ahead import TAKEN, ClaimAhead, FireKey
+from maintd.scheduler.engine.clock_guard import ClockGuard
 from tests.configs import make_config, sql_job
 
 pytestmark = pytest.mark.unit

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from maintd.scheduler.clock_guard import RECHECK_SUSPENDED, NoClockGuard, SkewGuard, Stamp
+from maintd.scheduler.engine.clock_guard import RECHECK_SUSPENDED, NoClockGuard, SkewGuard, Stamp
 from tests.unit.test_claim_ahead import (
     T0,
     Clock,

@@ -1,4 +1,4 @@
-"""How a burst of fires claimed ahead starts, on an engine with a stand-in store.
+"""How a burst of fires claimed ahead starts, on an engine's runs with a stand-in store.
 
 What matters at a fire time is how soon every run's job starts (bench/claims.py):
 runs claimed ahead are built when claimed, and the metric updates of a pass are
@@ -75,14 +75,12 @@ async def test_a_burst_starts_every_run_before_counting_it_and_counts_each_once(
     engine = Engine(config, store, node="node-a")  # type: ignore[arg-type]  # the stand-in answers what runs call
     _METRICS[:] = [engine.metrics]
     _SEEN.clear()
-    engine._accepting = True
     runs = [claimed(n + 1, job_id) for n, job_id in enumerate(engine.jobs)]
-    for run in runs:
-        engine._prepare_claimed_ahead(run)  # as when the claim ahead is won
-    assert sorted(engine._prepared) == [run.id for run in runs]
+    # Built when the claims ahead are won...
+    prepared = [engine.runs.prepare(engine.jobs[run.job_id], run) for run in runs]
 
-    for run in runs:  # as when APScheduler hands the fire over
-        engine._start_claimed_ahead(engine.jobs[run.job_id], run)
+    for active in prepared:  # ...and started when APScheduler hands the fire over.
+        engine.runs.start_claimed_ahead(active)
     await engine.idle()
 
     # Every job started before its fire was counted, and with the garbage collector waiting.
@@ -93,7 +91,6 @@ async def test_a_burst_starts_every_run_before_counting_it_and_counts_each_once(
         assert engine.metrics.fires.labels(job_id, "ran")._value.get() == 1
         assert engine.metrics.running.labels(job_id)._value.get() == 0
         assert engine.metrics.runs.labels(job_id, "succeeded")._value.get() == 1
-    assert engine._prepared == {}
     # The jobs ended in their first step: each start time went with its outcome, not in a
     # statement of its own.
     assert store.started == []

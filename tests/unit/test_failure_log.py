@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from maintd.scheduler.failure_log import FailureLog
+from maintd.scheduler.engine.failure_log import FailureLog
 
 pytestmark = pytest.mark.unit
 

@@ -224,7 +224,7 @@ def test_engine_status_summary() -> None:
     config = make_config({"a": sql_job(), "b": sql_job()})
     engine = Engine(config, store=object(), node="n1")  # type: ignore[arg-type]  # summary needs no database
     assert engine.status_summary() == "2 jobs, 0 running, last failure: none"
-    engine.last_failure = ("b", datetime(2026, 11, 24, 3, 0, 0, 123456, tzinfo=UTC))
+    engine.runs.last_failure = ("b", datetime(2026, 11, 24, 3, 0, 0, 123456, tzinfo=UTC))
     assert engine.status_summary() == "2 jobs, 0 running, last failure: b at 2026-11-24T03:00:00+00:00"
 
 

@@ -1,20 +1,11 @@
-"""The engine's answers to admins: :class:`admin_api.interface.AdminEngine` (jobs, runs,
-trigger, pause, cancel, audit, readiness) and the one-off run of ``maintd run-job``.
-
-A mixin of :class:`scheduler.engine.Engine`, kept apart so that the engine module
-holds the scheduling itself; it reads and writes through the run store and starts
-runs with the engine's own machinery.
-"""
+"""The engine's answers to admins: the API's :class:`~maintd.admin_api.interface.AdminEngine`
+(jobs, runs, trigger, pause, cancel, audit, readiness). It reads and writes
+through the run store, and starts a triggered run with the engine's runs."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
-from datetime import datetime, timedelta
-from typing import Any
-
-import asyncpg
+from datetime import datetime
 
 from maintd.admin_api.interface import (
     Actor,
@@ -29,52 +20,49 @@ from maintd.admin_api.interface import (
     SchedulingSuspended,
     TriggerOut,
 )
-from maintd.scheduler.alerts import Alerter
-from maintd.scheduler.clock_guard import ClockGuard
 from maintd.scheduler.config.model import JobConfig
-from maintd.scheduler.failure_log import FailureLog
-from maintd.scheduler.metrics import Metrics
+from maintd.scheduler.engine.runs import Runs
+from maintd.scheduler.engine.state import EngineState
 from maintd.scheduler.run_logs import RUN_LOGS
 from maintd.scheduler.store.run_store import AuditEntry, Claim, RunStore
 
 # A readiness check (and the clock check) waits this long for the database.
 READINESS_TIMEOUT_S = 2.0
-# What /readyz says while the database does not answer; why goes to the log (scheduler/failure_log.py).
+# What /readyz says while the database does not answer; why goes to the log (scheduler/engine/failure_log.py).
 DATABASE_NOT_ANSWERING = "database: not answering"
-# At stop, alerts still being delivered get this long.
-ALERTS_AT_STOP = timedelta(seconds=5)
 # Fire times listed on a job object.
 UPCOMING = 5
 
 
 class EngineAdmin:
-    """What admins ask of a running engine (the API's AdminEngine), and ``run_once``."""
+    """What admins ask of a running engine: the API's :class:`AdminEngine`."""
 
-    # The engine's parts this uses (scheduler.engine.Engine sets them).
-    jobs: dict[str, JobConfig]
-    store: RunStore
-    node: str
-    metrics: Metrics
-    alerter: Alerter
-    clock: Callable[[], datetime]
-    heartbeat_interval: timedelta
-    clock_guard: ClockGuard
-    log: Any
-    _active: dict[int, Any]
-    _logs_to_close: set[int]
-    _start_run: Callable[[JobConfig, RunOut], None]
-    _on_cancel_request: Callable[[int, str], None]
-    _listen: Callable[[], Any]
-    idle: Callable[[], Any]
-    _beat_own_runs: Callable[[], Any]
-    _beat_own_runs_loop: Callable[[], Any]
-    _heartbeat_line: Any
-    _failures: FailureLog
+    def __init__(
+        self,
+        state: EngineState,
+        *,
+        runs: Runs,
+        running: Callable[[], bool],
+        cancel_requested: Callable[[int, str], None],
+    ) -> None:
+        """``running()``: whether the scheduler runs; ``cancel_requested(run_id, by)``
+        routes a cancel to a run of this replica's, if it is one."""
+        self._state = state
+        self._runs = runs
+        self._running = running
+        self._cancel_requested = cancel_requested
 
     @property
-    def running(self) -> bool:
-        """Whether the scheduler runs (the engine's)."""
-        raise NotImplementedError
+    def jobs(self) -> dict[str, JobConfig]:
+        return self._state.jobs
+
+    @property
+    def store(self) -> RunStore:
+        return self._state.store
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self._state.clock
 
     def _job(self, job_id: str) -> JobConfig:
         try:
@@ -126,7 +114,7 @@ class EngineAdmin:
 
     async def trigger(self, job_id: str, actor: Actor) -> TriggerOut:
         job = self._job(job_id)
-        if (suspended := self.clock_guard.reason()) is not None:
+        if (suspended := self._state.clock_guard.reason()) is not None:
             raise SchedulingSuspended(suspended)
         now = self.clock()
         run = await self.store.claim_run(
@@ -138,7 +126,7 @@ class EngineAdmin:
                 exclusive=job.overlap == "forbid",
                 started_at=now,
                 triggered_by=actor.name,
-                node=self.node,
+                node=self._state.node,
                 ignore_pause=True,
             )
         )
@@ -146,7 +134,7 @@ class EngineAdmin:
             busy = await self.store.running_run_of_job(job.id)
             raise JobBusy(job.id, busy.id if busy else None)
         await self.store.add_audit(AuditEntry(now, actor.name, "trigger", job.id, actor.client, {"run_id": run.id}))
-        self._start_run(job, run)
+        self._runs.start_manual(job, run)
         return TriggerOut(job_id=job.id, run_id=run.id, status=run.status)
 
     async def pause(self, job_id: str, actor: Actor) -> JobOut:
@@ -162,7 +150,7 @@ class EngineAdmin:
         await self.store.set_paused(
             job_id, paused, now, actor.name, AuditEntry(now, actor.name, action, job_id, actor.client)
         )
-        self.log.info(f"job_{action}d", job_id=job_id, by=actor.name)
+        self._state.log.info(f"job_{action}d", job_id=job_id, by=actor.name)
         return await self.get_job(job_id)
 
     async def list_runs(self, *, job_id: str | None, status: str | None, limit: int) -> list[RunOut]:
@@ -175,7 +163,7 @@ class EngineAdmin:
         return run
 
     async def get_run_logs(self, run_id: int, *, after_seq: int, limit: int) -> RunLogsOut:
-        if run_id in self._active or run_id in self._logs_to_close:  # ours: written first, so the answer is up to now
+        if self._runs.holds_logs_of(run_id):  # ours: written first, so the answer is up to now
             await RUN_LOGS.flush([run_id], self.store.write_runs_logs)
         dropped = await self.store.run_log_lines_dropped(run_id)
         if dropped is None:
@@ -191,7 +179,7 @@ class EngineAdmin:
         await self.store.add_audit(
             AuditEntry(self.clock(), actor.name, "cancel", f"run:{run_id}", actor.client, {"job_id": run.job_id})
         )
-        self._on_cancel_request(run_id, actor.name)
+        self._cancel_requested(run_id, actor.name)
         return run
 
     async def list_audit(self, *, limit: int) -> list[AuditOut]:
@@ -203,56 +191,15 @@ class EngineAdmin:
 
     async def readiness(self) -> list[str]:
         reasons = []
-        if not self.running:
+        if not self._running():
             reasons.append("scheduler: not running")
-        if (suspended := self.clock_guard.reason()) is not None:
+        if (suspended := self._state.clock_guard.reason()) is not None:
             reasons.append(suspended)
         try:
             await self.store.ping(timeout=READINESS_TIMEOUT_S)
         except Exception as exc:
             # /readyz is open: it names the failing part; the error (an address, a role) goes to the log.
             reasons.append(DATABASE_NOT_ANSWERING)
-            self._failures.failed("readiness_database_failed", error=f"{type(exc).__name__}: {exc}")
-        self.metrics.ready.set(0 if reasons else 1)
+            self._state.failures.failed("readiness_database_failed", error=f"{type(exc).__name__}: {exc}")
+        self._state.metrics.ready.set(0 if reasons else 1)
         return reasons
-
-    # -- one-off runs (maintd run-job) -------------------------------------
-
-    async def run_once(
-        self, job_id: str, actor: Actor, *, on_started: Callable[[TriggerOut], object] | None = None
-    ) -> RunOut:
-        """Run one job now, in this process, on an engine whose scheduler is not started
-        (``maintd run-job``): claim a manual run as :meth:`trigger` does (``JobBusy`` while a
-        run is in progress and overlap is forbidden), heartbeat it so that no replica declares
-        it lost, obey cancel requests, and return the run as recorded once it has ended.
-        ``on_started`` gets the claimed run's id (for progress and cancelling) before it ends."""
-        if self.running:
-            raise RuntimeError("run_once is for an engine whose scheduler is not started")
-        listener: asyncpg.Connection | None = None
-        try:  # before the claim: a cancel sent right after it must not be missed
-            listener = await self._listen()
-        except Exception as exc:  # the heartbeat still picks up cancel requests
-            self.log.warning("listen_failed", error=repr(exc))
-        heartbeat: asyncio.Task[None] | None = None
-        try:
-            started = await self.trigger(job_id, actor)
-            if on_started is not None:
-                on_started(started)
-            # Only its own run's beat: a one-off process reaps, alerts and catches up nothing.
-            heartbeat = asyncio.create_task(self._beat_own_runs_loop(), name="maintd-heartbeat")
-            await self.idle()
-            # An outcome the database missed is retried by the beats until it is recorded.
-            while started.run_id in self._active:
-                await asyncio.sleep(self.heartbeat_interval.total_seconds())
-        finally:
-            if heartbeat is not None:
-                heartbeat.cancel()
-                await asyncio.gather(heartbeat, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await self._beat_own_runs()  # the run's last log lines
-            await self._heartbeat_line.close()
-            await self.alerter.close(ALERTS_AT_STOP)
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.close(timeout=2)
-        return await self.get_run(started.run_id)

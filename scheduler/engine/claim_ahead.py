@@ -27,8 +27,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from maintd.admin_api.interface import RunOut
-from maintd.scheduler.clock_guard import ClockGuard, NoClockGuard
 from maintd.scheduler.config.model import JobConfig
+from maintd.scheduler.engine.clock_guard import ClockGuard, NoClockGuard
 from maintd.scheduler.store.run_store import RunStore
 
 FireKey = tuple[str, datetime]

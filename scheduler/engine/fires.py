@@ -1,0 +1,211 @@
+"""Fires claimed at their time: what APScheduler hands over and no claim ahead decided.
+
+Every fire is claimed as ``(job, fire time, attempt)`` in the database; only the
+replica whose insert wins runs it. The fires of one APScheduler pass are claimed
+together in one statement. A fire that does not run (the previous run still
+going, the job paused, the daemon too busy) is recorded ``skipped`` or
+``missed``, with the true reason read after the claim, unless another replica
+holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+from maintd.admin_api.interface import RunOut
+from maintd.scheduler.config.model import JobConfig
+from maintd.scheduler.engine.claimed_ahead import TOO_BUSY, FiresAhead
+from maintd.scheduler.engine.recovery import Recovery
+from maintd.scheduler.engine.runs import Runs
+from maintd.scheduler.engine.state import EngineState
+from maintd.scheduler.store.run_store import Claim
+
+
+class FireClaims:
+    def __init__(
+        self, state: EngineState, *, recovery: Recovery, runs: Runs, ahead: FiresAhead, check_lease: Callable[[], None]
+    ) -> None:
+        self._state = state
+        self._check_lease = check_lease
+        self._recovery = recovery
+        self._runs = runs
+        self._ahead = ahead
+        # Fires of the current APScheduler pass, claimed together in one statement.
+        self._due: list[tuple[JobConfig, datetime]] = []
+
+    def on_fires(self, job_ids: list[str], run_times: list[datetime]) -> None:
+        """Fires handed over by APScheduler (in the loop): one per job, or several when the
+        loop was blocked past some."""
+        if not self._state.scheduling():
+            return  # due by a wrong clock: the fires are judged once it is right
+        for job_id in job_ids:
+            self._on_job_fire(self._state.jobs[job_id], run_times)
+
+    def on_retry(self, retry_of: RunOut, run_times: list[datetime]) -> None:
+        if not self._state.scheduling():
+            return
+        if (job := self._state.jobs.get(retry_of.job_id)) is not None:  # None: removed by a reload
+            self._state.tasks.spawn(self._handle_retry(job, run_times, retry_of), name=f"fire:retry-of-{retry_of.id}")
+
+    def _on_job_fire(self, job: JobConfig, run_times: list[datetime]) -> None:
+        # After a freeze, fires come in late: runs claimed ahead under a lease that ran out meanwhile must not start.
+        self._check_lease()
+        newest = run_times[-1]
+        undecided = self._ahead.take(job, run_times)
+        if undecided and undecided[-1] != newest:
+            # The newest was decided ahead: the older ones left are only to be recorded.
+            self._state.tasks.spawn(self._record_missed(job, undecided), name=f"fire:{job.id}")
+            return
+        if len(undecided) == 1:
+            # APScheduler hands over every fire due in one pass synchronously; the
+            # batch is flushed right after the pass, so a burst costs one round trip.
+            if not self._due:
+                asyncio.get_running_loop().call_soon(self._flush_due)
+            self._due.append((job, undecided[0]))
+        elif undecided:
+            self._state.tasks.spawn(self._handle_late(job, undecided), name=f"fire:{job.id}")
+
+    def _flush_due(self) -> None:
+        due, self._due = self._due, []
+        self._state.tasks.spawn(self._claim_due(due), name=f"fire:batch-of-{len(due)}")
+
+    async def _claim_due(self, due: list[tuple[JobConfig, datetime]]) -> None:
+        state = self._state
+        if not state.accepting or not state.scheduling():
+            return
+        try:
+            if not await self._recovery.recovered(until=min(fire for _, fire in due)):
+                return
+            won = await state.store.claim_fires(
+                [(job.id, fire, job.overlap == "forbid") for job, fire in due], state.clock(), state.node
+            )
+            due_jobs = {job.id: job for job, _ in due}
+            for run in won:
+                self._runs.start_fire(self._runs.prepare(due_jobs[run.job_id], run))
+            claimed = {(run.job_id, run.scheduled_for) for run in won}
+            lost = [(job, fire) for job, fire in due if (job.id, fire) not in claimed]
+            if not lost:
+                return
+            taken = await state.store.taken_fires([(job.id, fire) for job, fire in lost])
+            for job, fire in lost:
+                if (job.id, fire) in taken:
+                    # Unless it is this replica's own claim ahead, answered late (it starts then).
+                    if not self._ahead.in_flight((job.id, fire)):
+                        state.metrics.job(job.id).fires["taken"].inc()
+                else:
+                    await self.claim(job, "schedule", fire, 1, None)
+        except Exception as exc:  # a fire must never take the daemon down
+            self._recovery.failed(min(fire for _, fire in due))
+            state.failures.failed("fires_not_claimed", level="error", fires=len(due), error=repr(exc))
+
+    async def _handle_late(self, job: JobConfig, run_times: list[datetime]) -> None:
+        """Fires APScheduler hands over together came late (the loop was blocked): all but
+        the newest are recorded as missed, the newest runs."""
+        *late, due = run_times
+        try:
+            if not await self._recovery.recovered(until=run_times[0]):
+                return
+            for fire in late:
+                await self.record_unrun(job, "missed", fire, TOO_BUSY)
+            await self.claim(job, "schedule", due, 1, None)
+        except Exception as exc:  # a fire must never take the daemon down
+            # Recorded as missed (and caught up, if configured) once the database is back.
+            self._fire_failed(job, run_times, exc)
+
+    async def _handle_retry(self, job: JobConfig, run_times: list[datetime], retry_of: RunOut) -> None:
+        assert retry_of.scheduled_for is not None
+        try:
+            await self.claim(job, "retry", retry_of.scheduled_for, retry_of.attempt + 1, retry_of)
+        except Exception as exc:  # a fire must never take the daemon down
+            self._recovery.failed(retry_of.scheduled_for)
+            self._log_fire_failed(job, run_times, exc)
+
+    async def _record_missed(self, job: JobConfig, fires: list[datetime]) -> None:
+        try:
+            for fire in fires:
+                await self.record_unrun(job, "missed", fire, TOO_BUSY)
+        except Exception as exc:  # recorded by the catch-up once the database is back
+            self._fire_failed(job, fires, exc)
+
+    def _fire_failed(self, job: JobConfig, fires: list[datetime], exc: Exception) -> None:
+        self._recovery.failed(fires[0])
+        self._log_fire_failed(job, fires, exc)
+
+    def _log_fire_failed(self, job: JobConfig, fires: list[datetime], exc: Exception) -> None:
+        self._state.failures.failed(
+            "fire_failed", level="error", job_id=job.id, run_times=[t.isoformat() for t in fires], error=repr(exc)
+        )
+
+    async def claim(self, job: JobConfig, trigger: str, fire: datetime, attempt: int, retry_of: RunOut | None) -> None:
+        """Claim a fire and run it; or record why it does not run (the true reason, read
+        after the claim), unless another replica holds it.
+
+        A run in the way whose owner has gone silent may have ended during a database
+        outage while its owner could not say so yet: the fire waits (up to a lease) for
+        that owner to settle it or for its lease to run out, rather than being judged
+        skipped by a stale row."""
+        state = self._state
+        interval = state.heartbeat_interval.total_seconds()
+        loop = asyncio.get_running_loop()
+        settle_by = loop.time() + state.lease.total_seconds() + interval
+        # A retry of a manual run runs though the job is paused, as the manual run did.
+        ignore_pause = retry_of is not None and retry_of.trigger == "manual"
+        conflicts, announced = 0, False
+        while state.accepting and state.scheduling():
+            run = await state.store.claim_run(
+                Claim(
+                    job_id=job.id, trigger=trigger, scheduled_for=fire, attempt=attempt,
+                    exclusive=job.overlap == "forbid", started_at=state.clock(),
+                    triggered_by=f"retry of run {retry_of.id}" if retry_of else None,
+                    node=state.node, ignore_pause=ignore_pause,
+                )
+            )  # fmt: skip
+            if run is not None:
+                self._runs.start_fire(self._runs.prepare(job, run))
+                return
+            blockers = await state.store.claim_blockers(job.id, fire, attempt)
+            if blockers.fire_run_id is not None:
+                state.metrics.job(job.id).fires["taken"].inc()
+                return
+            if blockers.paused and not ignore_pause:
+                reason = "skipped: the job is paused"
+                break
+            if blockers.running_id is None or job.overlap != "forbid":
+                # Whatever was in the way ended meanwhile: claim again (a few times at most).
+                conflicts += 1
+                if conflicts < 3:
+                    continue
+                reason = "skipped: the claim kept conflicting with runs of the job that ended at once"
+                break
+            # A live owner heartbeats its runs at least every interval and a half.
+            owner_silent = (blockers.running_silent_s or 0.0) > interval * 1.5
+            if not owner_silent or loop.time() >= settle_by:
+                reason = f"skipped: run {blockers.running_id} was still running (overlap = 'forbid')"
+                break
+            if not announced:
+                announced = True
+                state.log.info(
+                    "fire_waits_for_silent_owner", job_id=job.id, scheduled_for=fire.isoformat(),
+                    run_id=blockers.running_id, silent_s=round(blockers.running_silent_s or 0.0, 3),
+                )  # fmt: skip
+            await asyncio.sleep(interval / 4)
+        else:
+            return
+        await self.record_unrun(job, "skipped", fire, reason, trigger=trigger, attempt=attempt)
+
+    async def record_unrun(
+        self, job: JobConfig, status: str, fire: datetime, reason: str, *, trigger: str = "schedule", attempt: int = 1
+    ) -> None:
+        state = self._state
+        if not state.scheduling():  # no fire is judged by a wrong clock
+            return
+        row = await state.store.record_unrun_fire(
+            job.id, trigger, status, fire, attempt, state.clock(), reason, state.node
+        )
+        if row is not None:
+            state.metrics.job(job.id).fires[status].inc()
+            state.log.info(
+                f"fire_{status}", job_id=job.id, run_id=row.id, scheduled_for=fire.isoformat(), reason=reason
+            )
