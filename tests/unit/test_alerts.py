@@ -19,6 +19,7 @@ from maintd.scheduler.alerts import (
     should_alert,
 )
 from maintd.scheduler.config.alerts import AlertsConfig
+from tests.memory_store import MemoryStore
 
 pytestmark = pytest.mark.unit
 
@@ -181,34 +182,31 @@ def test_a_job_of_its_own_k_overrides_the_section() -> None:
     assert not should_alert("failed", 2, AlertsConfig(), after_failures=5)
 
 
-class NoStore:
-    """A store that must not be asked: the decision is taken before any query."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"store.{name} called")
-
-
-def alerter(**config: Any) -> Alerter:
+def alerter(store: MemoryStore | None = None, **config: Any) -> Alerter:
     webhooks = [{"url": "http://127.0.0.1:9/hook"}]
-    return Alerter(AlertsConfig(webhooks=webhooks, **config), NoStore(), node="n", retry_delays=(0, 0, 0))  # type: ignore[arg-type]
+    return Alerter(AlertsConfig(webhooks=webhooks, **config), store or MemoryStore(), node="n", retry_delays=(0, 0, 0))
 
 
 @pytest.mark.parametrize("status", ["succeeded", "cancelled", "skipped", "missed"])
 async def test_endings_that_never_alert_cost_nothing(status: str) -> None:
-    subject = alerter()
+    store = MemoryStore()
+    subject = alerter(store)
     await subject.run_ended(a_run(status, error=None))
     assert not subject._tasks
+    assert store.calls == []  # decided before any query
     await subject.close(timedelta(seconds=1))
 
 
 async def test_statuses_left_out_of_on_and_a_config_without_channels_do_nothing() -> None:
-    subject = alerter(on=["failed"])
+    store = MemoryStore()
+    subject = alerter(store, on=["failed"])
     await subject.run_ended(a_run("timed_out"))
     await subject.job_overdue("x", None, timedelta(hours=1), AT)
     assert not subject._tasks
-    silent = Alerter(AlertsConfig(), NoStore(), node="n")  # type: ignore[arg-type]
+    silent = Alerter(AlertsConfig(), store, node="n")
     await silent.run_ended(a_run("failed"))
     assert not silent._tasks
+    assert store.calls == []
     await subject.close(timedelta(seconds=1))
     await silent.close(timedelta(seconds=1))
 

@@ -1,8 +1,8 @@
 """Claiming fires ahead of their time, shared out among replicas (scheduler/claim_ahead.py).
 
-The store is a fake holding fire keys in a dict: it answers the three calls
-ClaimAhead makes (node_heartbeat, claim_ahead, taken_fires) the way the SQL
-does, and records what was asked, so a test sees which fires a pass claimed.
+The store is tests/memory_store.MemoryStore on the test's clock: it answers the
+calls ClaimAhead makes (node_heartbeat_at, claim_ahead, taken_fires) as the SQL
+does, and records them, so a test sees which fires a pass asked for.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from maintd.admin_api.interface import RunOut
 from maintd.scheduler.config.model import JobConfig
 from maintd.scheduler.engine.claim_ahead import TAKEN, ClaimAhead, FireKey
 from maintd.scheduler.engine.clock_guard import ClockGuard
+from maintd.scheduler.store.run_store import Claim
 from tests.configs import make_config, sql_job
+from tests.memory_store import MemoryStore
 
 pytestmark = pytest.mark.unit
 
@@ -32,42 +34,39 @@ FIRE = T0 + timedelta(milliseconds=900)
 TAKEOVER = FIRE - WINDOW / 2 + timedelta(milliseconds=50)
 
 
-class FakeStore:
-    """The rows of maintd.runs that matter here: fire key -> node holding it."""
+def claims(store: MemoryStore, node: str = "solo") -> list[set[FireKey]]:
+    """The fire keys of each claim ahead ``node`` sent, oldest first."""
+    return [
+        {(job_id, fire) for job_id, fire, _ in call["fires"]}
+        for call in store.called("claim_ahead")
+        if call["node"] == node
+    ]
 
-    def __init__(self, live: list[str]) -> None:
-        self.live = live
-        self.rows: dict[FireKey, str] = {}
-        # Keys the insert does not take although nobody holds them (e.g. the job's previous run is still going).
-        self.blocked: set[FireKey] = set()
-        self.claims: list[list[FireKey]] = []
-        self.heartbeats = 0
-        self._next_id = 1
 
-    async def node_heartbeat(self, node: str, lease: timedelta) -> list[str]:
-        self.heartbeats += 1
-        return sorted({*self.live, node})
+def last_claim(store: MemoryStore, node: str = "solo") -> set[FireKey]:
+    sent = claims(store, node)
+    return sent[-1] if sent else set()
 
-    async def node_heartbeat_at(self, node: str, lease: timedelta) -> tuple[list[str], datetime]:
-        return await self.node_heartbeat(node, lease), T0
 
-    async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[RunOut]:
-        self.claims.append([(job_id, fire) for job_id, fire, _ in fires])
-        won = []
-        for job_id, fire, _ in fires:
-            if (job_id, fire) in self.rows or (job_id, fire) in self.blocked:
-                continue
-            self.rows[(job_id, fire)] = node
-            won.append(run_out(self._next_id, job_id, fire, node))
-            self._next_id += 1
-        return won
+async def store_with_nodes(live: list[str], clock: Clock) -> MemoryStore:
+    """A store on ``clock`` where the ``live`` nodes have just heartbeated."""
+    store = MemoryStore(clock)
+    for node in live:
+        await store.node_heartbeat(node, LEASE)
+    return store
 
-    async def taken_fires(self, fires: Sequence[tuple[str, datetime]]) -> set[FireKey]:
-        return {key for key in fires if key in self.rows}
 
-    @property
-    def last_claim(self) -> set[FireKey]:
-        return set(self.claims[-1]) if self.claims else set()
+async def taken_elsewhere(store: MemoryStore, key: FireKey) -> None:
+    """Another replica decided the fire: it recorded it as not run (the key is held, no run is)."""
+    job_id, fire = key
+    await store.record_unrun_fire(job_id, "schedule", "skipped", fire, 1, fire, "skipped: paused", "other")
+
+
+async def still_running(store: MemoryStore, job_id: str) -> RunOut:
+    """A run of the job in progress elsewhere: the job's fires cannot be claimed."""
+    run = await store.claim_run(Claim(job_id, "manual", T0, 1, True, T0, "ops", "other", False))
+    assert run is not None
+    return run
 
 
 class Errors(list[Exception]):
@@ -111,7 +110,7 @@ class Schedule:
 
 
 def claim_ahead(
-    store: FakeStore,
+    store: MemoryStore,
     node: str,
     schedule: Schedule,
     clock: Clock,
@@ -120,7 +119,7 @@ def claim_ahead(
     clock_guard: ClockGuard | None = None,
 ) -> ClaimAhead:
     return ClaimAhead(
-        store,  # type: ignore[arg-type]  # the fake answers the calls ClaimAhead makes
+        store,
         node=node,
         window=WINDOW,
         lease=LEASE,
@@ -139,7 +138,7 @@ async def _always_ready(_now: datetime) -> bool:
 
 
 def replica(node: str, live: list[str]) -> ClaimAhead:
-    ahead = claim_ahead(FakeStore(live), node, Schedule([]), Clock(T0))
+    ahead = claim_ahead(MemoryStore(), node, Schedule([]), Clock(T0))
     ahead.live = live
     return ahead
 
@@ -191,10 +190,10 @@ def test_a_single_live_node_owns_everything() -> None:
 
 async def test_pop_returns_the_run_won_or_taken_or_none_and_forgets_the_key() -> None:
     [job_won, job_taken, job_undecided, job_unseen] = jobs(4).values()
-    store = FakeStore(["solo"])
-    store.rows[(job_taken.id, FIRE)] = "other"
-    store.blocked.add((job_undecided.id, FIRE))
     clock = Clock(TAKEOVER)
+    store = MemoryStore(clock)
+    await taken_elsewhere(store, (job_taken.id, FIRE))
+    await still_running(store, job_undecided.id)
     announced: list[RunOut] = []
     schedule = Schedule((job, FIRE) for job in (job_won, job_taken, job_undecided))
     ahead = claim_ahead(store, "solo", schedule, clock, announced=announced)
@@ -217,11 +216,11 @@ async def test_pop_returns_the_run_won_or_taken_or_none_and_forgets_the_key() ->
 async def test_drop_returns_the_jobs_waiting_runs_and_forgets_its_keys() -> None:
     [job_x, job_y] = jobs(2).values()
     later, latest = FIRE + timedelta(milliseconds=10), FIRE + timedelta(milliseconds=20)
-    store = FakeStore(["solo"])
-    store.rows[(job_x.id, later)] = "other"
-    store.blocked.add((job_x.id, latest))
-    schedule = Schedule([(job_x, FIRE), (job_y, FIRE), (job_x, later), (job_x, latest)])
     clock = Clock(TAKEOVER)
+    store = MemoryStore(clock)
+    await taken_elsewhere(store, (job_x.id, later))
+    # (job_x, latest) is left undecided: the same claim's run of job_x at FIRE holds the job.
+    schedule = Schedule([(job_x, FIRE), (job_y, FIRE), (job_x, later), (job_x, latest)])
     ahead = claim_ahead(store, "solo", schedule, clock)
     await ahead.claim_due()
     assert {(run.job_id, run.scheduled_for) for run in ahead.waiting} == {(job_x.id, FIRE), (job_y.id, FIRE)}
@@ -233,7 +232,7 @@ async def test_drop_returns_the_jobs_waiting_runs_and_forgets_its_keys() -> None
     assert ahead.pop((job_x.id, later)) is None  # no longer TAKEN
     # Its taken and undecided fires are forgotten too: the next pass considers them again.
     await ahead.claim_due()
-    assert store.last_claim == {(job_x.id, FIRE), (job_x.id, later), (job_x.id, latest)}
+    assert last_claim(store) == {(job_x.id, FIRE), (job_x.id, later), (job_x.id, latest)}
     assert ahead.drop("no-such-job") == []
 
 
@@ -243,8 +242,8 @@ async def test_drop_returns_the_jobs_waiting_runs_and_forgets_its_keys() -> None
 async def test_each_replica_claims_only_its_share_until_half_the_window_is_left() -> None:
     live = ["node-a", "node-b", "node-c"]
     all_jobs = list(jobs(30).values())
-    store = FakeStore(live)
     clock = Clock(T0)
+    store = await store_with_nodes(["node-a", "node-c"], clock)
     ahead = claim_ahead(store, "node-b", Schedule((job, FIRE) for job in all_jobs), clock)
     ahead.live = live
     owners = {job.id: ahead.owner((job.id, FIRE)) for job in all_jobs}
@@ -256,76 +255,75 @@ async def test_each_replica_claims_only_its_share_until_half_the_window_is_left(
 
     await ahead.claim_due()
     assert ahead.live == live
-    assert store.claims and store.last_claim == share
+    assert last_claim(store, "node-b") == share
     assert {(run.job_id, run.scheduled_for) for run in ahead.waiting} == share
 
     # node-a claims its share in time; node-c is dead and never does.
-    for key in of_a:
-        store.rows[key] = "node-a"
+    await store.claim_ahead([(job_id, fire, True) for job_id, fire in of_a], "node-a")
     clock.now = T0 + timedelta(milliseconds=200)  # FIRE still more than half a window away
     await ahead.claim_due()
-    assert store.last_claim == share  # nothing new asked for: its share is decided
-    assert len(store.claims) == 1
+    assert claims(store, "node-b") == [share]  # nothing new asked for: its share is decided
 
     clock.now = TAKEOVER
     await ahead.claim_due()
-    assert store.last_claim == of_a | of_c  # everything not decided here
+    assert last_claim(store, "node-b") == of_a | of_c  # everything not decided here
     assert {(run.job_id, run.scheduled_for) for run in ahead.waiting} == share | of_c
 
     clock.now = TAKEOVER + timedelta(milliseconds=100)
-    calls = len(store.claims)
+    calls = len(claims(store, "node-b"))
     await ahead.claim_due()
-    assert len(store.claims) == calls  # all decided: no statement
+    assert len(claims(store, "node-b")) == calls  # all decided: no statement
     assert all(ahead.pop(key) is TAKEN for key in of_a)
 
 
 async def test_fires_at_or_before_now_are_not_claimed_ahead() -> None:
     [job] = jobs(1).values()
-    store = FakeStore(["solo"])
     clock = Clock(FIRE)
+    store = MemoryStore(clock)
     ahead = claim_ahead(store, "solo", Schedule([(job, FIRE - timedelta(milliseconds=1)), (job, FIRE)]), clock)
     await ahead.claim_due()
-    assert store.claims == []
+    assert claims(store) == []
     assert ahead.waiting == []
 
 
 async def test_a_fire_nobody_could_claim_is_not_retried_ahead_after_the_takeover() -> None:
     live = ["node-a", "node-b", "node-c"]
     all_jobs = list(jobs(30).values())
-    probe = claim_ahead(FakeStore(live), "node-a", Schedule([]), Clock(T0))
+    probe = claim_ahead(MemoryStore(), "node-a", Schedule([]), Clock(T0))
     probe.live = live
     mine = next(job for job in all_jobs if probe.owner((job.id, FIRE)) == "node-a")
     theirs = next(job for job in all_jobs if probe.owner((job.id, FIRE)) == "node-b")
-    store = FakeStore(live)
-    store.blocked |= {(mine.id, FIRE), (theirs.id, FIRE)}  # e.g. their previous runs are still going
     clock = Clock(T0)
+    store = await store_with_nodes(live, clock)
+    previous = [await still_running(store, job.id) for job in (mine, theirs)]
     ahead = claim_ahead(store, "node-a", Schedule([(mine, FIRE), (theirs, FIRE)]), clock)
 
     await ahead.claim_due()
-    assert store.last_claim == {(mine.id, FIRE)}
+    assert last_claim(store, "node-a") == {(mine.id, FIRE)}
     # Lost before the takeover point and not taken: tried again at the takeover.
     clock.now = TAKEOVER
     await ahead.claim_due()
-    assert store.last_claim == {(mine.id, FIRE), (theirs.id, FIRE)}
+    assert last_claim(store, "node-a") == {(mine.id, FIRE), (theirs.id, FIRE)}
     assert ahead.waiting == []
 
     # Lost at the takeover and still not taken: undecided, left to the claim at the fire time.
-    calls = len(store.claims)
-    store.blocked.clear()
+    calls = len(claims(store, "node-a"))
+    for run in previous:
+        await store.finish_run(run.id, "succeeded", clock.now, None, None)
     for step in (100, 200, 300):
         clock.now = TAKEOVER + timedelta(milliseconds=step)
         await ahead.claim_due()
-    assert len(store.claims) == calls
+    assert len(claims(store, "node-a")) == calls
     assert ahead.pop((mine.id, FIRE)) is None
     assert ahead.pop((theirs.id, FIRE)) is None
 
 
 async def test_decisions_older_than_a_minute_are_forgotten() -> None:
     [job_won, job_taken, job_taken_too] = jobs(3).values()
-    store = FakeStore(["solo"])
-    store.rows[(job_taken.id, FIRE)] = "other"
-    store.rows[(job_taken_too.id, FIRE)] = "other"
     clock = Clock(TAKEOVER)
+    store = MemoryStore(clock)
+    await taken_elsewhere(store, (job_taken.id, FIRE))
+    await taken_elsewhere(store, (job_taken_too.id, FIRE))
     ahead = claim_ahead(store, "solo", Schedule((job, FIRE) for job in (job_won, job_taken, job_taken_too)), clock)
     await ahead.claim_due()
     [won] = ahead.waiting
@@ -351,7 +349,7 @@ async def test_decisions_older_than_a_minute_are_forgotten() -> None:
 async def test_the_loop_keeps_going_after_a_failed_pass() -> None:
     [job] = jobs(1).values()
 
-    class FailingOnce(FakeStore):
+    class FailingOnce(MemoryStore):
         failures = 1
 
         async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[RunOut]:
@@ -360,10 +358,11 @@ async def test_the_loop_keeps_going_after_a_failed_pass() -> None:
                 raise ConnectionError("database away")
             return await super().claim_ahead(fires, node)
 
-    store = FailingOnce(["solo"])
+    clock = Clock(FIRE - timedelta(milliseconds=10))
+    store = FailingOnce(clock)
     errors = Errors()
     # A short window, so that passes come every 10 ms; FIRE is within half of it.
-    ahead = claim_ahead(store, "solo", Schedule([(job, FIRE)]), Clock(FIRE - timedelta(milliseconds=10)), errors)
+    ahead = claim_ahead(store, "solo", Schedule([(job, FIRE)]), clock, errors)
     ahead.window = timedelta(milliseconds=40)
     loop = asyncio.create_task(ahead.run())
     try:
@@ -381,9 +380,9 @@ async def test_stop_lets_a_claim_under_way_finish_and_ends_the_loop() -> None:
     """A claim cut short may have committed: a fire claimed but unknown here would be lost."""
     [job] = jobs(1).values()
 
-    class SlowAnswer(FakeStore):
-        def __init__(self, live: list[str]) -> None:
-            super().__init__(live)
+    class SlowAnswer(MemoryStore):
+        def __init__(self, clock: Clock) -> None:
+            super().__init__(clock)
             self.asked = asyncio.Event()
             self.answer = asyncio.Event()
 
@@ -393,8 +392,9 @@ async def test_stop_lets_a_claim_under_way_finish_and_ends_the_loop() -> None:
             await self.answer.wait()  # ... but the answer is still on its way
             return won
 
-    store = SlowAnswer(["solo"])
-    ahead = claim_ahead(store, "solo", Schedule([(job, FIRE)]), Clock(TAKEOVER))
+    clock = Clock(TAKEOVER)
+    store = SlowAnswer(clock)
+    ahead = claim_ahead(store, "solo", Schedule([(job, FIRE)]), clock)
     loop = asyncio.create_task(ahead.run())
     try:
         await asyncio.wait_for(store.asked.wait(), timeout=5)
@@ -406,4 +406,4 @@ async def test_stop_lets_a_claim_under_way_finish_and_ends_the_loop() -> None:
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
     assert [(run.job_id, run.scheduled_for) for run in ahead.waiting] == [(job.id, FIRE)]
-    assert len(store.claims) == 1
+    assert len(claims(store)) == 1

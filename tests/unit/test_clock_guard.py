@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 
 from maintd.scheduler.engine.clock_guard import RECHECK_SUSPENDED, NoClockGuard, SkewGuard, Stamp
+from tests.memory_store import MemoryStore
 from tests.unit.test_claim_ahead import (
     T0,
     Clock,
-    FakeStore,
     Schedule,
     claim_ahead,
+    claims,
     jobs,
 )
 
@@ -199,17 +200,17 @@ def test_the_null_guard_never_suspends() -> None:
 
 
 async def test_a_claim_pass_whose_node_heartbeat_reads_the_clock_off_claims_nothing() -> None:
-    # The database says T0 (the fake store's answer); this host's wall clock says 10 s later.
+    # The database says T0 (the store's clock); this host's wall clock says 10 s later.
     host = Clock(T0 + timedelta(seconds=10))
     checked = SkewGuard(BOUND, clock=host, monotonic=lambda: 1000.0, log=Log())
-    store = FakeStore(["node-a"])
+    store = MemoryStore(Clock(T0))
     [job] = jobs(1).values()
     ahead = claim_ahead(
         store, "node-a", Schedule([(job, host.now + timedelta(milliseconds=400))]), host, clock_guard=checked
     )
     await ahead.claim_due()
-    assert store.heartbeats == 1 and store.claims == []
+    assert len(store.called("node_heartbeat_at")) == 1 and claims(store, "node-a") == []
     assert checked.suspended()
     # Suspended: no more passes at the database until a reading is due.
     await ahead.claim_due()
-    assert store.heartbeats == 1 and store.claims == []
+    assert len(store.called("node_heartbeat_at")) == 1 and claims(store, "node-a") == []
