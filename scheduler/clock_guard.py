@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from maintd.jobs.durations import format_duration
 from maintd.scheduler.clock import utcnow
-from maintd.scheduler.durations import format_duration
 
 # Back within bound only below this share of it: a clock hovering at the bound
 # does not flap between scheduling and not (each resume catches up a spell).

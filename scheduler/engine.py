@@ -37,6 +37,7 @@ from maintd.admin_api.interface import (
     RunOut,
 )
 from maintd.jobs.context import JobCancelled, JobContext, LeaseLost
+from maintd.jobs.durations import format_duration
 from maintd.scheduler.alerts import Alerter
 from maintd.scheduler.batching import Batcher
 from maintd.scheduler.claim_ahead import TAKEN, ClaimAhead
@@ -44,7 +45,6 @@ from maintd.scheduler.clock import utcnow
 from maintd.scheduler.clock_guard import ClockGuard, SkewGuard
 from maintd.scheduler.config.model import Config, JobConfig
 from maintd.scheduler.config.reload import ConfigDiff
-from maintd.scheduler.durations import format_duration
 from maintd.scheduler.engine_admin import ALERTS_AT_STOP, READINESS_TIMEOUT_S, EngineAdmin
 from maintd.scheduler.failure_log import FailureLog
 from maintd.scheduler.fire_executor import FireExecutor, fire_placeholder

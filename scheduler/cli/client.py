@@ -19,11 +19,11 @@ from typing import Any, TextIO
 import httpx
 
 from maintd.admin_api.interface import ENDED_STATUSES
+from maintd.jobs.durations import format_duration, parse_duration
 from maintd.scheduler.cli.exit_codes import EX_FAILED, EX_INTERRUPTED, EX_UNAVAILABLE, EX_WAIT_TIMEOUT
 from maintd.scheduler.cli.live import EXIT_STATUS_HELP, LiveLine, report_end
 from maintd.scheduler.cli.render import jobs_table, local_time, log_line, relative, runs_table, use_colour
 from maintd.scheduler.config.model import default_config_path, load_config
-from maintd.scheduler.durations import format_duration, parse_duration
 
 TOKEN_ENV = "MAINTD_TOKEN"
 WAIT_POLL_S = 0.5

@@ -101,7 +101,7 @@ def test_scheduling_resumes_only_well_within_bound() -> None:
     read(checked, host)
     assert checked.suspended()
     reason = checked.reason()
-    assert reason == "clock: +1.800s off the database's clock (scheduling resumes within 1500ms)"
+    assert reason == "clock: +1.800s off the database's clock (scheduling resumes within 1.5s)"
     host.skew = 1.4
     read(checked, host)
     assert not checked.suspended() and checked.reason() is None
