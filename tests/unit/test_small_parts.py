@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 
 from maintd.jobs.durations import format_duration, format_duration_or_dash, parse_duration
-from maintd.jobs.queries import load_queries
 from maintd.jobs.registry import TaskLookupError, builtin_tasks, resolve_task
 from maintd.jobs.sql import parse_status
+from maintd.jobs.sql_blocks import parse_sql_blocks
 from maintd.scheduler.store.sql import QUERIES
 
 pytestmark = pytest.mark.unit
@@ -68,14 +68,14 @@ def test_no_duration_is_a_dash() -> None:
 
 
 def test_sql_blocks_need_a_description_and_are_unique() -> None:
-    assert load_queries("-- name: a\n-- does a\nSELECT 1;\n-- name: b\n-- does b\nSELECT 2;\n") == {
+    assert parse_sql_blocks("-- name: a\n-- does a\nSELECT 1;\n-- name: b\n-- does b\nSELECT 2;\n") == {
         "a": "SELECT 1",
         "b": "SELECT 2",
     }
     with pytest.raises(ValueError, match="description"):
-        load_queries("-- name: a\nSELECT 1;\n")
+        parse_sql_blocks("-- name: a\nSELECT 1;\n")
     with pytest.raises(ValueError, match="twice"):
-        load_queries("-- name: a\n-- x\nSELECT 1;\n-- name: a\n-- y\nSELECT 2;\n")
+        parse_sql_blocks("-- name: a\n-- x\nSELECT 1;\n-- name: a\n-- y\nSELECT 2;\n")
 
 
 def test_daemon_queries_load() -> None:
