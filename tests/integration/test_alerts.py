@@ -1,6 +1,6 @@
 """Alerts against real parts: PostgreSQL, an HTTP receiver (uvicorn, in process) and an SMTP server (aiosmtpd).
 
-What the issue asks: a failed, timed-out or lost run posts a JSON payload (Slack
+What alerting must do: a failed, timed-out or lost run posts a JSON payload (Slack
 text included) and/or sends a mail, optionally only after K failures in a row;
 never more than one alert per job per interval, with several replicas; delivery
 failures are logged and retried and never reach the run; an overdue job alerts
