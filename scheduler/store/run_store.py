@@ -158,10 +158,6 @@ class RunStore:
         rows = await self.pool.fetch(Q["taken_fires"], job_ids, times)
         return {(row["job_id"], row["scheduled_for"]) for row in rows}
 
-    async def get_fire(self, job_id: str, scheduled_for: datetime, attempt: int = 1) -> RunOut | None:
-        row = await self.pool.fetchrow(Q["get_fire"], job_id, scheduled_for, attempt)
-        return run_from_row(row) if row else None
-
     async def claim_blockers(self, job_id: str, scheduled_for: datetime | None, attempt: int) -> ClaimBlockers:
         """What stands in the way of claiming a fire key (or a manual run: ``scheduled_for`` None)."""
         row = await self.pool.fetchrow(Q["claim_blockers"], job_id, scheduled_for, attempt)
