@@ -252,13 +252,13 @@ class RunStore:
     async def job_states(self) -> dict[str, asyncpg.Record]:
         return {row["job_id"]: row for row in await self.pool.fetch(Q["job_states"])}
 
-    async def set_paused(self, job_id: str, paused: bool, at: datetime, by: str, audit: AuditEntry) -> None:
+    async def set_paused(self, job_id: str, paused: bool, at: datetime, by: str, audit: NewAuditEntry) -> None:
         """Change the pause state and record who did it, in one transaction."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(Q["set_paused"], job_id, paused, at, by)
             await _add_audit(conn, audit)
 
-    async def add_audit(self, audit: AuditEntry) -> None:
+    async def add_audit(self, audit: NewAuditEntry) -> None:
         async with self.pool.acquire() as conn:
             await _add_audit(conn, audit)
 
@@ -328,7 +328,10 @@ class RunStore:
 
 
 @dataclass(frozen=True)
-class AuditEntry:
+class NewAuditEntry:
+    """An admin action to write to the audit log. The database numbers it; it is read back
+    as :class:`~maintd.admin_api.interface.AuditOut`, with that ``id``."""
+
     at: datetime
     principal: str
     action: str
@@ -337,7 +340,7 @@ class AuditEntry:
     detail: dict[str, Any] | None = None
 
 
-async def _add_audit(conn: asyncpg.Connection, audit: AuditEntry) -> None:
+async def _add_audit(conn: asyncpg.Connection, audit: NewAuditEntry) -> None:
     await conn.execute(
         Q["add_audit"], audit.at, audit.principal, audit.action, audit.target, audit.client, audit.detail
     )
