@@ -103,7 +103,8 @@ class TriggerOut(BaseModel):
 
 
 class AuditOut(BaseModel):
-    """One admin action: who did what to which target, when, from where."""
+    """One admin action in the audit log: who did what to which target, when, from where;
+    ``id`` numbers the log."""
 
     id: int
     at: Timestamp

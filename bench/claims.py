@@ -19,7 +19,7 @@ Measured in the same run:
   due at T, each a trivial coroutine recording ``now - T``;
 * **bare x3**: the same in 3 processes at once, the CPU contention that 3
   replicas meet on this machine (context for the maintd figure, not the target);
-* **maintd**: 3 replicas, each a real :class:`~scheduler.engine.Engine` built
+* **maintd**: 3 replicas, each a real :class:`~maintd.scheduler.engine.Engine` built
   as the daemon builds it, in its own spawned OS process (own event loop, own
   pool) on one database, with the same 1,000 jobs due at T. The engine claims
   fires ahead of T (``scheduler/engine/claim_ahead.py``): about 1 s before, each

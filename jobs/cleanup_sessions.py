@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from maintd.jobs.context import JobContext, LeaseLost
 from maintd.jobs.identifiers import Identifier, TableName, quote
-from maintd.jobs.job_queries import JOB_QUERIES as Q
+from maintd.jobs.queries import JOB_QUERIES as Q
 from maintd.jobs.registry import task
 from maintd.jobs.sql import parse_status
 

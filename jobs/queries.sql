@@ -1,4 +1,4 @@
--- The built-in jobs' queries: named, described blocks (see jobs/queries.py), one section per job.
+-- The built-in jobs' queries: named, described blocks (see jobs/sql_blocks.py), one section per job.
 
 -- daily_report
 

@@ -40,11 +40,11 @@ import httpx
 import structlog
 
 from maintd.admin_api.interface import RunOut
+from maintd.jobs.durations import format_duration
 from maintd.jobs.mail import SmtpSettings
 from maintd.jobs.mailer import MailError, build_message, send_message
 from maintd.scheduler.clock import utcnow
 from maintd.scheduler.config.alerts import AlertsConfig, WebhookConfig
-from maintd.scheduler.durations import format_duration
 from maintd.scheduler.metrics import Metrics
 from maintd.scheduler.store.run_store import RunStore
 

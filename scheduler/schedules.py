@@ -81,7 +81,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apscheduler.triggers.base import BaseTrigger
 from cronsim import CronSim
 
-from maintd.scheduler.durations import parse_duration
+from maintd.jobs.durations import parse_duration
 
 __all__ = [
     "CronSchedule",

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from maintd.admin_api.interface import Actor, RunOut
 from maintd.scheduler.config.model import Config
 from maintd.scheduler.engine import Engine
+from maintd.scheduler.engine.clock_guard import NoClockGuard
+from tests.memory_store import MemoryStore
 
 OPS = Actor(name="ops", role="operator", client="10.0.0.7")
 # start_engine(config, node="node-a", clock=None, clock_guard=None) -> a started Engine, stopped
 # after the test; with a clock of the test's own and no guard, its clock is not checked.
 StartEngine = Callable[..., Awaitable[Engine]]
 Clock = Callable[[], datetime]
+
+
+def memory_engine(config: Config, store: MemoryStore, *, clock: Clock, node: str = "node-a") -> Engine:
+    """An engine on an in-memory store, for driving its parts one by one in unit tests:
+    nothing is started, fires are claimed at their time, and the clock is not checked."""
+    engine = Engine(config, store, node=node, clock=clock, claim_ahead=timedelta(0), clock_guard=NoClockGuard())
+    engine.state.accepting = True  # as after start(): fires may be claimed
+    return engine
 
 
 async def beat(engine: Engine) -> None:
@@ -30,4 +40,4 @@ async def run_to_end(engine: Engine, job_id: str) -> RunOut:
     return await engine.admin.get_run(started.run_id)
 
 
-__all__ = ["OPS", "Clock", "Config", "StartEngine", "beat", "run_to_end"]
+__all__ = ["OPS", "Clock", "Config", "StartEngine", "beat", "memory_engine", "run_to_end"]

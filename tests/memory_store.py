@@ -42,7 +42,7 @@ import asyncpg
 
 from maintd.admin_api.interface import AuditOut, RunLogLine, RunOut
 from maintd.scheduler.run_logs import LogBatch
-from maintd.scheduler.store.run_store import AuditEntry, Claim, ClaimBlockers, RunStore, run_from_row
+from maintd.scheduler.store.run_store import Claim, ClaimBlockers, NewAuditEntry, RunStore, run_from_row
 
 Clock = Callable[[], datetime]
 FireKey = tuple[str, datetime, int]
@@ -335,11 +335,6 @@ class MemoryStore(RunStore):
         return taken
 
     @_recorded
-    async def get_fire(self, job_id: str, scheduled_for: datetime, attempt: int = 1) -> RunOut | None:
-        row = self._fire_row(job_id, scheduled_for, attempt)
-        return row.out() if row else None
-
-    @_recorded
     async def claim_blockers(self, job_id: str, scheduled_for: datetime | None, attempt: int) -> ClaimBlockers:
         fire = self._fire_row(job_id, scheduled_for, attempt)
         running_id = self._holding.get(job_id)
@@ -588,7 +583,7 @@ class MemoryStore(RunStore):
         return {job_id: dict(state) for job_id, state in self.job_state.items()}
 
     @_recorded
-    async def set_paused(self, job_id: str, paused: bool, at: datetime, by: str, audit: AuditEntry) -> None:
+    async def set_paused(self, job_id: str, paused: bool, at: datetime, by: str, audit: NewAuditEntry) -> None:
         at = _utc(at)
         state = self.job_state.get(job_id) or _job_state(job_id, at)
         entry = self._audit_entry(audit)
@@ -596,10 +591,10 @@ class MemoryStore(RunStore):
         self.audit.append(entry)
 
     @_recorded
-    async def add_audit(self, audit: AuditEntry) -> None:
+    async def add_audit(self, audit: NewAuditEntry) -> None:
         self.audit.append(self._audit_entry(audit))
 
-    def _audit_entry(self, audit: AuditEntry) -> AuditOut:
+    def _audit_entry(self, audit: NewAuditEntry) -> AuditOut:
         detail = _from_jsonb(_to_jsonb(audit.detail))
         self._audit_ids += 1
         return AuditOut(

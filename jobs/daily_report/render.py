@@ -18,6 +18,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from maintd.jobs.daily_report.data import STATUSES, Attention, ReportData, UnrunFires
+from maintd.jobs.durations import format_duration, format_duration_or_dash
 
 _env = Environment(
     loader=PackageLoader("maintd.jobs.daily_report", "templates"),
@@ -61,26 +62,6 @@ def render_report(data: ReportData) -> RenderedReport:
     )
 
 
-def format_duration(value: float | timedelta | None) -> str:
-    """``0.4s``, ``42s``, ``3m 05s``, ``2h 07m``, ``3d 04h``."""
-    if value is None:
-        return "-"
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h {minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours:02d}h"
-
-
 def plural(count: int, word: str) -> str:
     return f"{count:,} {word}{'' if count == 1 else 's'}"
 
@@ -116,7 +97,7 @@ class _View:
         """How long before the report was made."""
         return format_duration(self.data.generated_at - moment)
 
-    duration = staticmethod(format_duration)
+    duration = staticmethod(format_duration_or_dash)
 
     def title(self) -> str:
         if self.period.kind == "previous_day":
@@ -151,7 +132,12 @@ class _View:
             return []
         header = ["job", "runs", *(STATUS_LABELS[s] for s in self.columns), "longest"]
         rows = [
-            [job.job_id, f"{job.total:,}", *(f"{job.count(s):,}" for s in self.columns), format_duration(job.longest_s)]
+            [
+                job.job_id,
+                f"{job.total:,}",
+                *(f"{job.count(s):,}" for s in self.columns),
+                format_duration_or_dash(job.longest_s),
+            ]
             for job in self.data.jobs
         ]
         return text_table([header, *rows])
@@ -160,7 +146,7 @@ class _View:
         rows = [
             [
                 run.job_id,
-                format_duration(run.duration_s),
+                format_duration_or_dash(run.duration_s),
                 f"run {run.run_id}",
                 self.when(run.started_at),
                 STATUS_LABELS[run.status],

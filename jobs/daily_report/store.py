@@ -23,7 +23,7 @@ from maintd.jobs.daily_report.data import (
     error_summary,
 )
 from maintd.jobs.identifiers import quote
-from maintd.jobs.job_queries import JOB_QUERIES as Q
+from maintd.jobs.queries import JOB_QUERIES as Q
 
 # Anything with asyncpg's query methods: a pool, or a connection inside a transaction.
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool

@@ -19,11 +19,11 @@ from typing import Any, TextIO
 import httpx
 
 from maintd.admin_api.interface import ENDED_STATUSES
+from maintd.jobs.durations import format_duration, parse_duration
 from maintd.scheduler.cli.exit_codes import EX_FAILED, EX_INTERRUPTED, EX_UNAVAILABLE, EX_WAIT_TIMEOUT
 from maintd.scheduler.cli.live import EXIT_STATUS_HELP, LiveLine, report_end
 from maintd.scheduler.cli.render import jobs_table, local_time, log_line, relative, runs_table, use_colour
 from maintd.scheduler.config.model import default_config_path, load_config
-from maintd.scheduler.durations import format_duration, parse_duration
 
 TOKEN_ENV = "MAINTD_TOKEN"
 WAIT_POLL_S = 0.5
@@ -130,42 +130,36 @@ def _call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
         ) from exc
 
 
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2))
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _show(args: argparse.Namespace, answer: Any, for_people: Callable[[Any], str]) -> int:
+    """Print the API's answer: as JSON with ``--json``, else as ``for_people`` words it."""
+    print(json.dumps(answer, indent=2) if args.json else for_people(answer))
+    return 0
+
+
 def _jobs(args: argparse.Namespace, http: httpx.Client) -> int:
     jobs = _call(http, "GET", "/admin/jobs")
-    if args.json:
-        _print_json(jobs)
-    else:
-        print(jobs_table(jobs, _now(), colour=use_colour(sys.stdout)))
-    return 0
+    return _show(args, jobs, lambda jobs: jobs_table(jobs, _now(), colour=use_colour(sys.stdout)))
 
 
 def _runs(args: argparse.Namespace, http: httpx.Client) -> int:
     params = {k: v for k, v in {"job_id": args.job, "status": args.status, "limit": args.limit}.items() if v}
     runs = _call(http, "GET", "/admin/runs", params=params)
-    if args.json:
-        _print_json(runs)
-    else:
-        print(runs_table(runs, _now(), colour=use_colour(sys.stdout)))
-    return 0
+    return _show(args, runs, lambda runs: runs_table(runs, _now(), colour=use_colour(sys.stdout)))
 
 
 def _trigger(args: argparse.Namespace, http: httpx.Client) -> int:
     started = _call(http, "POST", f"/admin/trigger/{args.job_id}")
     run_id = started["run_id"]
     if not (args.wait or args.logs):
-        if args.json:
-            _print_json(started)
-        else:
-            print(f"run {run_id} of {args.job_id} started; follow it with: maintd logs {run_id} --follow")
-        return 0
+        return _show(
+            args,
+            started,
+            lambda _: f"run {run_id} of {args.job_id} started; follow it with: maintd logs {run_id} --follow",
+        )
     deadline = time.monotonic() + args.timeout if args.timeout else None
     line = LiveLine(sys.stderr)
     try:
@@ -206,34 +200,30 @@ def _wait(http: httpx.Client, run_id: int, line: LiveLine | None, deadline: floa
 
 def _cancel(args: argparse.Namespace, http: httpx.Client) -> int:
     run = _call(http, "POST", f"/admin/runs/{args.run_id}/cancel")
-    if args.json:
-        _print_json(run)
-    else:
-        print(
+    return _show(
+        args,
+        run,
+        lambda run: (
             f"run {run['id']} of {run['job_id']}: cancel requested; `maintd runs --job {run['job_id']}` shows when it stopped"
-        )
-    return 0
+        ),
+    )
 
 
 def _pause(args: argparse.Namespace, http: httpx.Client) -> int:
     job = _call(http, "POST", f"/admin/jobs/{args.job_id}/pause")
-    if args.json:
-        _print_json(job)
-    else:
-        print(f"{job['id']} paused on every replica; `maintd resume {job['id']}` undoes it")
-    return 0
+    return _show(args, job, lambda job: f"{job['id']} paused on every replica; `maintd resume {job['id']}` undoes it")
 
 
 def _resume(args: argparse.Namespace, http: httpx.Client) -> int:
     job = _call(http, "POST", f"/admin/jobs/{args.job_id}/resume")
-    if args.json:
-        _print_json(job)
-    else:
-        next_at = job.get("next_run_time")
-        when = datetime.fromisoformat(next_at) if next_at else None
-        text = f"; next run {local_time(when)} ({relative(when, _now())})" if when else ""
-        print(f"{job['id']} resumed{text}")
-    return 0
+    return _show(args, job, _resumed)
+
+
+def _resumed(job: dict[str, Any]) -> str:
+    next_at = job.get("next_run_time")
+    when = datetime.fromisoformat(next_at) if next_at else None
+    text = f"; next run {local_time(when)} ({relative(when, _now())})" if when else ""
+    return f"{job['id']} resumed{text}"
 
 
 def _logs(args: argparse.Namespace, http: httpx.Client) -> int:

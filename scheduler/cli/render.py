@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, TextIO
 
-from maintd.jobs.daily_report.render import format_duration
+from maintd.jobs.durations import format_duration, format_duration_or_dash
 
 FAILED = frozenset({"failed", "timed_out", "lost"})
 # ANSI SGR codes; used only when colour is on.
@@ -75,31 +75,17 @@ def parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def duration(seconds: float | None) -> str:
-    """``120ms``, ``3.2s``, ``42s``, ``1m 05s``, ``2h 03m``, ``3d 04h``: the daily report's
-    spelling, with milliseconds below a second (a terminal shows short runs too)."""
-    if seconds is not None and seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    return format_duration(seconds)
-
-
-def _span(delta: timedelta) -> str:
-    """The two largest units of a span, coarser than :func:`duration`: ``3h 12m``, ``2h``, ``45s``."""
-    seconds = int(abs(delta.total_seconds()))
-    for (big, big_s), (small, small_s) in (("d", 86400), ("h", 3600)), (("h", 3600), ("m", 60)), (("m", 60), ("s", 1)):
-        if seconds >= big_s:
-            major, rest = divmod(seconds, big_s)
-            minor = rest // small_s
-            return f"{major}{big} {minor}{small}" if minor else f"{major}{big}"
-    return f"{seconds}s"
-
-
 def relative(when: datetime, now: datetime) -> str:
     """``in 3h 12m`` or ``2h ago``; ``just now`` within a second."""
     delta = when - now
     if abs(delta) < timedelta(seconds=1):
         return "just now"
     return f"in {_span(delta)}" if delta > timedelta(0) else f"{_span(delta)} ago"
+
+
+def _span(delta: timedelta) -> str:
+    """How far from now, in whole seconds (``3h 12m``, ``45s``): coarser than a run's duration."""
+    return format_duration(int(abs(delta.total_seconds())))
 
 
 def local_time(when: datetime, zone: tzinfo | None = None, *, seconds: bool = False) -> str:
@@ -174,7 +160,7 @@ def job_row(job: Mapping[str, Any], now: datetime, zone: tzinfo | None = None) -
         when = relative(ended, now) if ended else ""
         if last["status"] == "running" and ended:
             when = f"for {_span(now - ended)}"
-        took = f" ({duration(last['duration_s'])})" if last.get("duration_s") is not None else ""
+        took = f" ({format_duration(last['duration_s'])})" if last.get("duration_s") is not None else ""
         last_cell = Cell(f"{last['status']} {when}{took}".strip(), status_style(last["status"]))
     else:
         last_cell = Cell("never run")
@@ -206,7 +192,7 @@ def run_row(run: Mapping[str, Any], now: datetime, zone: tzinfo | None = None) -
         status_cell(run["status"]),
         local_time(scheduled, zone, seconds=True) if scheduled else "-",
         relative(started, now) if started else "-",
-        duration(run.get("duration_s")),
+        format_duration_or_dash(run.get("duration_s")),
         run.get("node") or "-",
         run.get("triggered_by") or "-",
     ]
@@ -232,7 +218,7 @@ def runs_table(
 def progress_line(run: Mapping[str, Any], elapsed_s: float) -> str:
     """``run 42 cleanup_sessions running 3.2s  deleted=120000 batches=12``."""
     # Tenths of a second up to a minute: a ticking clock, not a jump from ms to s.
-    elapsed = f"{elapsed_s:.1f}s" if elapsed_s < 60 else duration(elapsed_s)
+    elapsed = f"{elapsed_s:.1f}s" if elapsed_s < 60 else format_duration(elapsed_s)
     line = f"run {run['id']} {run['job_id']} {run['status']} {elapsed}"
     progress = fields_text(run.get("progress"))
     return f"{line}  {progress}" if progress else line
@@ -242,7 +228,7 @@ def summary_lines(run: Mapping[str, Any]) -> list[str]:
     """How a run ended, for stdout: status and duration, then its result."""
     head = f"run {run['id']} {run['job_id']} {run['status']}"
     if run.get("duration_s") is not None:
-        head += f" in {duration(run['duration_s'])}"
+        head += f" in {format_duration(run['duration_s'])}"
     return [head, *result_lines(run.get("result"))]
 
 

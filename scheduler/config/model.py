@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -25,6 +25,8 @@ from maintd.jobs.registry import TaskLookupError, TaskSpec, resolve_task
 from maintd.scheduler.config.alerts import AlertsConfig, alerts_problems
 from maintd.scheduler.config.types import Duration, Network, Section, TimeZone, positive
 from maintd.scheduler.schedules import Schedule, ScheduleError, parse_schedule, parse_timezone
+
+T = TypeVar("T")
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
 CONFIG_ENV = "MAINTD_CONFIG"
@@ -69,7 +71,7 @@ class SchedulerConfig(Section):
     shutdown_grace: Duration = timedelta(seconds=30)
     lease: Duration = timedelta(seconds=30)
     # Replicas agree on fire times only if their clocks do: beyond this, a replica is not
-    # ready and takes no part in scheduling (scheduler/clock_guard.py).
+    # ready and takes no part in scheduling (scheduler/engine/clock_guard.py).
     max_clock_skew: Duration = timedelta(seconds=2)
     node: str | None = None  # name recorded on runs; default host:pid
 
@@ -247,25 +249,21 @@ def _resolve_job(job_id: str, raw: Any, default_zone: ZoneInfo, problems: list[s
         table = JobTable.model_validate(raw)
     except ValidationError as exc:
         problems += _describe(exc, prefix=prefix)
+
     # The meaning of each value is checked even when another key is wrong.
-    timezone = default_zone
-    if isinstance(raw.get("timezone"), str):
+    def meaning(key: str, parse: Callable[[str], T], errors: type[Exception]) -> T | None:
+        """``parse`` of the string at ``key``; None, and the problem noted, when it fails."""
+        if not isinstance(raw.get(key), str):
+            return None
         try:
-            timezone = parse_timezone(raw["timezone"])
-        except ValueError as exc:
-            problems.append(f"{prefix}.timezone: {exc}")
-    schedule = None
-    if isinstance(raw.get("schedule"), str):
-        try:
-            schedule = parse_schedule(raw["schedule"], timezone)
-        except ScheduleError as exc:
-            problems.append(f"{prefix}.schedule: {exc}")
-    spec = None
-    if isinstance(raw.get("task"), str):
-        try:
-            spec = resolve_task(raw["task"])
-        except TaskLookupError as exc:
-            problems.append(f"{prefix}.task: {exc}")
+            return parse(raw[key])
+        except errors as exc:
+            problems.append(f"{prefix}.{key}: {exc}")
+            return None
+
+    timezone = meaning("timezone", parse_timezone, ValueError) or default_zone
+    schedule = meaning("schedule", lambda text: parse_schedule(text, timezone), ScheduleError)
+    spec = meaning("task", resolve_task, TaskLookupError)
     params = None
     if spec is not None and isinstance(raw.get("params", {}), dict):
         try:

@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from maintd.scheduler.config.model import Config, ConfigError, load_config
-from maintd.scheduler.store.run_store import AuditEntry
+from maintd.scheduler.store.run_store import NewAuditEntry
 
 log = structlog.get_logger("maintd.reload")
 
@@ -101,7 +101,7 @@ class Reloader:
         config: Config,
         *,
         apply: Callable[[Config, ConfigDiff], Awaitable[None]],
-        audit: Callable[[AuditEntry], Awaitable[None]],
+        audit: Callable[[NewAuditEntry], Awaitable[None]],
         clock: Callable[[], datetime],
         announce: tuple[Callable[[], None], Callable[[], None]] | None = None,
     ) -> None:
@@ -152,7 +152,7 @@ class Reloader:
         if diff.needs_restart:
             log.warning("config_reload_needs_restart", keys=diff.needs_restart)
         log.info("config_reloaded", path=str(path), **diff.as_dict())
-        await self._audit(AuditEntry(self._clock(), "SIGHUP", "reload", str(path), None, diff.as_dict()))
+        await self._audit(NewAuditEntry(self._clock(), "SIGHUP", "reload", str(path), None, diff.as_dict()))
         return diff
 
 

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-from maintd.scheduler.durations import parse_duration
+from maintd.jobs.durations import parse_duration
 from maintd.scheduler.schedules import parse_timezone
 
 

@@ -24,7 +24,7 @@ from maintd.scheduler.config.model import JobConfig
 from maintd.scheduler.engine.runs import Runs
 from maintd.scheduler.engine.state import EngineState
 from maintd.scheduler.run_logs import RUN_LOGS
-from maintd.scheduler.store.run_store import AuditEntry, Claim, RunStore
+from maintd.scheduler.store.run_store import Claim, NewAuditEntry, RunStore
 
 # A readiness check (and the clock check) waits this long for the database.
 READINESS_TIMEOUT_S = 2.0
@@ -133,7 +133,7 @@ class EngineAdmin:
         if run is None:
             busy = await self.store.running_run_of_job(job.id)
             raise JobBusy(job.id, busy.id if busy else None)
-        await self.store.add_audit(AuditEntry(now, actor.name, "trigger", job.id, actor.client, {"run_id": run.id}))
+        await self.store.add_audit(NewAuditEntry(now, actor.name, "trigger", job.id, actor.client, {"run_id": run.id}))
         self._runs.start_manual(job, run)
         return TriggerOut(job_id=job.id, run_id=run.id, status=run.status)
 
@@ -148,7 +148,7 @@ class EngineAdmin:
         now = self.clock()
         action = "pause" if paused else "resume"
         await self.store.set_paused(
-            job_id, paused, now, actor.name, AuditEntry(now, actor.name, action, job_id, actor.client)
+            job_id, paused, now, actor.name, NewAuditEntry(now, actor.name, action, job_id, actor.client)
         )
         self._state.log.info(f"job_{action}d", job_id=job_id, by=actor.name)
         return await self.get_job(job_id)
@@ -177,7 +177,7 @@ class EngineAdmin:
             ended = await self.get_run(run_id)
             raise RunEnded(run_id, ended.status)
         await self.store.add_audit(
-            AuditEntry(self.clock(), actor.name, "cancel", f"run:{run_id}", actor.client, {"job_id": run.job_id})
+            NewAuditEntry(self.clock(), actor.name, "cancel", f"run:{run_id}", actor.client, {"job_id": run.job_id})
         )
         self._cancel_requested(run_id, actor.name)
         return run
@@ -187,7 +187,7 @@ class EngineAdmin:
 
     async def record_denied(self, actor: Actor, action: str, target: str) -> None:
         detail = {"outcome": "denied", "reason": f"role {actor.role}; {action} needs the operator role"}
-        await self.store.add_audit(AuditEntry(self.clock(), actor.name, action, target, actor.client, detail))
+        await self.store.add_audit(NewAuditEntry(self.clock(), actor.name, action, target, actor.client, detail))
 
     async def readiness(self) -> list[str]:
         reasons = []

@@ -12,8 +12,8 @@ fire is taken. At the fire time the owner starts the run from memory.
 The database still decides: a claim ahead is the same insert of the fire key as
 a claim at the fire time, so two replicas that disagree on the live nodes can
 waste a statement, never run a fire twice. A fire that could not be claimed
-ahead (e.g. the job's previous run is still going) is claimed at its time as
-before. A run claimed ahead is ``running`` from its claim on (a manual trigger
+ahead (e.g. the job's previous run is still going) is claimed at its time.
+A run claimed ahead is ``running`` from its claim on (a manual trigger
 in that last second is refused as overlapping), and a pause that lands after it
 no longer stops that one fire.
 """

@@ -5,7 +5,7 @@ their clocks agree. A replica whose clock is off by more than
 ``scheduler.max_clock_skew`` would claim fires early (ahead) or late (behind),
 and judge fires not yet due (or from before a job existed) as missed; so it takes
 no part in scheduling until it is back within bound. While suspended it claims,
-records and starts nothing scheduled (see :class:`scheduler.engine.Engine`); the
+records and starts nothing scheduled (see :class:`~maintd.scheduler.engine.Engine`); the
 replicas with a true clock do the work, and when this one is back, its spell is
 caught up as downtime is.
 
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from maintd.jobs.durations import format_duration
 from maintd.scheduler.clock import utcnow
-from maintd.scheduler.durations import format_duration
 
 # Back within bound only below this share of it: a clock hovering at the bound
 # does not flap between scheduling and not (each resume catches up a spell).

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import contextlib
 
+from maintd.jobs.durations import format_duration
 from maintd.scheduler.alerts import Alerter
-from maintd.scheduler.durations import format_duration
 from maintd.scheduler.engine.state import EngineState
 
 

@@ -23,9 +23,9 @@ import structlog
 
 from maintd.admin_api.interface import RunOut
 from maintd.jobs.context import JobCancelled, JobContext, LeaseLost
+from maintd.jobs.durations import format_duration
 from maintd.scheduler.alerts import Alerter
 from maintd.scheduler.config.model import JobConfig
-from maintd.scheduler.durations import format_duration
 from maintd.scheduler.engine.after_pass import AfterPass
 from maintd.scheduler.engine.batching import Batcher
 from maintd.scheduler.engine.recovery import Recovery
@@ -235,7 +235,9 @@ class Runs:
         if task is None or task.done() or task is asyncio.current_task():
             return
         if grace <= timedelta(0):
-            task.cancel()
+            # A step later: a task cancelled before its first step never enters _execute,
+            # and its outcome would go unrecorded. Its first step is queued before this.
+            asyncio.get_running_loop().call_soon(task.cancel)
         else:
             active.hard_cancel = asyncio.get_running_loop().call_later(grace.total_seconds(), task.cancel)
 

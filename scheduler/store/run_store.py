@@ -158,10 +158,6 @@ class RunStore:
         rows = await self.pool.fetch(Q["taken_fires"], job_ids, times)
         return {(row["job_id"], row["scheduled_for"]) for row in rows}
 
-    async def get_fire(self, job_id: str, scheduled_for: datetime, attempt: int = 1) -> RunOut | None:
-        row = await self.pool.fetchrow(Q["get_fire"], job_id, scheduled_for, attempt)
-        return run_from_row(row) if row else None
-
     async def claim_blockers(self, job_id: str, scheduled_for: datetime | None, attempt: int) -> ClaimBlockers:
         """What stands in the way of claiming a fire key (or a manual run: ``scheduled_for`` None)."""
         row = await self.pool.fetchrow(Q["claim_blockers"], job_id, scheduled_for, attempt)
@@ -245,8 +241,8 @@ class RunStore:
         return {row["job_id"]: row["running"] for row in await self.pool.fetch(Q["running_counts"])}
 
     async def last_fires(self, job_ids: Sequence[str], before: datetime) -> dict[str, datetime | None]:
-        """Each job's latest scheduled fire before ``before``, in one statement (a start with
-        1,000 jobs made 1,000 round trips, twice)."""
+        """Each job's latest scheduled fire before ``before``, for all jobs in one statement: a start
+        with 1,000 jobs waits for one round trip, not 1,000."""
         rows = await self.pool.fetch(Q["last_fires"], list(job_ids), before)
         return {row["job_id"]: row["last_fire"] for row in rows}
 
@@ -256,13 +252,13 @@ class RunStore:
     async def job_states(self) -> dict[str, asyncpg.Record]:
         return {row["job_id"]: row for row in await self.pool.fetch(Q["job_states"])}
 
-    async def set_paused(self, job_id: str, paused: bool, at: datetime, by: str, audit: AuditEntry) -> None:
+    async def set_paused(self, job_id: str, paused: bool, at: datetime, by: str, audit: NewAuditEntry) -> None:
         """Change the pause state and record who did it, in one transaction."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(Q["set_paused"], job_id, paused, at, by)
             await _add_audit(conn, audit)
 
-    async def add_audit(self, audit: AuditEntry) -> None:
+    async def add_audit(self, audit: NewAuditEntry) -> None:
         async with self.pool.acquire() as conn:
             await _add_audit(conn, audit)
 
@@ -332,7 +328,10 @@ class RunStore:
 
 
 @dataclass(frozen=True)
-class AuditEntry:
+class NewAuditEntry:
+    """An admin action to write to the audit log. The database numbers it; it is read back
+    as :class:`~maintd.admin_api.interface.AuditOut`, with that ``id``."""
+
     at: datetime
     principal: str
     action: str
@@ -341,7 +340,7 @@ class AuditEntry:
     detail: dict[str, Any] | None = None
 
 
-async def _add_audit(conn: asyncpg.Connection, audit: AuditEntry) -> None:
+async def _add_audit(conn: asyncpg.Connection, audit: NewAuditEntry) -> None:
     await conn.execute(
         Q["add_audit"], audit.at, audit.principal, audit.action, audit.target, audit.client, audit.detail
     )

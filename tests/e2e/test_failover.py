@@ -1,4 +1,4 @@
-"""End to end, a primary failover under running replicas (issue 10, part 4).
+"""End to end, a primary failover under running replicas.
 
 The test's own primary and streaming standby (tests/e2e/postgres_cluster.py);
 the primary crashes (``pg_ctl stop -m immediate``), the standby is promoted 3 s
@@ -105,8 +105,8 @@ def _noise_per_s(daemon: Daemon, since: float, until: float) -> float:
 
 def _repeated(daemon: Daemon, since: float, until: float) -> dict[str, int]:
     """Warnings and errors the replica logged more than once between two wall-clock times, by event and the
-    job and run it names: the same failure repeating is what floods a journal (the issue measured 8-10 lines a
-    second); the first of each kind, a summary, and one line per fire or run are not."""
+    job and run it names: the same failure repeating (several lines a second through an outage) is what
+    floods a journal; the first of each kind, a summary, and one line per fire or run are not."""
     loud = [
         e for e in daemon.events if e.get("level") in ("warning", "error", "critical") and since <= _stamp(e) <= until
     ]

@@ -1,4 +1,4 @@
-"""End to end, fencing: a replica whose runs were declared lost must not act as if it were alive (issue 10, part 1).
+"""End to end, fencing: a replica whose runs were declared lost must not act as if it were alive.
 
 Two real replicas share a database. One of them is frozen (SIGSTOP, as a VM
 pause or a long GC pause) or has its event loop blocked by a task, for longer
@@ -47,8 +47,9 @@ def _trigger(daemon: Daemon, job_id: str) -> int:
 
 
 def _after_the_owners_word(http: httpx.Client, run_id: int, timeout: float) -> dict[str, Any]:
-    """The lost run once its owner has had its say: its status changed (the defect) or it carries the late
-    outcome (the fix); as it stands after ``timeout`` when neither, for the assertions to tell what is missing."""
+    """The lost run once its owner has had its say: its status changed (which must not happen) or it carries
+    the late outcome (which must); as it stands after ``timeout`` when neither, for the assertions to tell
+    what is missing."""
     deadline = time.monotonic() + timeout
     while True:
         run: dict[str, Any] = http.get(f"/admin/runs/{run_id}").json()
@@ -97,7 +98,7 @@ def _assert_late_outcome(run: dict[str, Any]) -> None:
 def test_a_frozen_replica_keeps_its_lost_run_lost(start_daemon: Any, db_dsn: str) -> None:
     lease = 4  # heartbeat and reaper every 1.33 s
     # The same job on both replicas. A's run lasts well past its freeze, so that A wakes up in the middle of
-    # it, as in the issue; B's copy is short, so that the retry ends soon after A has woken.
+    # it; B's copy is short, so that the retry ends soon after A has woken.
     jobs = _job("slow", "sql", 'sql = "SELECT pg_sleep({s})"', overlap="forbid", retries=1)
     a = start_daemon(jobs.format(s=15), dsn=db_dsn, scheduler_toml=scheduler_toml("a", lease=f"{lease}s"))
     b = start_daemon(jobs.format(s=2), dsn=db_dsn, scheduler_toml=scheduler_toml("b", lease=f"{lease}s"))
@@ -117,7 +118,7 @@ def test_a_frozen_replica_keeps_its_lost_run_lost(start_daemon: Any, db_dsn: str
     woken = time.monotonic()
 
     with b.operator() as on_b:
-        # A's pg_sleep ends 15 s after the trigger; a fixed A cancels the run as soon as it wakes.
+        # A's pg_sleep ends 15 s after the trigger; A must cancel the run as soon as it wakes.
         run = _after_the_owners_word(on_b, run_id, timeout=20)
         settled_after = time.monotonic() - woken
         b.follow(retry["run_id"], timeout=15)

@@ -1,7 +1,7 @@
 """maintd beside an application whose own packages are named `jobs` and `scheduler`.
 
-Before maintd moved under one import name, such a project on the path crashed
-every maintd command, `maintd --help` included.
+maintd installs under the one import name `maintd`, so such a project on the
+path must not break any maintd command, `maintd --help` included.
 """
 
 from __future__ import annotations

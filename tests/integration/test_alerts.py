@@ -1,6 +1,6 @@
 """Alerts against real parts: PostgreSQL, an HTTP receiver (uvicorn, in process) and an SMTP server (aiosmtpd).
 
-What the issue asks: a failed, timed-out or lost run posts a JSON payload (Slack
+What alerting must do: a failed, timed-out or lost run posts a JSON payload (Slack
 text included) and/or sends a mail, optionally only after K failures in a row;
 never more than one alert per job per interval, with several replicas; delivery
 failures are logged and retried and never reach the run; an overdue job alerts
@@ -451,8 +451,8 @@ async def test_an_overdue_job_alerts_once_per_episode_on_any_replica(
         await alerter.idle()
     assert [post.json["event"] for post in receiver.posts] == ["job_overdue"]
     first = receiver.posts[0].json
-    assert first["text"] == "maintd: job backup is overdue: no success within 26h (it never succeeded)"
-    assert (first["run"], first["last_success"], first["expect_success_within"]) == (None, None, "26h")
+    assert first["text"] == "maintd: job backup is overdue: no success within 1d 02h (it never succeeded)"
+    assert (first["run"], first["last_success"], first["expect_success_within"]) == (None, None, "1d 02h")
     # A failure meanwhile is other news: its own alert, not held back by the overdue one.
     await a.run_ended(await end_run(store, "backup", "failed", later))
     await a.idle()

@@ -1,4 +1,4 @@
-"""A replica whose clock is off the database's takes no part in scheduling (scheduler/clock_guard.py).
+"""A replica whose clock is off the database's takes no part in scheduling (scheduler/engine/clock_guard.py).
 
 Engines on a real PostgreSQL, one with a clock of the test's own (the true time
 plus an offset the test moves), the other on the true clock. Every run notes the

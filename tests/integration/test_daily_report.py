@@ -1,6 +1,6 @@
 """The daily report end to end: a real PostgreSQL, the real engine, a real SMTP server (aiosmtpd).
 
-What the issue asks of it: the mail arrives with its subject, both parts and
+What the report must do: the mail arrives with its subject, both parts and
 its recipients; a day's report goes out once, however often the job runs and
 on however many replicas; a refusing or absent server fails the run with its
 answer and a later run sends the report; on a frozen clock the 09:00 fire

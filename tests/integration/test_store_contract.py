@@ -22,7 +22,7 @@ import pytest
 
 from maintd.admin_api.interface import AuditOut, LateOutcome, RunOut
 from maintd.scheduler.run_logs import DROPPED_EVENT, LogBatch, LogLine
-from maintd.scheduler.store.run_store import AuditEntry, Claim, ClaimBlockers, RunStore, create_pool
+from maintd.scheduler.store.run_store import Claim, ClaimBlockers, NewAuditEntry, RunStore, create_pool
 from tests.memory_store import MemoryStore
 
 pytestmark = pytest.mark.integration
@@ -153,8 +153,8 @@ async def assert_about_now(backend: Backend, at: datetime | None) -> None:
     assert at is not None and now - timedelta(seconds=10) <= at <= now
 
 
-def audit(action: str = "pause", target: str = "nightly", **fields: Any) -> AuditEntry:
-    return AuditEntry(at=FIRE, principal="ops", action=action, target=target, **fields)
+def audit(action: str = "pause", target: str = "nightly", **fields: Any) -> NewAuditEntry:
+    return NewAuditEntry(at=FIRE, principal="ops", action=action, target=target, **fields)
 
 
 # -- claims and conflicts ---------------------------------------------------------
@@ -168,9 +168,7 @@ async def test_a_fire_key_is_won_once_and_a_refused_claim_uses_up_an_id(backend:
     # The fire's next attempt is another key; the refused claim drew id 2.
     second = await store.claim_run(claim("node-b", attempt=2, exclusive=False, trigger="retry"))
     assert second == running(3, "node-b", attempt=2, trigger="retry")
-    assert await store.get_fire("nightly", FIRE) == running(1)
-    assert await store.get_fire("nightly", FIRE, 2) == second
-    assert await store.get_fire("nightly", LATER) is None
+    assert await store.list_runs(job_id="nightly", status=None, limit=10) == [second, running(1)]
 
 
 async def test_an_exclusive_job_has_one_running_run_and_manual_runs_hold_no_fire_key(backend: Backend) -> None:

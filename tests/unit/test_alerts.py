@@ -131,17 +131,17 @@ def test_an_overdue_alert_has_no_run_and_says_since_when() -> None:
     last = datetime(2026, 5, 11, 3, 0, tzinfo=UTC)
     alert = overdue_alert("backup", last_success=last, window=timedelta(hours=26), node="node-a", at=AT)
     assert alert.payload == {
-        "text": "maintd: job backup is overdue: no success within 26h (last success 2026-05-11T03:00:00+00:00)",
+        "text": "maintd: job backup is overdue: no success within 1d 02h (last success 2026-05-11T03:00:00+00:00)",
         "event": "job_overdue",
         "job_id": "backup",
         "run": None,
         "consecutive_failures": None,
         "last_success": "2026-05-11T03:00:00+00:00",
-        "expect_success_within": "26h",
+        "expect_success_within": "1d 02h",
         "node": "node-a",
         "at": "2026-05-12T07:30:00+00:00",
     }
-    assert alert.subject == "[maintd] backup overdue: no success within 26h"
+    assert alert.subject == "[maintd] backup overdue: no success within 1d 02h"
     never = overdue_alert("backup", last_success=None, window=timedelta(hours=1), node="n", at=AT)
     assert never.text.endswith("(it never succeeded)")
     assert "Last success: never" in never.body

@@ -1,4 +1,4 @@
-"""Claiming fires ahead of their time, shared out among replicas (scheduler/claim_ahead.py).
+"""Claiming fires ahead of their time, shared out among replicas (scheduler/engine/claim_ahead.py).
 
 The store is tests/memory_store.MemoryStore on the test's clock: it answers the
 calls ClaimAhead makes (node_heartbeat_at, claim_ahead, taken_fires) as the SQL

@@ -10,7 +10,6 @@ import pytest
 
 from maintd.scheduler.cli.live import LiveLine, report_end
 from maintd.scheduler.cli.render import (
-    duration,
     error_tail,
     jobs_table,
     log_line,
@@ -62,20 +61,12 @@ def job(**fields: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(0.12, "120ms"), (3.21, "3.2s"), (42, "42s"), (65, "1m 05s"), (7380, "2h 03m"), (273600, "3d 04h"), (None, "-")],
-)
-def test_duration(seconds: float | None, text: str) -> None:
-    assert duration(seconds) == text
-
-
-@pytest.mark.parametrize(
     ("delta", "text"),
     [
         (timedelta(hours=3, minutes=12, seconds=9), "in 3h 12m"),
         (-timedelta(hours=2), "2h ago"),
         (timedelta(seconds=45), "in 45s"),
-        (-timedelta(days=2, hours=5), "2d 5h ago"),
+        (-timedelta(days=2, hours=5), "2d 05h ago"),
         (timedelta(milliseconds=300), "just now"),
     ],
 )

@@ -1,4 +1,4 @@
-"""The clock guard (scheduler/clock_guard.py): when a replica's clock may schedule.
+"""The clock guard (scheduler/engine/clock_guard.py): when a replica's clock may schedule.
 
 Readings of the database's clock are fed by hand, with the replica's wall clock
 and monotonic clock moved by the test: a skew in and out of bound, the margin
@@ -102,7 +102,7 @@ def test_scheduling_resumes_only_well_within_bound() -> None:
     read(checked, host)
     assert checked.suspended()
     reason = checked.reason()
-    assert reason == "clock: +1.800s off the database's clock (scheduling resumes within 1500ms)"
+    assert reason == "clock: +1.800s off the database's clock (scheduling resumes within 1.5s)"
     host.skew = 1.4
     read(checked, host)
     assert not checked.suspended() and checked.reason() is None

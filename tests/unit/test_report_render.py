@@ -17,7 +17,7 @@ from maintd.jobs.daily_report.data import (
     UnrunFires,
     report_period,
 )
-from maintd.jobs.daily_report.render import format_duration, render_report
+from maintd.jobs.daily_report.render import render_report
 
 pytestmark = pytest.mark.unit
 
@@ -76,7 +76,7 @@ RUNS BY JOB
   vacuum_events       24   1       0     1       22  12m 34s
 
 FAILURES (2)
-  2026-05-11 14:02  cleanup_sessions: failed after 0.2s (run 41, schedule, attempt 1, db1:812)
+  2026-05-11 14:02  cleanup_sessions: failed after 210ms (run 41, schedule, attempt 1, db1:812)
       {XSS}
   2026-05-11 01:00  vacuum_events: lost after 1m 35s (run 17, schedule, attempt 1, db2:90)
       lost: node db2:90 stopped
@@ -182,7 +182,7 @@ def test_sessions_that_could_not_be_counted() -> None:
         (Attention("j", "never_succeeded", at=at(8)), "never succeeded (known since 2026-05-11 08:00)"),
         (
             Attention("j", "overdue", at=at(8), interval=timedelta(hours=1)),
-            "no success for 1d 01h (last 2026-05-11 08:00), usually runs every 1h 00m",
+            "no success for 1d 01h (last 2026-05-11 08:00), usually runs every 1h",
         ),
         (
             Attention("morning_report", "report_not_sent", error="SMTP ... 550 no", day=PERIOD.report_date),
@@ -203,11 +203,3 @@ def test_sessions_that_could_not_be_counted() -> None:
 )
 def test_attention_wording(item: Attention, sentence: str) -> None:
     assert f"  * {item.job_id}: {sentence}\n" in render_report(report(attention=[item])).text
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(None, "-"), (0.214, "0.2s"), (42.4, "42s"), (185, "3m 05s"), (7620, "2h 07m"), (273600, "3d 04h")],
-)
-def test_format_duration(seconds: float | None, text: str) -> None:
-    assert format_duration(seconds) == text

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from maintd.jobs.queries import load_queries
+from maintd.jobs.durations import format_duration, format_duration_or_dash, parse_duration
 from maintd.jobs.registry import TaskLookupError, builtin_tasks, resolve_task
 from maintd.jobs.sql import parse_status
-from maintd.scheduler.durations import format_duration, parse_duration
+from maintd.jobs.sql_blocks import parse_sql_blocks
 from maintd.scheduler.store.sql import QUERIES
 
 pytestmark = pytest.mark.unit
@@ -37,26 +37,45 @@ def test_parse_duration_rejects(text: str) -> None:
         parse_duration(text)
 
 
-def test_format_duration_is_exact_and_short() -> None:
-    assert [format_duration(parse_duration(t)) for t in ("200ms", "90s", "10m", "2h", "1d", "1500ms")] == [
-        "200ms",
-        "90s",
-        "10m",
-        "2h",
-        "1d",
-        "1500ms",
-    ]
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.12, "120ms"),
+        (timedelta(milliseconds=200), "200ms"),
+        (timedelta(milliseconds=1500), "1.5s"),
+        (3.21, "3.2s"),
+        (timedelta(seconds=2), "2s"),
+        (42.4, "42s"),
+        (65, "1m 05s"),
+        (timedelta(seconds=90), "1m 30s"),
+        (timedelta(minutes=10), "10m"),
+        (185, "3m 05s"),
+        (timedelta(hours=2), "2h"),
+        (7380, "2h 03m"),
+        (7620, "2h 07m"),
+        (timedelta(hours=26), "1d 02h"),
+        (timedelta(days=1), "1d"),
+        (273600, "3d 04h"),
+        (-timedelta(days=2, hours=5), "2d 05h"),
+    ],
+)
+def test_format_duration_spells_two_units_at_most(value: timedelta | float, text: str) -> None:
+    assert format_duration(value) == text
+
+
+def test_no_duration_is_a_dash() -> None:
+    assert (format_duration_or_dash(None), format_duration_or_dash(0.12)) == ("-", "120ms")
 
 
 def test_sql_blocks_need_a_description_and_are_unique() -> None:
-    assert load_queries("-- name: a\n-- does a\nSELECT 1;\n-- name: b\n-- does b\nSELECT 2;\n") == {
+    assert parse_sql_blocks("-- name: a\n-- does a\nSELECT 1;\n-- name: b\n-- does b\nSELECT 2;\n") == {
         "a": "SELECT 1",
         "b": "SELECT 2",
     }
     with pytest.raises(ValueError, match="description"):
-        load_queries("-- name: a\nSELECT 1;\n")
+        parse_sql_blocks("-- name: a\nSELECT 1;\n")
     with pytest.raises(ValueError, match="twice"):
-        load_queries("-- name: a\n-- x\nSELECT 1;\n-- name: a\n-- y\nSELECT 2;\n")
+        parse_sql_blocks("-- name: a\n-- x\nSELECT 1;\n-- name: a\n-- y\nSELECT 2;\n")
 
 
 def test_daemon_queries_load() -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from maintd.jobs.durations import parse_duration
 from maintd.scheduler.config.model import SchedulerConfig
-from maintd.scheduler.durations import parse_duration
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.systemd import Notifier, ServiceNotifier, WatchdogTiming, watchdog_interval
 from tests.configs import make_config, sql_job

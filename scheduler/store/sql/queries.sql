@@ -29,11 +29,6 @@ JOIN unnest($1::text[], $2::timestamptz[]) AS f(job_id, scheduled_for)
   ON r.job_id = f.job_id AND r.scheduled_for = f.scheduled_for
 WHERE r.attempt = 1 AND r.trigger <> 'manual';
 
--- name: get_fire
--- The row holding a fire key, if any replica claimed or recorded it.
-SELECT * FROM maintd.runs
-WHERE job_id = $1 AND scheduled_for = $2 AND attempt = $3 AND trigger <> 'manual';
-
 -- name: running_run_of_job
 -- The exclusive run of a job in progress, if any.
 SELECT * FROM maintd.runs WHERE job_id = $1 AND status = 'running' AND exclusive;
