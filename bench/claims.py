@@ -76,7 +76,6 @@ import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bench import with_database
-from maintd.admin_api.interface import RunOut
 from maintd.jobs.context import JobContext
 from maintd.jobs.registry import NoParams, task
 from maintd.scheduler.config.model import parse_config
@@ -84,6 +83,7 @@ from maintd.scheduler.engine import Engine
 from maintd.scheduler.logs import configure_logging
 from maintd.scheduler.schedules import ScheduleTrigger, parse_schedule
 from maintd.scheduler.store.migrate import apply_migrations
+from maintd.scheduler.store.records import Run
 from maintd.scheduler.store.run_store import Claim, RunStore, create_pool
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -311,19 +311,19 @@ class _TimedRunStore(RunStore):
 
     async def claim_fires(
         self, fires: Sequence[tuple[str, datetime, bool]], started_at: datetime, node: str
-    ) -> list[RunOut]:
+    ) -> list[Run]:
         sent = time.time()
         won = await super().claim_fires(fires, started_at, node)
         self._record("claim_fires", len(fires), [run.job_id for run in won], sent)
         return won
 
-    async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[RunOut]:
+    async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[Run]:
         sent = time.time()
         won = await super().claim_ahead(fires, node)
         self._record("claim_ahead", len(fires), [run.job_id for run in won], sent)
         return won
 
-    async def claim_run(self, claim: Claim) -> RunOut | None:
+    async def claim_run(self, claim: Claim) -> Run | None:
         sent = time.time()
         run = await super().claim_run(claim)
         self._record("claim_run", 1, [claim.job_id] if run else [], sent)

@@ -33,11 +33,11 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from maintd.admin_api.interface import RunOut
 from maintd.scheduler.config.model import Config, config_from_text, load_config
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.engine.clock_guard import NoClockGuard
 from maintd.scheduler.store.migrate import apply_migrations
+from maintd.scheduler.store.records import Run
 from maintd.scheduler.store.run_store import RunStore, create_pool
 
 __all__ = ["FrozenEngine", "config_from_file", "config_from_toml", "frozen_engine"]
@@ -78,7 +78,7 @@ class FrozenEngine:
             await asyncio.sleep(0)
         await self.settle()
 
-    async def runs(self, job_id: str | None = None) -> list[RunOut]:
+    async def runs(self, job_id: str | None = None) -> list[Run]:
         """Runs (and unrun fires) recorded so far, oldest first."""
         runs = await self.store.list_runs(job_id=job_id, status=None, limit=10_000)
         return sorted(runs, key=lambda run: run.id)

@@ -39,13 +39,13 @@ from typing import Any, Literal
 import httpx
 import structlog
 
-from maintd.admin_api.interface import RunOut
 from maintd.jobs.durations import format_duration
 from maintd.jobs.mail import SmtpSettings
 from maintd.jobs.mailer import MailError, build_message, send_message
 from maintd.scheduler.clock import utcnow
 from maintd.scheduler.config.alerts import AlertsConfig, WebhookConfig
 from maintd.scheduler.metrics import Metrics
+from maintd.scheduler.store.records import Run, run_out
 from maintd.scheduler.store.run_store import RunStore
 
 AlertEvent = Literal["run_failed", "run_timed_out", "run_lost", "job_overdue"]
@@ -75,7 +75,7 @@ class Alert:
 # -- rendering (pure) --------------------------------------------------------
 
 
-def run_alert(run: RunOut, *, failures: int, node: str, at: datetime) -> Alert:
+def run_alert(run: Run, *, failures: int, node: str, at: datetime) -> Alert:
     """The alert for a run that ended failed, timed_out or lost, the ``failures``-th in a row."""
     verb = _VERBS[run.status]
     in_a_row = f", {failures} in a row" if failures > 1 else ""
@@ -140,7 +140,7 @@ def _payload(
     event: AlertEvent,
     job_id: str,
     *,
-    run: RunOut | None,
+    run: Run | None,
     failures: int | None,
     node: str,
     at: datetime,
@@ -153,7 +153,7 @@ def _payload(
         "event": event,
         "job_id": job_id,
         # The run object exactly as GET /admin/runs/{id} serializes it.
-        "run": run.model_dump(mode="json") if run is not None else None,
+        "run": run_out(run).model_dump(mode="json") if run is not None else None,
         "consecutive_failures": failures,
         "last_success": last_success.isoformat() if last_success else None,
         "expect_success_within": window,
@@ -241,7 +241,7 @@ class Alerter:
     def enabled(self) -> bool:
         return self.config.enabled and not self._closed
 
-    async def run_ended(self, run: RunOut) -> None:
+    async def run_ended(self, run: Run) -> None:
         """A run's outcome was recorded. Returns at once; alerting goes on in the background."""
         if not self.enabled or run.status not in _ALERTING_STATUSES or run.status not in self.config.on:
             # A success needs nothing: the failure count restarts from the runs
@@ -278,7 +278,7 @@ class Alerter:
 
     # -- deciding --------------------------------------------------------------
 
-    async def _alert_run(self, run: RunOut) -> None:
+    async def _alert_run(self, run: Run) -> None:
         log = self.log.bind(job_id=run.job_id, run_id=run.id)
         at = self.clock()
         try:

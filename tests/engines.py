@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from maintd.admin_api.interface import Actor, RunOut
+from maintd.admin_api.interface import Actor
 from maintd.scheduler.config.model import Config
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.engine.clock_guard import NoClockGuard
+from maintd.scheduler.store.records import Run
 from tests.memory_store import MemoryStore
 
 OPS = Actor(name="ops", role="operator", client="10.0.0.7")
@@ -33,7 +34,7 @@ async def beat(engine: Engine) -> None:
     await engine.housekeeping()
 
 
-async def run_to_end(engine: Engine, job_id: str) -> RunOut:
+async def run_to_end(engine: Engine, job_id: str) -> Run:
     """Trigger a job and wait for the run to end."""
     started = await engine.admin.trigger(job_id, OPS)
     await engine.idle()

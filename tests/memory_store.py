@@ -40,9 +40,10 @@ from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import asyncpg
 
-from maintd.admin_api.interface import AuditOut, RunLogLine, RunOut
+from maintd.admin_api.interface import AuditOut, RunLogLine
 from maintd.scheduler.run_logs import LogBatch
-from maintd.scheduler.store.run_store import Claim, ClaimBlockers, NewAuditEntry, RunStore, run_from_row
+from maintd.scheduler.store.records import Run, run_from_row
+from maintd.scheduler.store.run_store import Claim, ClaimBlockers, NewAuditEntry, RunStore
 
 Clock = Callable[[], datetime]
 FireKey = tuple[str, datetime, int]
@@ -94,7 +95,7 @@ class StoredRun:
         """Counted by ``runs_one_running``: a running exclusive run."""
         return self.status == "running" and self.exclusive
 
-    def out(self) -> RunOut:
+    def out(self) -> Run:
         row = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         for column in ("result", "progress", "late_outcome"):
             row[column] = _from_jsonb(row[column])
@@ -265,7 +266,7 @@ class MemoryStore(RunStore):
         return connection
 
     @_recorded
-    async def claim_run(self, claim: Claim) -> RunOut | None:
+    async def claim_run(self, claim: Claim) -> Run | None:
         if not claim.ignore_pause and self._paused(claim.job_id):
             return None
         row = self._insert(
@@ -285,16 +286,16 @@ class MemoryStore(RunStore):
     @_recorded
     async def claim_fires(
         self, fires: Sequence[tuple[str, datetime, bool]], started_at: datetime, node: str
-    ) -> list[RunOut]:
+    ) -> list[Run]:
         return self._claim_first_attempts(fires, _utc(started_at), node)
 
     @_recorded
-    async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[RunOut]:
+    async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[Run]:
         return self._claim_first_attempts(fires, None, node)
 
     def _claim_first_attempts(
         self, fires: Sequence[tuple[str, datetime, bool]], started_at: datetime | None, node: str
-    ) -> list[RunOut]:
+    ) -> list[Run]:
         _not_empty(fires)
         now = self._now()
         # Inserted in (job_id, scheduled_for) order, so within one statement a job's
@@ -344,7 +345,7 @@ class MemoryStore(RunStore):
         return ClaimBlockers(fire.id if fire else None, self._paused(job_id), running_id, silent_s)
 
     @_recorded
-    async def running_run_of_job(self, job_id: str) -> RunOut | None:
+    async def running_run_of_job(self, job_id: str) -> Run | None:
         run_id = self._holding.get(job_id)
         return None if run_id is None else self.runs[run_id].out()
 
@@ -359,7 +360,7 @@ class MemoryStore(RunStore):
         at: datetime,
         reason: str,
         node: str,
-    ) -> RunOut | None:
+    ) -> Run | None:
         row = self._insert(
             job_id=job_id,
             trigger=trigger,
@@ -376,7 +377,7 @@ class MemoryStore(RunStore):
     # -- outcomes -----------------------------------------------------------------
 
     @_recorded
-    async def finish_run(self, run_id: int, status: str, at: datetime, result: Any, error: str | None) -> RunOut | None:
+    async def finish_run(self, run_id: int, status: str, at: datetime, result: Any, error: str | None) -> Run | None:
         row = self.runs.get(run_id)
         if row is None or row.status != "running":
             return None
@@ -387,7 +388,7 @@ class MemoryStore(RunStore):
     @_recorded
     async def finish_runs(
         self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None]]
-    ) -> list[RunOut]:
+    ) -> list[Run]:
         _not_empty(outcomes)
         given = {outcome[0]: outcome for outcome in reversed(outcomes)}  # the first outcome given for a run
         changes = []
@@ -425,7 +426,7 @@ class MemoryStore(RunStore):
         return {row.id: row.cancel_requested_by for row in self._update([(row, {"heartbeat_at": now}) for row in rows])}
 
     @_recorded
-    async def reap_lost_runs(self, lease: timedelta) -> list[RunOut]:
+    async def reap_lost_runs(self, lease: timedelta) -> list[Run]:
         now = self._now()
         changes = []
         for row in self._running():
@@ -443,7 +444,7 @@ class MemoryStore(RunStore):
         return [row.out() for row in self._update(changes)]
 
     @_recorded
-    async def reap_own_runs(self, run_ids: Sequence[int], reason: str) -> list[RunOut]:
+    async def reap_own_runs(self, run_ids: Sequence[int], reason: str) -> list[Run]:
         now = self._now()
         rows = [row for row in self._by_ids(list(run_ids)) if row.status == "running"]
         changes = [
@@ -452,7 +453,7 @@ class MemoryStore(RunStore):
         return [row.out() for row in self._update(changes)]
 
     @_recorded
-    async def reap_node_runs(self, node: str) -> list[RunOut]:
+    async def reap_node_runs(self, node: str) -> list[Run]:
         now = self._now()
         changes = []
         for row in self._running():
@@ -464,7 +465,7 @@ class MemoryStore(RunStore):
         return [row.out() for row in self._update(changes)]
 
     @_recorded
-    async def request_cancel(self, run_id: int, by: str) -> RunOut | None:
+    async def request_cancel(self, run_id: int, by: str) -> Run | None:
         row = self.runs.get(run_id)
         if row is None or row.status != "running":
             return None
@@ -519,7 +520,7 @@ class MemoryStore(RunStore):
         return newest
 
     @_recorded
-    async def runs_to_retry(self, job_ids: Sequence[str], since: datetime) -> list[RunOut]:
+    async def runs_to_retry(self, job_ids: Sequence[str], since: datetime) -> list[Run]:
         since = _utc(since)
         return [
             row.out()
@@ -532,12 +533,12 @@ class MemoryStore(RunStore):
         ]
 
     @_recorded
-    async def get_run(self, run_id: int) -> RunOut | None:
+    async def get_run(self, run_id: int) -> Run | None:
         row = self.runs.get(run_id)
         return row.out() if row else None
 
     @_recorded
-    async def list_runs(self, *, job_id: str | None, status: str | None, limit: int) -> list[RunOut]:
+    async def list_runs(self, *, job_id: str | None, status: str | None, limit: int) -> list[Run]:
         rows = [
             row
             for row in sorted(self.runs.values(), key=lambda row: row.id, reverse=True)
@@ -546,7 +547,7 @@ class MemoryStore(RunStore):
         return [row.out() for row in _limited(rows, limit)]
 
     @_recorded
-    async def last_runs(self, job_ids: Sequence[str]) -> dict[str, RunOut]:
+    async def last_runs(self, job_ids: Sequence[str]) -> dict[str, Run]:
         newest: dict[str, StoredRun] = {}
         for row in sorted(self.runs.values(), key=lambda row: row.id):
             if row.job_id in job_ids:

@@ -24,6 +24,7 @@ from maintd.scheduler.config.model import JobConfig
 from maintd.scheduler.engine.runs import Runs
 from maintd.scheduler.engine.state import EngineState
 from maintd.scheduler.run_logs import RUN_LOGS
+from maintd.scheduler.store.records import run_out
 from maintd.scheduler.store.run_store import Claim, NewAuditEntry, RunStore
 
 # A readiness check (and the clock check) waits this long for the database.
@@ -100,7 +101,7 @@ class EngineAdmin:
                     running=running.get(job_id, 0) > 0,
                     next_run_time=None if paused else upcoming[0],
                     upcoming=upcoming,
-                    last_run=last.get(job_id),
+                    last_run=run_out(last[job_id]) if job_id in last else None,
                     timeout_s=job.timeout.total_seconds() if job.timeout else None,
                     overlap=job.overlap,
                     catch_up=job.catch_up,
@@ -154,13 +155,13 @@ class EngineAdmin:
         return await self.get_job(job_id)
 
     async def list_runs(self, *, job_id: str | None, status: str | None, limit: int) -> list[RunOut]:
-        return await self.store.list_runs(job_id=job_id, status=status, limit=limit)
+        return [run_out(run) for run in await self.store.list_runs(job_id=job_id, status=status, limit=limit)]
 
     async def get_run(self, run_id: int) -> RunOut:
         run = await self.store.get_run(run_id)
         if run is None:
             raise RunNotFound(run_id)
-        return run
+        return run_out(run)
 
     async def get_run_logs(self, run_id: int, *, after_seq: int, limit: int) -> RunLogsOut:
         if self._runs.holds_logs_of(run_id):  # ours: written first, so the answer is up to now
@@ -180,7 +181,7 @@ class EngineAdmin:
             NewAuditEntry(self.clock(), actor.name, "cancel", f"run:{run_id}", actor.client, {"job_id": run.job_id})
         )
         self._cancel_requested(run_id, actor.name)
-        return run
+        return run_out(run)
 
     async def list_audit(self, *, limit: int) -> list[AuditOut]:
         return await self.store.list_audit(limit)

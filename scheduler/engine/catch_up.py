@@ -10,12 +10,12 @@ from collections import deque
 from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
 
-from maintd.admin_api.interface import RunOut
 from maintd.scheduler.alerts import Alerter
 from maintd.scheduler.config.model import JobConfig
 from maintd.scheduler.engine.fires import FireClaims
 from maintd.scheduler.engine.recovery import Recovery
 from maintd.scheduler.engine.state import EngineState
+from maintd.scheduler.store.records import Run
 
 # After downtime, look back at most this far and record at most this many missed fires one by one.
 CATCH_UP_HORIZON = timedelta(days=31)
@@ -113,7 +113,7 @@ class CatchUp:
         """Whether any job has a fire in (since, until)."""
         return any(job.schedule.next_after(since) < until for job in self._state.jobs.values())
 
-    async def settle_reaped(self, runs: list[RunOut], *, caught_up: AbstractSet[str] = frozenset()) -> set[str]:
+    async def settle_reaped(self, runs: list[Run], *, caught_up: AbstractSet[str] = frozenset()) -> set[str]:
         """Count, log and alert runs just declared lost (and fires claimed ahead recorded
         missed), by the reaper or by their own owner; return the jobs whose missed fire is
         caught up (not those in ``caught_up``: their catch-up run was claimed already)."""
@@ -131,7 +131,7 @@ class CatchUp:
             await self._alerter.run_ended(run)
         return caught_up_now
 
-    def _catch_up_reaped(self, missed: RunOut) -> bool:
+    def _catch_up_reaped(self, missed: Run) -> bool:
         """A fire claimed ahead by a replica that died before it was due: with
         ``catch_up = "once"`` this replica (the one whose reap returned it: exactly one)
         runs it now, as the fire's second attempt, unless the job's next fire has come

@@ -26,9 +26,9 @@ import zlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from maintd.admin_api.interface import RunOut
 from maintd.scheduler.config.model import JobConfig
 from maintd.scheduler.engine.clock_guard import ClockGuard, NoClockGuard
+from maintd.scheduler.store.records import Run
 from maintd.scheduler.store.run_store import RunStore
 
 FireKey = tuple[str, datetime]
@@ -58,8 +58,8 @@ class ClaimAhead:
         window: timedelta,
         lease: timedelta,
         due_before: Callable[[datetime], list[tuple[JobConfig, datetime]]],
-        on_win: Callable[[RunOut], None],
-        on_late_win: Callable[[RunOut], None],
+        on_win: Callable[[Run], None],
+        on_late_win: Callable[[Run], None],
         ready: Callable[[datetime], Awaitable[bool]],
         on_error: Callable[[Exception], None],
         clock: Callable[[], datetime],
@@ -77,12 +77,12 @@ class ClaimAhead:
         self._on_error = on_error
         self._guard = clock_guard or NoClockGuard()
         self.live: list[str] = [node]
-        self._won: dict[FireKey, RunOut] = {}
+        self._won: dict[FireKey, Run] = {}
         self._taken: set[FireKey] = set()
         # Claimed ahead by nobody (e.g. the previous run was still going): claimed at
         # the fire time as usual, not tried again ahead.
         self._undecided: set[FireKey] = set()
-        self._abandoned: list[RunOut] = []
+        self._abandoned: list[Run] = []
         # Fires in the claim statement under way, and those of them handed over before it answered.
         self._claiming: set[FireKey] = set()
         self._handed_over: set[FireKey] = set()
@@ -94,7 +94,7 @@ class ClaimAhead:
         digest = zlib.crc32(f"{job_id}@{fire.timestamp():.6f}".encode())
         return self.live[digest % len(self.live)]
 
-    def pop(self, key: FireKey) -> RunOut | Taken | None:
+    def pop(self, key: FireKey) -> Run | Taken | None:
         """At the fire time: the run this replica claimed, TAKEN, or None to claim it now."""
         self._undecided.discard(key)
         if key in self._taken:
@@ -105,11 +105,11 @@ class ClaimAhead:
             self._handed_over.add(key)
         return run
 
-    def take_won(self, key: FireKey) -> RunOut | None:
+    def take_won(self, key: FireKey) -> Run | None:
         """The run this replica claimed for the fire, taken out of the waiting ones."""
         return self._won.pop(key, None)
 
-    def drop(self, job_id: str) -> list[RunOut]:
+    def drop(self, job_id: str) -> list[Run]:
         """Forget a job's fires (it was removed or rescheduled); return its runs claimed ahead."""
         dropped = [run for key, run in self._won.items() if key[0] == job_id]
         self._won = {key: run for key, run in self._won.items() if key[0] != job_id}
@@ -117,12 +117,12 @@ class ClaimAhead:
         self._undecided = {key for key in self._undecided if key[0] != job_id}
         return dropped
 
-    def forget_all(self) -> list[RunOut]:
+    def forget_all(self) -> list[Run]:
         """Forget every fire claimed ahead (this replica's lease ran out); return their runs."""
         forgotten, self._won = list(self._won.values()), {}
         return forgotten
 
-    def forget_runs(self, run_ids: set[int]) -> list[RunOut]:
+    def forget_runs(self, run_ids: set[int]) -> list[Run]:
         """Forget the fires of these runs (they were recorded missed meanwhile); return their runs."""
         forgotten = [run for run in self._won.values() if run.id in run_ids]
         self._won = {key: run for key, run in self._won.items() if run.id not in run_ids}
@@ -133,7 +133,7 @@ class ClaimAhead:
         return key in self._handed_over
 
     @property
-    def waiting(self) -> list[RunOut]:
+    def waiting(self) -> list[Run]:
         """Runs claimed ahead whose fire time has not come yet (they are heartbeated too)."""
         return list(self._won.values())
 
@@ -156,7 +156,7 @@ class ClaimAhead:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    def take_abandoned(self) -> list[RunOut]:
+    def take_abandoned(self) -> list[Run]:
         """Runs claimed ahead whose fire was never handed over (and so never started)."""
         abandoned, self._abandoned = self._abandoned, []
         return abandoned

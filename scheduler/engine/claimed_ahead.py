@@ -19,11 +19,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from maintd.admin_api.interface import RunOut
 from maintd.scheduler.config.model import JobConfig
 from maintd.scheduler.engine.claim_ahead import TAKEN, ClaimAhead, FireKey
 from maintd.scheduler.engine.runs import ActiveRun, Runs
 from maintd.scheduler.engine.state import EngineState
+from maintd.scheduler.store.records import Run
 
 TOO_BUSY = "missed: the daemon was too busy to fire on time"
 # At stop, a claim ahead under way gets this long to be answered.
@@ -43,13 +43,13 @@ class FiresAhead(Protocol):
     def in_flight(self, key: FireKey) -> bool:
         """Whether a claim ahead under way may still win this fire (handed over before it answered)."""
 
-    def waiting(self) -> list[RunOut]:
+    def waiting(self) -> list[Run]:
         """Runs claimed ahead and not started: heartbeated as the running ones are."""
 
-    def give_up_all(self, reason: str) -> list[RunOut]:
+    def give_up_all(self, reason: str) -> list[Run]:
         """The lease ran out: forget every fire claimed ahead; return their runs."""
 
-    def give_up_runs(self, run_ids: set[int], reason: str) -> list[RunOut]:
+    def give_up_runs(self, run_ids: set[int], reason: str) -> list[Run]:
         """The database no longer holds these runs: forget their fires; return their runs."""
 
     async def release(self, job_ids: list[str], reason: str) -> None:
@@ -81,13 +81,13 @@ class NoClaimAhead:
     def in_flight(self, key: FireKey) -> bool:
         return False
 
-    def waiting(self) -> list[RunOut]:
+    def waiting(self) -> list[Run]:
         return []
 
-    def give_up_all(self, reason: str) -> list[RunOut]:
+    def give_up_all(self, reason: str) -> list[Run]:
         return []
 
-    def give_up_runs(self, run_ids: set[int], reason: str) -> list[RunOut]:
+    def give_up_runs(self, run_ids: set[int], reason: str) -> list[Run]:
         return []
 
     async def release(self, job_ids: list[str], reason: str) -> None:
@@ -147,7 +147,7 @@ class ClaimedAhead:
         if not self.decisions.stopping:  # a stopping replica takes no share
             self.decisions.live = await self._state.store.node_heartbeat(self._state.node, self._state.lease)
 
-    def waiting(self) -> list[RunOut]:
+    def waiting(self) -> list[Run]:
         return self.decisions.waiting
 
     def in_flight(self, key: FireKey) -> bool:
@@ -155,14 +155,14 @@ class ClaimedAhead:
 
     # -- from the claim to the start ---------------------------------------------
 
-    def _prepare(self, run: RunOut) -> None:
+    def _prepare(self, run: Run) -> None:
         """A fire won ahead: build its run now (see the module)."""
         if (job := self._state.jobs.get(run.job_id)) is not None:
             self._prepared[run.id] = self._runs.prepare(job, run)
         if not self._state.scheduling():  # the answer came after the clock went wrong
             self._hold(run)
 
-    def _start(self, job: JobConfig, run: RunOut) -> None:
+    def _start(self, job: JobConfig, run: Run) -> None:
         active = self._prepared.pop(run.id, None)
         if active is None or active.job is not job:  # not prepared, or the job was changed by a reload since
             active = self._runs.prepare(job, run)
@@ -179,7 +179,7 @@ class ClaimedAhead:
             claimed = self.decisions.pop((job.id, fire))
             if claimed is TAKEN:
                 self._runs.after_pass.defer(self._state.metrics.job(job.id).fires["taken"].inc)
-            elif isinstance(claimed, RunOut):
+            elif isinstance(claimed, Run):
                 if (by := self._runs.cancel_requested(claimed.id)) is not None:
                     # Cancelled before its time: recorded so, and the job never starts.
                     self._finish_later(claimed, "cancelled", f"cancelled by {by}")
@@ -191,7 +191,7 @@ class ClaimedAhead:
                 undecided.append(fire)
         return undecided
 
-    def _start_late_win(self, run: RunOut) -> None:
+    def _start_late_win(self, run: Run) -> None:
         """A claim ahead won after its fire was handed over: start it now, late, unless
         the fire no longer stands (the job was removed or rescheduled, a newer fire was
         handed over meanwhile, or this replica is stopping)."""
@@ -208,7 +208,7 @@ class ClaimedAhead:
             return
         self._start(job, run)
 
-    def _hold(self, run: RunOut) -> None:
+    def _hold(self, run: Run) -> None:
         """A fire this replica claimed ahead is still its own to run: it starts when the
         database's clock says it is due (APScheduler, on the wrong clock, would hand it
         over early or late, and while suspended its hand-over is ignored)."""
@@ -216,7 +216,7 @@ class ClaimedAhead:
         due_in = (run.scheduled_for - self._state.clock_guard.database_now()).total_seconds()
         asyncio.get_running_loop().call_later(max(0.0, due_in), self._start_held, run)
 
-    def _start_held(self, run: RunOut) -> None:
+    def _start_held(self, run: Run) -> None:
         assert run.scheduled_for is not None
         if self.decisions.take_won((run.job_id, run.scheduled_for)) is None:
             return  # handed over meanwhile (the clock came back), or dropped by a reload
@@ -234,13 +234,13 @@ class ClaimedAhead:
 
     # -- fires that will not start here ------------------------------------------
 
-    def give_up_all(self, reason: str) -> list[RunOut]:
+    def give_up_all(self, reason: str) -> list[Run]:
         return self._abandon(self.decisions.forget_all(), reason)
 
-    def give_up_runs(self, run_ids: set[int], reason: str) -> list[RunOut]:
+    def give_up_runs(self, run_ids: set[int], reason: str) -> list[Run]:
         return self._abandon(self.decisions.forget_runs(run_ids), reason)
 
-    def _abandon(self, runs: list[RunOut], reason: str) -> list[RunOut]:
+    def _abandon(self, runs: list[Run], reason: str) -> list[Run]:
         for run in runs:
             self._prepared.pop(run.id, None)
             self._runs.forget_unstarted(run.id)
@@ -280,10 +280,10 @@ class ClaimedAhead:
             for run in self.decisions.drop(job_id):
                 await self._finish_unstarted(run, "missed", "missed: the replica stopped before this fire was due")
 
-    def _finish_later(self, run: RunOut, status: str, reason: str) -> None:
+    def _finish_later(self, run: Run, status: str, reason: str) -> None:
         self._state.tasks.spawn(self._finish_unstarted(run, status, reason), name=f"fire:{run.job_id}")
 
-    async def _finish_unstarted(self, run: RunOut, status: str, reason: str) -> None:
+    async def _finish_unstarted(self, run: Run, status: str, reason: str) -> None:
         """Record a fire claimed ahead that will not run here; never raises (if the
         database cannot be told, the reaper records it missed after the lease)."""
         self._runs.forget_unstarted(run.id)

@@ -15,11 +15,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from maintd.admin_api.interface import RunOut
 from maintd.scheduler.engine.claimed_ahead import FiresAhead
 from maintd.scheduler.engine.lease import HeartbeatLine, Lease
 from maintd.scheduler.engine.runs import Runs
 from maintd.scheduler.engine.state import EngineState
+from maintd.scheduler.store.records import Run
 
 
 class Fencing:
@@ -29,7 +29,7 @@ class Fencing:
         *,
         runs: Runs,
         ahead: FiresAhead,
-        settle_reaped: Callable[[list[RunOut]], Awaitable[Any]],
+        settle_reaped: Callable[[list[Run]], Awaitable[Any]],
         cancel_requested: Callable[[int, str], None],
     ) -> None:
         """``settle_reaped`` counts, logs and alerts the runs this replica ended itself;

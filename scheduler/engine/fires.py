@@ -14,12 +14,12 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
-from maintd.admin_api.interface import RunOut
 from maintd.scheduler.config.model import JobConfig
 from maintd.scheduler.engine.claimed_ahead import TOO_BUSY, FiresAhead
 from maintd.scheduler.engine.recovery import Recovery
 from maintd.scheduler.engine.runs import Runs
 from maintd.scheduler.engine.state import EngineState
+from maintd.scheduler.store.records import Run
 from maintd.scheduler.store.run_store import Claim
 
 
@@ -43,7 +43,7 @@ class FireClaims:
         for job_id in job_ids:
             self._on_job_fire(self._state.jobs[job_id], run_times)
 
-    def on_retry(self, retry_of: RunOut, run_times: list[datetime]) -> None:
+    def on_retry(self, retry_of: Run, run_times: list[datetime]) -> None:
         if not self._state.scheduling():
             return
         if (job := self._state.jobs.get(retry_of.job_id)) is not None:  # None: removed by a reload
@@ -114,7 +114,7 @@ class FireClaims:
             # Recorded as missed (and caught up, if configured) once the database is back.
             self._fire_failed(job, run_times, exc)
 
-    async def _handle_retry(self, job: JobConfig, run_times: list[datetime], retry_of: RunOut) -> None:
+    async def _handle_retry(self, job: JobConfig, run_times: list[datetime], retry_of: Run) -> None:
         assert retry_of.scheduled_for is not None
         try:
             await self.claim(job, "retry", retry_of.scheduled_for, retry_of.attempt + 1, retry_of)
@@ -138,7 +138,7 @@ class FireClaims:
             "fire_failed", level="error", job_id=job.id, run_times=[t.isoformat() for t in fires], error=repr(exc)
         )
 
-    async def claim(self, job: JobConfig, trigger: str, fire: datetime, attempt: int, retry_of: RunOut | None) -> None:
+    async def claim(self, job: JobConfig, trigger: str, fire: datetime, attempt: int, retry_of: Run | None) -> None:
         """Claim a fire and run it; or record why it does not run (the true reason, read
         after the claim), unless another replica holds it.
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from maintd.admin_api.interface import RunOut
 from maintd.scheduler.config.model import JobConfig
 from maintd.scheduler.engine.state import EngineState
 from maintd.scheduler.engine.timers import Timers
+from maintd.scheduler.store.records import Run
 
 # Retry backoff: base * 2**(attempt-1), capped, times a jitter in [0.5, 1.5).
 RETRY_BASE = timedelta(seconds=10)
@@ -24,7 +24,7 @@ class Retries:
         self._state = state
         self._timers = timers
 
-    def after_failure(self, job: JobConfig, run: RunOut) -> None:
+    def after_failure(self, job: JobConfig, run: Run) -> None:
         """A run failed or timed out: its next attempt fires after the backoff, if it has one left."""
         if run.attempt > job.retries:
             return

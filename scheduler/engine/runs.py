@@ -12,6 +12,7 @@ outcome is recorded only as the run's late outcome.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import traceback
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,6 @@ from typing import Any
 
 import structlog
 
-from maintd.admin_api.interface import RunOut
 from maintd.jobs.context import JobCancelled, JobContext, LeaseLost
 from maintd.jobs.durations import format_duration
 from maintd.scheduler.alerts import Alerter
@@ -32,6 +32,7 @@ from maintd.scheduler.engine.recovery import Recovery
 from maintd.scheduler.engine.state import EngineState
 from maintd.scheduler.metrics import JobSeries
 from maintd.scheduler.run_logs import RUN_LOGS
+from maintd.scheduler.store.records import Run
 
 # A cancelled job gets this long to stop at its next check before it is interrupted.
 CANCEL_GRACE = timedelta(seconds=2)
@@ -51,7 +52,7 @@ class Outcome:
 class ActiveRun:
     """A run in progress on this replica."""
 
-    run: RunOut
+    run: Run
     job: JobConfig
     ctx: JobContext
     # Its job's metric series, kept: a reload that removes the job drops them meanwhile.
@@ -76,7 +77,7 @@ class Runs:
         check_lease: Callable[[], None],
         before_writing: Callable[[list[int]], Awaitable[None]],
         declared_lost: Callable[[list[int]], None],
-        failed: Callable[[JobConfig, RunOut], None],
+        failed: Callable[[JobConfig, Run], None],
     ) -> None:
         """``check_lease`` gives every run up if the lease ran out unseen; ``before_writing``
         does so and ends the given-up runs among these before their outcomes are written;
@@ -93,7 +94,7 @@ class Runs:
         # The latest run on this replica that did not succeed: (job id, when it ended), for STATUS=.
         self.last_failure: tuple[str, datetime] | None = None
         self.after_pass = AfterPass()
-        self._endings: Batcher[ActiveRun, RunOut | None] = Batcher(self._write_endings)
+        self._endings: Batcher[ActiveRun, Run | None] = Batcher(self._write_endings)
         # Ended and recorded runs whose log buffers the next beat writes and closes.
         self._logs_to_close: set[int] = set()
         # Cancels requested for runs claimed ahead that have not started yet.
@@ -103,7 +104,7 @@ class Runs:
 
     # -- starting ----------------------------------------------------------
 
-    def prepare(self, job: JobConfig, run: RunOut) -> ActiveRun:
+    def prepare(self, job: JobConfig, run: Run) -> ActiveRun:
         """The run's context, logger and metric series; nothing is registered yet."""
         assert run.scheduled_for is not None
         state = self._state
@@ -138,11 +139,10 @@ class Runs:
         if not self._started_ahead:
             asyncio.get_running_loop().call_soon(self._flush_started_ahead)
         self._started_ahead.append((active.run.id, now))
-        # The run object is this engine's own (the claim's answer), not shared.
-        active.run.started_at = now
+        active.run = dataclasses.replace(active.run, started_at=now)
         self.start_fire(active)
 
-    def start_manual(self, job: JobConfig, run: RunOut) -> None:
+    def start_manual(self, job: JobConfig, run: Run) -> None:
         active = self.prepare(job, run)
         active.series.running.inc()
         self._launch(active)
@@ -312,7 +312,7 @@ class Runs:
                 self._failed(active.job, ended)
         return True
 
-    async def _write_endings(self, ended: list[ActiveRun]) -> list[RunOut | None]:
+    async def _write_endings(self, ended: list[ActiveRun]) -> list[Run | None]:
         """The runs that ended in one loop iteration (a burst of short jobs ends together):
         their logs in one transaction, then their outcomes in one statement; a run seen
         ended shows all it logged."""

@@ -15,17 +15,17 @@ from apscheduler.job import Job as APJob
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
-from maintd.admin_api.interface import RunOut
 from maintd.scheduler.config.model import JobConfig
 from maintd.scheduler.engine.fire_executor import FireExecutor, fire_placeholder
 from maintd.scheduler.schedules import ScheduleTrigger
+from maintd.scheduler.store.records import Run
 
 _EXECUTOR = "maintd"
 
 # The ids of the jobs due, and their fire times (several when the loop was blocked past some).
 FiresHandler = Callable[[list[str], list[datetime]], None]
 # The failed run to retry, and the retry's fire times.
-RetryHandler = Callable[[RunOut, list[datetime]], None]
+RetryHandler = Callable[[Run, list[datetime]], None]
 
 
 class Timers:
@@ -75,7 +75,7 @@ class Timers:
             del self._job_ids[timer_id]
             self._scheduler.remove_job(timer_id)
 
-    def add_retry(self, retry_id: str, at: datetime, run: RunOut) -> bool:
+    def add_retry(self, retry_id: str, at: datetime, run: Run) -> bool:
         """Fire a retry of ``run`` at ``at``; False if that retry is set already."""
         if self._scheduler.get_job(retry_id) is not None:
             return False
@@ -110,7 +110,7 @@ class Timers:
         self._scheduler.wakeup()
 
     def _hand_over(self, apjob: APJob, run_times: list[datetime]) -> None:
-        retry_of: RunOut | None = apjob.kwargs.get("retry_of")
+        retry_of: Run | None = apjob.kwargs.get("retry_of")
         if retry_of is not None:
             self.on_retry(retry_of, run_times)
         else:

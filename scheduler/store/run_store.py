@@ -16,8 +16,9 @@ from typing import Any
 
 import asyncpg
 
-from maintd.admin_api.interface import AuditOut, RunLogLine, RunOut
+from maintd.admin_api.interface import AuditOut, RunLogLine
 from maintd.scheduler.run_logs import LogBatch
+from maintd.scheduler.store.records import Run, run_from_row
 from maintd.scheduler.store.sql import QUERIES as Q
 
 
@@ -43,27 +44,6 @@ async def create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool:
         max_size=max_size,
         init=init_connection,
         server_settings=_SERVER_SETTINGS,
-    )
-
-
-def run_from_row(row: asyncpg.Record) -> RunOut:
-    started, finished = row["started_at"], row["finished_at"]
-    return RunOut(
-        id=row["id"],
-        job_id=row["job_id"],
-        trigger=row["trigger"],
-        status=row["status"],
-        scheduled_for=row["scheduled_for"],
-        started_at=started,
-        finished_at=finished,
-        duration_s=(finished - started).total_seconds() if started and finished else None,
-        result=row["result"],
-        error=row["error"],
-        triggered_by=row["triggered_by"],
-        node=row["node"],
-        attempt=row["attempt"],
-        progress=row["progress"],
-        late_outcome=row["late_outcome"],
     )
 
 
@@ -104,7 +84,7 @@ class RunStore:
         release), and for heartbeats that jobs holding every pooled connection must not starve."""
         return await asyncpg.connect(self.dsn, server_settings=_SERVER_SETTINGS)
 
-    async def claim_run(self, claim: Claim) -> RunOut | None:
+    async def claim_run(self, claim: Claim) -> Run | None:
         row = await self.pool.fetchrow(
             Q["claim_run"],
             claim.job_id,
@@ -121,13 +101,13 @@ class RunStore:
 
     async def claim_fires(
         self, fires: Sequence[tuple[str, datetime, bool]], started_at: datetime, node: str
-    ) -> list[RunOut]:
+    ) -> list[Run]:
         """Claim many (job_id, fire time, exclusive) first attempts at once; return the runs won."""
         job_ids, times, exclusive = (list(column) for column in zip(*fires, strict=True))
         rows = await self.pool.fetch(Q["claim_fires"], job_ids, times, exclusive, started_at, node)
         return [run_from_row(row) for row in rows]
 
-    async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[RunOut]:
+    async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[Run]:
         """Claim fires before they are due (started_at unset); return the runs won."""
         job_ids, times, exclusive = (list(column) for column in zip(*fires, strict=True))
         rows = await self.pool.fetch(Q["claim_ahead"], job_ids, times, exclusive, node)
@@ -163,7 +143,7 @@ class RunStore:
         row = await self.pool.fetchrow(Q["claim_blockers"], job_id, scheduled_for, attempt)
         return ClaimBlockers(row["fire_run_id"], row["paused"], row["running_id"], row["running_silent_s"])
 
-    async def running_run_of_job(self, job_id: str) -> RunOut | None:
+    async def running_run_of_job(self, job_id: str) -> Run | None:
         row = await self.pool.fetchrow(Q["running_run_of_job"], job_id)
         return run_from_row(row) if row else None
 
@@ -177,19 +157,19 @@ class RunStore:
         at: datetime,
         reason: str,
         node: str,
-    ) -> RunOut | None:
+    ) -> Run | None:
         row = await self.pool.fetchrow(
             Q["record_unrun_fire"], job_id, trigger, status, scheduled_for, attempt, at, reason, node
         )
         return run_from_row(row) if row else None
 
-    async def finish_run(self, run_id: int, status: str, at: datetime, result: Any, error: str | None) -> RunOut | None:
+    async def finish_run(self, run_id: int, status: str, at: datetime, result: Any, error: str | None) -> Run | None:
         row = await self.pool.fetchrow(Q["finish_run"], run_id, status, at, result, error)
         return run_from_row(row) if row else None
 
     async def finish_runs(
         self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None]]
-    ) -> list[RunOut]:
+    ) -> list[Run]:
         """finish_run for many (run id, status, finished at, result, error, started at) at once;
         returns the runs updated."""
         ids, statuses, times, results, errors, started = (list(column) for column in zip(*outcomes, strict=True))
@@ -208,32 +188,32 @@ class RunStore:
         rows = await (via or self.pool).fetch(Q["heartbeat"], list(run_ids))
         return {row["id"]: row["cancel_requested_by"] for row in rows}
 
-    async def reap_lost_runs(self, lease: timedelta) -> list[RunOut]:
+    async def reap_lost_runs(self, lease: timedelta) -> list[Run]:
         return [run_from_row(row) for row in await self.pool.fetch(Q["reap_lost_runs"], lease)]
 
-    async def reap_own_runs(self, run_ids: Sequence[int], reason: str) -> list[RunOut]:
+    async def reap_own_runs(self, run_ids: Sequence[int], reason: str) -> list[Run]:
         """End this replica's runs whose lease ran out (lost, or missed if never started)."""
         return [run_from_row(row) for row in await self.pool.fetch(Q["reap_own_runs"], list(run_ids), reason)]
 
-    async def reap_node_runs(self, node: str) -> list[RunOut]:
+    async def reap_node_runs(self, node: str) -> list[Run]:
         """End the runs a previous process under this node's name left running."""
         return [run_from_row(row) for row in await self.pool.fetch(Q["reap_node_runs"], node)]
 
-    async def request_cancel(self, run_id: int, by: str) -> RunOut | None:
+    async def request_cancel(self, run_id: int, by: str) -> Run | None:
         row = await self.pool.fetchrow(Q["request_cancel"], run_id, by)
         return run_from_row(row) if row else None
 
-    async def runs_to_retry(self, job_ids: Sequence[str], since: datetime) -> list[RunOut]:
+    async def runs_to_retry(self, job_ids: Sequence[str], since: datetime) -> list[Run]:
         return [run_from_row(row) for row in await self.pool.fetch(Q["runs_to_retry"], list(job_ids), since)]
 
-    async def get_run(self, run_id: int) -> RunOut | None:
+    async def get_run(self, run_id: int) -> Run | None:
         row = await self.pool.fetchrow(Q["get_run"], run_id)
         return run_from_row(row) if row else None
 
-    async def list_runs(self, *, job_id: str | None, status: str | None, limit: int) -> list[RunOut]:
+    async def list_runs(self, *, job_id: str | None, status: str | None, limit: int) -> list[Run]:
         return [run_from_row(row) for row in await self.pool.fetch(Q["list_runs"], job_id, status, limit)]
 
-    async def last_runs(self, job_ids: Sequence[str]) -> dict[str, RunOut]:
+    async def last_runs(self, job_ids: Sequence[str]) -> dict[str, Run]:
         rows = await self.pool.fetch(Q["last_runs"], list(job_ids))
         return {row["job_id"]: run_from_row(row) for row in rows}
 

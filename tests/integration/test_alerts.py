@@ -28,13 +28,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from maintd.admin_api.interface import RunOut
 from maintd.jobs.mail import SmtpSettings
 from maintd.scheduler.alerts import Alerter
 from maintd.scheduler.config.alerts import AlertsConfig
 from maintd.scheduler.config.model import Config
 from maintd.scheduler.config.reload import diff_configs
 from maintd.scheduler.metrics import Metrics
+from maintd.scheduler.store.records import Run, run_out
 from maintd.scheduler.store.run_store import RunStore, create_pool
 from tests.configs import make_config
 from tests.engines import StartEngine, run_to_end
@@ -203,7 +203,7 @@ async def other_store(db_dsn: str) -> AsyncIterator[RunStore]:
         await pool.close()
 
 
-async def end_run(store: RunStore, job_id: str, status: str, at: datetime, error: str | None = BOOM) -> RunOut:
+async def end_run(store: RunStore, job_id: str, status: str, at: datetime, error: str | None = BOOM) -> Run:
     """A run as the engine records it when it ends (skipped/missed fires never started)."""
     ran = status not in ("skipped", "missed")
     run_id = await store.pool.fetchval(
@@ -254,7 +254,7 @@ async def test_a_failed_run_posts_the_payload(receiver: Receiver, make_alerter: 
         "text": f"maintd: job vacuum_events failed (run {run.id} on node-a): RuntimeError: boom",
         "event": "run_failed",
         "job_id": "vacuum_events",
-        "run": run.model_dump(mode="json"),
+        "run": run_out(run).model_dump(mode="json"),
         "consecutive_failures": 1,
         "last_success": None,
         "expect_success_within": None,

@@ -19,12 +19,13 @@ import asyncpg
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from maintd.admin_api.interface import Actor, RunOut
+from maintd.admin_api.interface import Actor
 from maintd.jobs import JobContext, task
 from maintd.scheduler.config.model import Config
 from maintd.scheduler.config.reload import diff_configs
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.engine.claimed_ahead import ClaimedAhead, NoClaimAhead
+from maintd.scheduler.store.records import Run
 from maintd.scheduler.store.run_store import RunStore
 from maintd.testing import frozen_engine
 from tests.configs import make_config, sleep_job, sql_job
@@ -62,7 +63,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float, wh
         raise AssertionError(f"not within {timeout}s: {what}") from None
 
 
-async def first_waiting(engine: Engine, *, timeout: float = 10) -> list[RunOut]:
+async def first_waiting(engine: Engine, *, timeout: float = 10) -> list[Run]:
     """The runs this engine claimed ahead, as soon as it holds any."""
     assert isinstance(engine.ahead, ClaimedAhead), "claiming ahead is off"
     async with asyncio.timeout(timeout):
@@ -409,7 +410,7 @@ class SlowReplies(RunStore):
         super().__init__(store.pool, store.dsn)
         self.answering = asyncio.Event()
 
-    async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[RunOut]:
+    async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[Run]:
         won = await super().claim_ahead(fires, node)
         self.answering.set()
         await asyncio.sleep(0.3)
@@ -438,10 +439,10 @@ class LateReplies(RunStore):
 
     def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         super().__init__(pool, dsn)
-        self.late: list[RunOut] = []
+        self.late: list[Run] = []
         self.answered = asyncio.Event()
 
-    async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[RunOut]:
+    async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[Run]:
         won = await super().claim_ahead(fires, node)
         due = [run.scheduled_for for run in won if run.scheduled_for is not None]
         if due:

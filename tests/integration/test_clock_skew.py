@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 
-from maintd.admin_api.interface import RunOut, SchedulingSuspended
+from maintd.admin_api.interface import SchedulingSuspended
 from maintd.jobs import JobContext, task
 from maintd.jobs.registry import NoParams
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.engine.catch_up import CLAIM_SETTLE
+from maintd.scheduler.store.records import Run
 from maintd.scheduler.store.run_store import RunStore
 from tests.configs import make_config
 from tests.engines import OPS, beat
@@ -73,12 +74,12 @@ async def replica(store: RunStore) -> AsyncIterator[Callable[..., Awaitable[Engi
             await engine.stop(timedelta(seconds=5))
 
 
-async def rows(store: RunStore) -> list[RunOut]:
+async def rows(store: RunStore) -> list[Run]:
     runs = await store.list_runs(job_id="tick", status=None, limit=10_000)
     return sorted(runs, key=lambda run: (run.scheduled_for or datetime.min.replace(tzinfo=UTC), run.id))
 
 
-def fires(runs: list[RunOut]) -> Counter[float]:
+def fires(runs: list[Run]) -> Counter[float]:
     return Counter(run.scheduled_for.timestamp() for run in runs if run.scheduled_for and run.trigger != "manual")
 
 

@@ -22,9 +22,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from maintd.admin_api.interface import RunOut
 from maintd.scheduler.config.model import Config
 from maintd.scheduler.engine import Engine
+from maintd.scheduler.store.records import Run
 from maintd.scheduler.store.run_store import RunStore
 from maintd.testing import frozen_engine
 from tests.configs import make_config, sql_job
@@ -101,7 +101,7 @@ def report_config(port: int | None, *, params: dict[str, Any] | None = None, **o
     return make_config({"morning_report": job, "nightly": sql_job(schedule="0 0 * * *")}, **sections)
 
 
-async def run_report(engine: Engine) -> RunOut:
+async def run_report(engine: Engine) -> Run:
     return await run_to_end(engine, "morning_report")
 
 

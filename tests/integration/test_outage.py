@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from freezegun import freeze_time
 
-from maintd.admin_api.interface import RunOut
 from maintd.scheduler.config.model import Config
 from maintd.scheduler.engine import Engine
+from maintd.scheduler.store.records import Run
 from maintd.scheduler.store.run_store import Claim, RunStore
 from maintd.testing import FrozenEngine
 from tests.configs import make_config, sql_job
@@ -43,7 +43,7 @@ class Outage(RunStore):
     def __init__(self, store: RunStore) -> None:
         super().__init__(store.pool, store.dsn)
         self.down = False
-        self.claimed_ahead: list[RunOut] = []
+        self.claimed_ahead: list[Run] = []
         self._answered = asyncio.Event()
 
     def __getattribute__(self, name: str) -> Any:
@@ -52,7 +52,7 @@ class Outage(RunStore):
             return _refused
         return value
 
-    async def claim_ahead(self, fires: Any, node: str) -> list[RunOut]:
+    async def claim_ahead(self, fires: Any, node: str) -> list[Run]:
         won = await super().claim_ahead(fires, node)
         self.claimed_ahead += won
         self._answered.set()
@@ -82,7 +82,7 @@ async def engine_on(
             await engine.stop(timedelta(seconds=5))
 
 
-def by_fire(runs: list[RunOut]) -> dict[str, list[tuple[str, str]]]:
+def by_fire(runs: list[Run]) -> dict[str, list[tuple[str, str]]]:
     rows: dict[str, list[tuple[str, str]]] = {}
     for run in runs:
         assert run.scheduled_for is not None

@@ -2,7 +2,7 @@
 tests/memory_store.MemoryStore, with the same assertions, so the unit ring's fake answers
 as the database does.
 
-Results are compared whole (``RunOut.model_dump``), ids included: both stores draw ids
+Results are compared whole (``dataclasses.asdict``), ids included: both stores draw ids
 as an identity column does. What only the database's clock decides (when a reaper ended
 a run, how long a run has been silent) is checked against that clock.
 """
@@ -20,8 +20,9 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from maintd.admin_api.interface import AuditOut, LateOutcome, RunOut
+from maintd.admin_api.interface import AuditOut
 from maintd.scheduler.run_logs import DROPPED_EVENT, LogBatch, LogLine
+from maintd.scheduler.store.records import LateOutcome, Run
 from maintd.scheduler.store.run_store import Claim, ClaimBlockers, NewAuditEntry, RunStore, create_pool
 from tests.memory_store import MemoryStore
 
@@ -113,12 +114,12 @@ def claim(
     )
 
 
-def dump(run: RunOut | None, *volatile: str) -> dict[str, Any] | None:
+def dump(run: Run | None, *volatile: str) -> dict[str, Any] | None:
     """A run as compared across stores, without the fields the database's clock sets."""
-    return None if run is None else run.model_dump(exclude=set(volatile))
+    return None if run is None else {k: v for k, v in dataclasses.asdict(run).items() if k not in volatile}
 
 
-def running(run_id: int, node: str = "node-a", **fields: Any) -> RunOut:
+def running(run_id: int, node: str = "node-a", **fields: Any) -> Run:
     """A run just claimed by ``claim()``, with these fields changed."""
     values: dict[str, Any] = {
         "id": run_id,
@@ -128,7 +129,6 @@ def running(run_id: int, node: str = "node-a", **fields: Any) -> RunOut:
         "scheduled_for": FIRE,
         "started_at": STARTED,
         "finished_at": None,
-        "duration_s": None,
         "result": None,
         "error": None,
         "triggered_by": None,
@@ -137,7 +137,7 @@ def running(run_id: int, node: str = "node-a", **fields: Any) -> RunOut:
         "progress": None,
         "late_outcome": None,
     }
-    return RunOut(**{**values, **fields})
+    return Run(**{**values, **fields})
 
 
 def pg_text(at: datetime) -> str:
@@ -309,7 +309,7 @@ async def test_finish_run_changes_only_a_running_run_and_stores_the_result_as_js
     result = {"when": ENDED, "items": (1, 2), "nested": {"ok": True}}
     ended = await store.finish_run(run.id, "failed", ENDED, result, "boom")
     stored = {"when": str(ENDED), "items": [1, 2], "nested": {"ok": True}}
-    expected = running(1, status="failed", finished_at=ENDED, duration_s=299.0, error="boom", result=stored)
+    expected = running(1, status="failed", finished_at=ENDED, error="boom", result=stored)
     assert ended == expected
     assert await store.finish_run(run.id, "succeeded", LATER, None, None) is None
     assert await store.get_run(run.id) == expected
@@ -331,16 +331,13 @@ async def test_finish_runs_records_outcomes_and_starts_a_run_never_marked_starte
     )
     by_id = {run.id: run for run in recorded}
     assert by_id == {
-        started.id: running(
-            1, status="succeeded", finished_at=ENDED, duration_s=299.0, result={"deleted": 10}, progress={"deleted": 5}
-        ),
+        started.id: running(1, status="succeeded", finished_at=ENDED, result={"deleted": 10}, progress={"deleted": 5}),
         ahead.id: running(
             2,
             scheduled_for=LATER,
             status="cancelled",
             started_at=LATER,
             finished_at=LATER + timedelta(minutes=1),
-            duration_s=60.0,
             error="cancelled by ops",
         ),
     }

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from maintd.admin_api.interface import RunOut
 from maintd.scheduler.alerts import (
     Alerter,
     DeliveryFailed,
@@ -19,6 +18,7 @@ from maintd.scheduler.alerts import (
     should_alert,
 )
 from maintd.scheduler.config.alerts import AlertsConfig
+from maintd.scheduler.store.records import Run
 from tests.memory_store import MemoryStore
 
 pytestmark = pytest.mark.unit
@@ -32,7 +32,7 @@ TRACEBACK = (
 )
 
 
-def a_run(status: str = "failed", error: str | None = TRACEBACK, **fields: Any) -> RunOut:
+def a_run(status: str = "failed", error: str | None = TRACEBACK, **fields: Any) -> Run:
     values: dict[str, Any] = {
         "id": 42,
         "job_id": "vacuum_events",
@@ -41,12 +41,11 @@ def a_run(status: str = "failed", error: str | None = TRACEBACK, **fields: Any) 
         "scheduled_for": datetime(2026, 5, 12, 7, 0, tzinfo=UTC),
         "started_at": datetime(2026, 5, 12, 7, 0, 0, 5000, tzinfo=UTC),
         "finished_at": datetime(2026, 5, 12, 7, 0, 2, tzinfo=UTC),
-        "duration_s": 1.995,
         "error": error,
         "node": "node-a",
         **fields,
     }
-    return RunOut(**values)
+    return Run(**values)
 
 
 def test_a_run_alert_payload_has_every_field_and_the_run_as_the_api_shows_it() -> None:

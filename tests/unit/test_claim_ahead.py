@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from maintd.admin_api.interface import RunOut
 from maintd.scheduler.config.model import JobConfig
 from maintd.scheduler.engine.claim_ahead import TAKEN, ClaimAhead, FireKey
 from maintd.scheduler.engine.clock_guard import ClockGuard
+from maintd.scheduler.store.records import Run
 from maintd.scheduler.store.run_store import Claim
 from tests.configs import make_config, sql_job
 from tests.memory_store import MemoryStore
@@ -62,7 +62,7 @@ async def taken_elsewhere(store: MemoryStore, key: FireKey) -> None:
     await store.record_unrun_fire(job_id, "schedule", "skipped", fire, 1, fire, "skipped: paused", "other")
 
 
-async def still_running(store: MemoryStore, job_id: str) -> RunOut:
+async def still_running(store: MemoryStore, job_id: str) -> Run:
     """A run of the job in progress elsewhere: the job's fires cannot be claimed."""
     run = await store.claim_run(Claim(job_id, "manual", T0, 1, True, T0, "ops", "other", False))
     assert run is not None
@@ -81,8 +81,8 @@ class Clock:
         return self.now
 
 
-def run_out(run_id: int, job_id: str, fire: datetime, node: str) -> RunOut:
-    return RunOut(
+def run_out(run_id: int, job_id: str, fire: datetime, node: str) -> Run:
+    return Run(
         id=run_id,
         job_id=job_id,
         trigger="schedule",
@@ -90,7 +90,6 @@ def run_out(run_id: int, job_id: str, fire: datetime, node: str) -> RunOut:
         scheduled_for=fire,
         started_at=None,
         finished_at=None,
-        duration_s=None,
         node=node,
     )
 
@@ -115,7 +114,7 @@ def claim_ahead(
     schedule: Schedule,
     clock: Clock,
     errors: Errors | None = None,
-    announced: list[RunOut] | None = None,
+    announced: list[Run] | None = None,
     clock_guard: ClockGuard | None = None,
 ) -> ClaimAhead:
     return ClaimAhead(
@@ -194,13 +193,13 @@ async def test_pop_returns_the_run_won_or_taken_or_none_and_forgets_the_key() ->
     store = MemoryStore(clock)
     await taken_elsewhere(store, (job_taken.id, FIRE))
     await still_running(store, job_undecided.id)
-    announced: list[RunOut] = []
+    announced: list[Run] = []
     schedule = Schedule((job, FIRE) for job in (job_won, job_taken, job_undecided))
     ahead = claim_ahead(store, "solo", schedule, clock, announced=announced)
     await ahead.claim_due()
 
     won = ahead.pop((job_won.id, FIRE))
-    assert isinstance(won, RunOut)
+    assert isinstance(won, Run)
     # The engine heard of the win when it was made (to prepare the run), and of nothing else.
     assert announced == [won]
     assert (won.job_id, won.scheduled_for, won.node) == (job_won.id, FIRE, "solo")
@@ -352,7 +351,7 @@ async def test_the_loop_keeps_going_after_a_failed_pass() -> None:
     class FailingOnce(MemoryStore):
         failures = 1
 
-        async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[RunOut]:
+        async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[Run]:
             if self.failures:
                 self.failures -= 1
                 raise ConnectionError("database away")
@@ -386,7 +385,7 @@ async def test_stop_lets_a_claim_under_way_finish_and_ends_the_loop() -> None:
             self.asked = asyncio.Event()
             self.answer = asyncio.Event()
 
-        async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[RunOut]:
+        async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[Run]:
             won = await super().claim_ahead(fires, node)  # committed...
             self.asked.set()
             await self.answer.wait()  # ... but the answer is still on its way

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from maintd.admin_api.interface import RunOut
 from maintd.scheduler.engine.retries import RETRY_BASE, Retries
 from maintd.scheduler.engine.timers import Timers
+from maintd.scheduler.store.records import Run
 from maintd.scheduler.store.run_store import Claim
 from tests.configs import make_config, sleep_job
 from tests.engines import memory_engine
@@ -26,7 +26,7 @@ def now() -> datetime:
     return ENDED
 
 
-async def failed_run(store: MemoryStore, attempt: int = 1) -> RunOut:
+async def failed_run(store: MemoryStore, attempt: int = 1) -> Run:
     run = await store.claim_run(
         Claim(
             "flaky",

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from maintd.admin_api.interface import RunOut
 from maintd.jobs import JobContext, task
 from maintd.jobs.registry import NoParams
 from maintd.scheduler.engine import Engine
 from maintd.scheduler.metrics import Metrics
+from maintd.scheduler.store.records import Run
 from tests.configs import make_config
 
 pytestmark = pytest.mark.unit
@@ -51,7 +51,7 @@ class StandInStore:
     async def mark_started(self, started: list[tuple[int, datetime]]) -> None:
         self.started += started
 
-    async def finish_runs(self, outcomes: list[tuple[Any, ...]]) -> list[RunOut]:
+    async def finish_runs(self, outcomes: list[tuple[Any, ...]]) -> list[Run]:
         self.finished += outcomes
         return []
 
@@ -59,10 +59,10 @@ class StandInStore:
         pass
 
 
-def claimed(run_id: int, job_id: str) -> RunOut:
-    return RunOut(
+def claimed(run_id: int, job_id: str) -> Run:
+    return Run(
         id=run_id, job_id=job_id, trigger="schedule", status="running", scheduled_for=FIRE,
-        started_at=None, finished_at=None, duration_s=None, node="node-a",
+        started_at=None, finished_at=None, node="node-a",
     )  # fmt: skip
 
 
