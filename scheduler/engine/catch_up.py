@@ -31,6 +31,9 @@ class CatchUp:
         self._fires = fires
         self._recovery = recovery
         self._alerter = alerter
+        # Jobs whose catch-up run is being claimed: their next fires are not claimed ahead
+        # meanwhile (a run claimed ahead counts as running, and would refuse the catch-up).
+        self.claiming: set[str] = set()
 
     async def catch_up(
         self, until: datetime, *, outage_since: datetime | None = None, no_run_for: AbstractSet[str] = frozenset()
@@ -86,9 +89,13 @@ class CatchUp:
                 await self._fires.record_unrun(job, "missed", fire, "missed: no replica could run it")
             if latest is not None:
                 # Its own task: it may wait for a silent owner's run, and recovery must not.
-                state.tasks.spawn(self._claim(job, latest, 1), name=f"fire:{job.id}")
+                self._claim_later(job, latest, 1)
                 caught_up.add(job.id)
         return caught_up
+
+    def _claim_later(self, job: JobConfig, fire: datetime, attempt: int) -> None:
+        self.claiming.add(job.id)
+        self._state.tasks.spawn(self._claim(job, fire, attempt), name=f"fire:{job.id}")
 
     async def _claim(self, job: JobConfig, fire: datetime, attempt: int) -> None:
         try:
@@ -98,6 +105,8 @@ class CatchUp:
             self._state.failures.failed(
                 "fire_failed", level="error", job_id=job.id, run_times=[fire.isoformat()], error=repr(exc)
             )
+        finally:
+            self.claiming.discard(job.id)
 
     async def catch_up_recent(self, judged_until: datetime, started: datetime, caught_up: set[str]) -> None:
         """Fires of the last moments before start may be in a live replica's hands: they
@@ -142,5 +151,5 @@ class CatchUp:
         if job.schedule.next_after(fire) <= self._state.clock():
             return False
         self._state.log.info("catch_up_of_reaped_fire", job_id=job.id, run_id=missed.id, scheduled_for=fire.isoformat())
-        self._state.tasks.spawn(self._claim(job, fire, missed.attempt + 1), name=f"fire:{job.id}")
+        self._claim_later(job, fire, missed.attempt + 1)
         return True

@@ -105,7 +105,7 @@ class Engine:
                 state,
                 runs=self.runs,
                 window=claim_ahead,
-                due_before=self.timers.due_before,
+                due_before=self._due_for_claims_ahead,
                 ready=self.recovery.recovered,
             )  # fmt: skip
             if claim_ahead > timedelta(0)
@@ -265,6 +265,12 @@ class Engine:
         """After an outage: how this replica's runs that ended meanwhile ended, then the fires it missed."""
         await self.runs.flush_outcomes()
         await self.catch_up.catch_up(until, outage_since=outage_since)
+
+    def _due_for_claims_ahead(self, until: datetime) -> list[tuple[str, datetime]]:
+        """The next fire of each job before ``until``, but for jobs whose catch-up run is
+        being claimed: that claim comes first, and their fires are claimed at their time."""
+        claiming = self.catch_up.claiming
+        return [(job_id, fire) for job_id, fire in self.timers.due_before(until) if job_id not in claiming]
 
     def _on_cancel_request(self, run_id: int, by: str) -> None:
         self.runs.request_cancel(run_id, by, claimed_ahead=any(run.id == run_id for run in self.ahead.waiting()))

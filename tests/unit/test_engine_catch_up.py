@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from maintd.scheduler.clock import utcnow
+from maintd.scheduler.engine import Engine
+from maintd.scheduler.engine.claimed_ahead import ClaimedAhead
+from maintd.scheduler.engine.clock_guard import NoClockGuard
+from maintd.scheduler.store.records import Run
+from maintd.scheduler.store.run_store import Claim
 from tests.configs import make_config, sleep_job
 from tests.engines import memory_engine
 from tests.memory_store import MemoryStore
@@ -67,3 +74,46 @@ async def test_a_fire_another_replica_recorded_during_an_outage_is_not_recorded_
         second: "succeeded",
         SEEN + timedelta(minutes=150): "missed",
     }
+
+
+class HeldCatchUp(MemoryStore):
+    """Holds a catch-up claim until the test lets it through."""
+
+    def __init__(self) -> None:
+        super().__init__(utcnow)
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def claim_run(self, claim: Claim) -> Run | None:
+        if claim.trigger == "catch_up":
+            self.holding.set()
+            await self.release.wait()
+        return await super().claim_run(claim)
+
+
+async def test_the_next_fire_of_a_job_whose_catch_up_is_being_claimed_is_not_claimed_ahead() -> None:
+    # A run claimed ahead counts as running: claimed first, it would refuse the catch-up run.
+    store = HeldCatchUp()
+    await store.register_jobs(["tick"], utcnow() - timedelta(seconds=30))
+    config = make_config({"tick": sleep_job(0, schedule="every 10s")})
+    # A window longer than the period: the job's next fire is always due within it.
+    engine = Engine(config, store, node="node-a", claim_ahead=timedelta(seconds=11), clock_guard=NoClockGuard())
+    assert isinstance(engine.ahead, ClaimedAhead)
+    engine.state.accepting = True
+    engine.timers.add(engine.jobs["tick"])
+    engine.timers.start()
+    try:
+        assert await engine.catch_up.catch_up(utcnow()) == {"tick"}
+        await store.holding.wait()
+
+        await engine.ahead.decisions.claim_due()  # a pass while the catch-up claim is under way
+        assert engine.ahead.waiting() == []
+
+        store.release.set()
+        await engine.idle()
+        [caught_up] = [run for run in store.runs.values() if run.trigger == "catch_up"]
+        assert caught_up.status == "succeeded"
+        await engine.ahead.decisions.claim_due()  # the catch-up done, the next fire is claimed ahead
+        assert [run.trigger for run in engine.ahead.waiting()] == ["schedule"]
+    finally:
+        engine.timers.shutdown()
