@@ -12,7 +12,6 @@ outcome is recorded only as the run's late outcome.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import traceback
 from collections.abc import Awaitable, Callable
@@ -57,6 +56,8 @@ class ActiveRun:
     ctx: JobContext
     # Its job's metric series, kept: a reload that removes the job drops them meanwhile.
     series: JobSeries
+    # When it started here: set at the fire time for a run claimed ahead, whose claim has none.
+    started_at: datetime | None = None
     task: asyncio.Task[None] | None = None
     cancelled_by: str | None = None
     hard_cancel: asyncio.TimerHandle | None = field(default=None, repr=False)
@@ -123,7 +124,7 @@ class Runs:
             check_lease=self._check_lease,
             _progress=functools.partial(self._publish_progress, run.id),
         )
-        return ActiveRun(run=run, job=job, ctx=ctx, series=state.metrics.job(job.id))
+        return ActiveRun(run=run, job=job, ctx=ctx, series=state.metrics.job(job.id), started_at=run.started_at)
 
     def start_fire(self, active: ActiveRun) -> None:
         """A fire starts its run (counted into the metrics after the loop pass, see AfterPass)."""
@@ -139,7 +140,7 @@ class Runs:
         if not self._started_ahead:
             asyncio.get_running_loop().call_soon(self._flush_started_ahead)
         self._started_ahead.append((active.run.id, now))
-        active.run = dataclasses.replace(active.run, started_at=now)
+        active.started_at = now
         self.start_fire(active)
 
     def start_manual(self, job: JobConfig, run: Run) -> None:
@@ -213,7 +214,8 @@ class Runs:
         await asyncio.sleep(0)
         series = active.series
         series.running.dec()
-        duration = (active.outcome.finished_at - run.started_at).total_seconds() if run.started_at else 0.0
+        started_at = active.started_at
+        duration = (active.outcome.finished_at - started_at).total_seconds() if started_at else 0.0
         series.runs[status].inc()
         series.run_duration.observe(duration)
         if status == "succeeded":
@@ -325,7 +327,7 @@ class Runs:
             assert outcome is not None
             outcomes.append(
                 (active.run.id, outcome.status, outcome.finished_at, outcome.result, outcome.error,
-                 active.run.started_at)
+                 active.started_at)
             )  # fmt: skip
         recorded = {run.id: run for run in await self._state.store.finish_runs(outcomes)}
         return [recorded.get(run_id) for run_id in run_ids]
