@@ -121,6 +121,9 @@ class Side:
     durations: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
     ready_s: float = 0.0
+    # Transactions the database committed or rolled back while the window ran (statements
+    # outside a transaction count one each): what a fire costs the server.
+    transactions: int = 0
 
     @property
     def ran(self) -> int:
@@ -153,6 +156,14 @@ def _config(scenario: Scenario, dsn: str, index: int) -> str:
             f"sql = \"INSERT INTO bench_hits (job, at) VALUES ('{name}', clock_timestamp())\"",
         ]
     return "\n".join(lines) + "\n"
+
+
+async def _transactions(conn: asyncpg.Connection) -> int:
+    # The server publishes its counters with a delay of up to a second.
+    value = await conn.fetchval(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+    )
+    return int(value)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -198,7 +209,23 @@ async def _wait_settled(conn: asyncpg.Connection, window: Window, fires: int, de
         await asyncio.sleep(0.5)
 
 
-async def run_maintd(scenario: Scenario, admin_dsn: str, workdir: Path) -> Side:
+def _profilers(procs: list[subprocess.Popen[bytes]], window: Window, profile_dir: Path | None) -> list[subprocess.Popen[bytes]]:
+    """py-spy sampling each replica from the window's first slot to its last (``--profile``), only
+    while it holds the GIL: where its CPU goes, not where it waits."""
+    if profile_dir is None:
+        return []
+    seconds = int((window.last - datetime.now(UTC)).total_seconds()) + 2
+    return [
+        subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid), "--duration", str(seconds),
+             "--format", "raw", "--rate", "200", "--gil", "--output", str(profile_dir / f"replica-{index}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for index, proc in enumerate(procs)
+    ]
+
+
+async def run_maintd(scenario: Scenario, admin_dsn: str, workdir: Path, profile_dir: Path | None = None) -> Side:
     async with scratch_database(admin_dsn, "bench_burst") as dsn:
         conn = await asyncpg.connect(dsn)
         try:
@@ -222,10 +249,17 @@ async def run_maintd(scenario: Scenario, admin_dsn: str, workdir: Path) -> Side:
                 ready = time.time()
                 window = Window.after(ready, scenario.every, scenario.slots)
                 fires = scenario.jobs * scenario.slots
+                await _sleep_until(window.first - timedelta(seconds=1))
                 cpu_before = sum(_cpu_seconds(p.pid) for p in procs)
+                transactions_before = await _transactions(conn)
+                profilers = _profilers(procs, window, profile_dir)
                 deadline = window.last + timedelta(seconds=max(30, 3 * scenario.every))
                 await _wait_settled(conn, window, fires, deadline)
                 cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu_before
+                await asyncio.sleep(1.0)
+                transactions = await _transactions(conn) - transactions_before
+                for profiler in profilers:
+                    profiler.wait()
             finally:
                 for proc in procs:
                     if proc.poll() is None:
@@ -238,7 +272,7 @@ async def run_maintd(scenario: Scenario, admin_dsn: str, workdir: Path) -> Side:
                 for log in logs:
                     log.close()
             side = await _judge_maintd(conn, scenario, window)
-            side.cpu_s, side.ready_s = cpu, ready - began
+            side.cpu_s, side.ready_s, side.transactions = cpu, ready - began, transactions
             return side
         finally:
             await conn.close()
@@ -341,7 +375,9 @@ async def run_bare(scenario: Scenario, admin_dsn: str) -> Side:
                 ready = time.time()
                 window = Window.after(ready, scenario.every, scenario.slots)
                 fires = scenario.jobs * scenario.slots
+                await _sleep_until(window.first - timedelta(seconds=1))
                 cpu_before = _cpu_seconds(proc.pid)
+                transactions_before = await _transactions(conn)
                 deadline = window.last + timedelta(seconds=max(30, 3 * scenario.every))
                 await _sleep_until(window.last + timedelta(seconds=1))
                 while datetime.now(UTC) < deadline:
@@ -352,10 +388,14 @@ async def run_bare(scenario: Scenario, admin_dsn: str) -> Side:
                         break
                     await asyncio.sleep(0.5)
                 cpu = _cpu_seconds(proc.pid) - cpu_before
+                await asyncio.sleep(1.0)
+                transactions = await _transactions(conn) - transactions_before
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
-            side = Side("bare", scenario.jobs * scenario.slots, cpu_s=cpu, ready_s=ready - began)
+            side = Side(
+                "bare", scenario.jobs * scenario.slots, cpu_s=cpu, ready_s=ready - began, transactions=transactions
+            )
             hits = await conn.fetch(
                 "SELECT job, slot, at FROM bench_hits WHERE slot BETWEEN $1 AND $2", window.first, window.last
             )
@@ -389,7 +429,8 @@ def _report(side: Side) -> None:
     statuses = ", ".join(f"{status} {n}" for status, n in sorted(side.rows.items()))
     print(
         f"  {side.name}: ready after {side.ready_s:.1f} s; {side.fires} fires: {statuses}; "
-        f"{side.duplicates} duplicates; CPU {side.cpu_s:.1f} s"
+        f"{side.duplicates} duplicates; CPU {side.cpu_s:.1f} s; "
+        f"{side.transactions / side.fires:.1f} database transactions per fire"
     )
     print(
         f"    lateness of the INSERT: p50 {_ms(side.pct(0.5))}, p99 {_ms(side.pct(0.99))}, "
@@ -433,8 +474,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each phase, interleaved (default 3)")
     parser.add_argument("--jobs", type=int, help="override the scenario's number of jobs")
     parser.add_argument("--slots", type=int, help="override the scenario's number of judged slots")
+    parser.add_argument(
+        "--profile", metavar="DIR", type=Path,
+        help="sample each maintd replica with py-spy over the judged window (collapsed stacks in DIR)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     admin_dsn = os.environ.get("MAINTD_BENCH_DSN", DEFAULT_ADMIN_DSN)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     print(f"bench.burst: {os.cpu_count()} CPUs; scenarios {', '.join(names)}")
     began = time.time()
@@ -448,9 +495,9 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="bench-burst-") as workdir:
                 if number % 2:
                     bare = asyncio.run(run_bare(scenario, admin_dsn))
-                    maintd = asyncio.run(run_maintd(scenario, admin_dsn, Path(workdir)))
+                    maintd = asyncio.run(run_maintd(scenario, admin_dsn, Path(workdir), args.profile))
                 else:
-                    maintd = asyncio.run(run_maintd(scenario, admin_dsn, Path(workdir)))
+                    maintd = asyncio.run(run_maintd(scenario, admin_dsn, Path(workdir), args.profile))
                     bare = asyncio.run(run_bare(scenario, admin_dsn))
             _report(bare)
             _report(maintd)
