@@ -1,7 +1,12 @@
-"""Many awaited calls made in one event-loop iteration, sent as one call.
+"""Many awaited calls sent as one, one send at a time (group commit).
 
-When a burst of runs ends together, each would otherwise pay a database round
-trip and a commit of its own; the callers still await their own result.
+When a burst of runs ends, each would otherwise pay a database round trip and
+a commit of its own, and take a pool connection its neighbours' jobs are
+waiting for. Calls made in one event-loop iteration go out together; while a
+send is in flight, the calls that arrive meanwhile wait for it to finish and
+then go out together as the next one. So under load the batches grow and the
+bookkeeping holds one connection at most, and when idle a call is sent at once.
+The callers still await their own result.
 """
 
 from __future__ import annotations
@@ -15,28 +20,33 @@ Result = TypeVar("Result")
 
 
 class Batcher(Generic[Item, Result]):
-    """``await batcher(item)`` queues ``item``; right after the current loop iteration,
-    ``send(items)`` handles the queue at once and each caller gets its result (or the
-    exception ``send`` raised)."""
+    """``await batcher(item)`` queues ``item``; ``send(items)`` handles the queue at once,
+    right after the current loop iteration or, when a send is in flight, right after it,
+    and each caller gets its result (or the exception ``send`` raised)."""
 
     def __init__(self, send: Callable[[list[Item]], Awaitable[Sequence[Result]]]) -> None:
         self._send = send
         self._queued: list[tuple[Item, asyncio.Future[Result]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending: asyncio.Task[None] | None = None
+        self._flush_due = False
 
     async def __call__(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
-        if not self._queued:
-            loop.call_soon(self._flush)
         future: asyncio.Future[Result] = loop.create_future()
         self._queued.append((item, future))
+        self._flush_soon()
         return await future
 
+    def _flush_soon(self) -> None:
+        if self._flush_due or self._sending is not None or not self._queued:
+            return
+        self._flush_due = True
+        asyncio.get_running_loop().call_soon(self._flush)
+
     def _flush(self) -> None:
+        self._flush_due = False
         queued, self._queued = self._queued, []
-        task = asyncio.get_running_loop().create_task(self._deliver(queued), name=f"batch-of-{len(queued)}")
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        self._sending = asyncio.get_running_loop().create_task(self._deliver(queued), name=f"batch-of-{len(queued)}")
 
     async def _deliver(self, queued: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
@@ -51,3 +61,6 @@ class Batcher(Generic[Item, Result]):
                     future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
             if not isinstance(exc, Exception):
                 raise
+        finally:
+            self._sending = None
+            self._flush_soon()

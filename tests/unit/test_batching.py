@@ -1,4 +1,4 @@
-"""Calls made in one loop iteration go out as one (scheduler/batching.py)."""
+"""Calls made in one loop iteration, or while a send is in flight, go out as one (scheduler/engine/batching.py)."""
 
 from __future__ import annotations
 
@@ -52,3 +52,47 @@ async def test_a_cancelled_caller_does_not_stop_the_others() -> None:
     assert await second == 2
     with pytest.raises(asyncio.CancelledError):
         await first
+
+
+async def test_calls_made_while_a_send_is_in_flight_go_out_together_after_it() -> None:
+    sent: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def send(items: list[int]) -> list[int]:
+        sent.append(items)
+        await release.wait()
+        return items
+
+    batcher: Batcher[int, int] = Batcher(send)
+    first = asyncio.create_task(batcher(1))
+    while not sent:
+        await asyncio.sleep(0)
+    # Arriving over several loop iterations while the first send is in flight.
+    later = []
+    for item in (2, 3, 4):
+        later.append(asyncio.create_task(batcher(item)))
+        await asyncio.sleep(0)
+    assert sent == [[1]]
+    release.set()
+    assert await first == 1
+    assert await asyncio.gather(*later) == [2, 3, 4]
+    assert sent == [[1], [2, 3, 4]]
+
+
+async def test_a_call_after_a_failed_send_is_still_sent() -> None:
+    sent: list[list[int]] = []
+
+    async def send(items: list[int]) -> list[int]:
+        sent.append(items)
+        if 0 in items:
+            raise OSError("database away")
+        return items
+
+    batcher: Batcher[int, int] = Batcher(send)
+    failing = asyncio.create_task(batcher(0))
+    await asyncio.sleep(0)
+    queued_meanwhile = asyncio.create_task(batcher(5))
+    with pytest.raises(OSError):
+        await failing
+    assert await queued_meanwhile == 5
+    assert sent == [[0], [5]]
