@@ -42,6 +42,7 @@ import asyncio
 import bisect
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -209,7 +210,9 @@ async def _wait_settled(conn: asyncpg.Connection, window: Window, fires: int, de
         await asyncio.sleep(0.5)
 
 
-def _profilers(procs: list[subprocess.Popen[bytes]], window: Window, profile_dir: Path | None) -> list[subprocess.Popen[bytes]]:
+def _profilers(
+    procs: list[subprocess.Popen[bytes]], window: Window, profile_dir: Path | None
+) -> list[subprocess.Popen[bytes]]:
     """py-spy sampling each replica from the window's first slot to its last (``--profile``), only
     while it holds the GIL: where its CPU goes, not where it waits."""
     if profile_dir is None:
@@ -217,9 +220,23 @@ def _profilers(procs: list[subprocess.Popen[bytes]], window: Window, profile_dir
     seconds = int((window.last - datetime.now(UTC)).total_seconds()) + 2
     return [
         subprocess.Popen(
-            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid), "--duration", str(seconds),
-             "--format", "raw", "--rate", "200", "--gil", "--output", str(profile_dir / f"replica-{index}.txt")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(proc.pid),
+                "--duration",
+                str(seconds),
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--gil",
+                "--output",
+                str(profile_dir / f"replica-{index}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )  # fmt: skip
         for index, proc in enumerate(procs)
     ]
@@ -242,7 +259,8 @@ async def run_maintd(scenario: Scenario, admin_dsn: str, workdir: Path, profile_
                     procs.append(
                         subprocess.Popen(
                             [MAINTD, "run", "--config", str(path)],
-                            stdout=log, stderr=subprocess.STDOUT,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
                         )  # fmt: skip
                     )
                 await _wait_ready(ports, procs, timeout=120)
@@ -338,9 +356,7 @@ async def _bare_process(dsn: str, jobs: int, every: int, until: float) -> None:
     async def hit(name: str) -> None:
         slot = submitted[name].pop(0)
         async with pool.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO bench_hits (job, slot, at) VALUES ($1, $2, clock_timestamp())", name, slot
-            )
+            await conn.execute("INSERT INTO bench_hits (job, slot, at) VALUES ($1, $2, clock_timestamp())", name, slot)
 
     scheduler = AsyncIOScheduler(timezone=UTC)
     scheduler.add_listener(on_submitted, EVENT_JOB_SUBMITTED)
@@ -447,7 +463,9 @@ def _spread(values: list[float]) -> str:
 
 
 def _summarise(scenario: Scenario, rounds: list[tuple[Side, Side]]) -> None:
-    print(f"\n== {scenario.name}: {scenario.jobs} jobs every {scenario.every}s, {REPLICAS} replicas, {len(rounds)} round(s)")
+    print(
+        f"\n== {scenario.name}: {scenario.jobs} jobs every {scenario.every}s, {REPLICAS} replicas, {len(rounds)} round(s)"
+    )
     for label, p in (("p50", 0.5), ("p99", 0.99)):
         maintd = [m.pct(p) for m, _ in rounds]
         bare = [b.pct(p) for _, b in rounds]
@@ -474,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each phase, interleaved (default 3)")
     parser.add_argument("--jobs", type=int, help="override the scenario's number of jobs")
     parser.add_argument("--slots", type=int, help="override the scenario's number of judged slots")
+    parser.add_argument("--keep-logs", metavar="DIR", type=Path, help="keep each round's replica logs in DIR")
     parser.add_argument(
         "--profile", metavar="DIR", type=Path,
         help="sample each maintd replica with py-spy over the judged window (collapsed stacks in DIR)",
@@ -499,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     maintd = asyncio.run(run_maintd(scenario, admin_dsn, Path(workdir), args.profile))
                     bare = asyncio.run(run_bare(scenario, admin_dsn))
+                if args.keep_logs:
+                    shutil.copytree(workdir, args.keep_logs / f"{name}-round-{number}", dirs_exist_ok=True)
             _report(bare)
             _report(maintd)
             rounds.append((maintd, bare))
