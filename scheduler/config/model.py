@@ -74,8 +74,11 @@ class SchedulerConfig(Section):
     # ready and takes no part in scheduling (scheduler/engine/clock_guard.py).
     max_clock_skew: Duration = timedelta(seconds=2)
     node: str | None = None  # name recorded on runs; default host:pid
+    # A fire that cannot start within this of its time (the cluster is behind) is recorded
+    # missed and caught up as the job's catch_up says; within it, it runs late.
+    misfire_grace: Duration = timedelta(minutes=1)
 
-    _lease_positive = field_validator("lease")(positive)
+    _positive = field_validator("lease", "misfire_grace")(positive)
 
 
 class TokenConfig(Section):
@@ -102,9 +105,12 @@ class JobTable(Section):
     expect_success_within: Duration | None = None
     # This job's K for [alerts]: a flaky job may alert after 3 failures, a critical one after 1.
     alert_after_failures: int | None = Field(None, ge=1, le=1000)
+    misfire_grace: Duration | None = None  # None: [scheduler].misfire_grace
     params: dict[str, Any] = {}
 
-    _timeout_positive = field_validator("timeout", "expect_success_within")(lambda v: v if v is None else positive(v))
+    _timeout_positive = field_validator("timeout", "expect_success_within", "misfire_grace")(
+        lambda v: v if v is None else positive(v)
+    )
 
 
 class _Document(Section):
@@ -132,6 +138,7 @@ class JobConfig:
     params: BaseModel
     expect_success_within: timedelta | None = None
     alert_after_failures: int | None = None  # None: [alerts].after_failures
+    misfire_grace: timedelta = SchedulerConfig.model_fields["misfire_grace"].default
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -158,6 +165,7 @@ class JobConfig:
                 self.expect_success_within.total_seconds() if self.expect_success_within else None
             ),
             "alert_after_failures": self.alert_after_failures,
+            "misfire_grace": self.misfire_grace.total_seconds(),
             "params": self.params.model_dump(mode="json"),
         }
 
@@ -218,10 +226,11 @@ def parse_config(raw: Mapping[str, Any], *, path: Path | None = None, environ: M
     # Jobs are checked one by one, even when another section is wrong, so that
     # one round of fixes is enough.
     default_zone = doc.scheduler.timezone if doc else ZoneInfo("UTC")
+    default_grace = doc.scheduler.misfire_grace if doc else SchedulerConfig().misfire_grace
     tables = raw.get("jobs")
     jobs: dict[str, JobConfig] = {}
     for job_id, table in tables.items() if isinstance(tables, dict) else ():
-        if job := _resolve_job(job_id, table, default_zone, problems):
+        if job := _resolve_job(job_id, table, default_zone, default_grace, problems):
             jobs[job_id] = job
     if doc is not None:
         problems += _check_tokens(doc.admin.tokens)
@@ -235,7 +244,9 @@ def parse_config(raw: Mapping[str, Any], *, path: Path | None = None, environ: M
     return Config(doc.server, database, doc.scheduler, doc.admin, jobs, doc.smtp, path=path, alerts=doc.alerts)
 
 
-def _resolve_job(job_id: str, raw: Any, default_zone: ZoneInfo, problems: list[str]) -> JobConfig | None:
+def _resolve_job(
+    job_id: str, raw: Any, default_zone: ZoneInfo, default_grace: timedelta, problems: list[str]
+) -> JobConfig | None:
     """Check one ``[jobs.<id>]`` table: its shape, then what its values mean."""
     prefix = f"jobs.{job_id}"
     before = len(problems)
@@ -284,6 +295,7 @@ def _resolve_job(job_id: str, raw: Any, default_zone: ZoneInfo, problems: list[s
         params=params,
         expect_success_within=table.expect_success_within,
         alert_after_failures=table.alert_after_failures,
+        misfire_grace=table.misfire_grace if table.misfire_grace is not None else default_grace,
     )
 
 

@@ -19,13 +19,29 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from maintd.jobs.durations import format_duration
 from maintd.scheduler.config.model import JobConfig
 from maintd.scheduler.engine.claim_ahead import TAKEN, ClaimAhead, FireKey
 from maintd.scheduler.engine.runs import ActiveRun, Runs
 from maintd.scheduler.engine.state import EngineState
 from maintd.scheduler.store.records import Run
 
-TOO_BUSY = "missed: the daemon was too busy to fire on time"
+
+def superseded(behind: timedelta) -> str:
+    """Why an older fire handed over with a newer one of its job did not run."""
+    return (
+        f"missed: the cluster was {format_duration(behind)} behind and a newer fire of the job was "
+        "already due; that one ran in its place"
+    )
+
+
+def past_grace(behind: timedelta, grace: timedelta) -> str:
+    """Why a fire that could not start within its misfire grace did not run."""
+    return (
+        f"missed: the cluster was {format_duration(behind)} behind, past the job's misfire_grace "
+        f"of {format_duration(grace)}"
+    )
+
 # At stop, a claim ahead under way gets this long to be answered.
 CLAIM_AT_STOP_S = 5.0
 
@@ -39,6 +55,14 @@ class FiresAhead(Protocol):
 
     def take(self, job: JobConfig, run_times: list[datetime]) -> list[datetime]:
         """At the fire time: start or record the fires decided ahead; return those left to claim."""
+
+    def take_unstarted(self, job: JobConfig, run_times: list[datetime]) -> tuple[list[Run], list[datetime]]:
+        """At the fire time, for fires that are not to start: the runs this replica claimed
+        ahead for them (to be recorded), and the fires nobody decided ahead."""
+
+    async def finish_unstarted(self, run: Run, status: str, reason: str) -> Run | None:
+        """Record a fire claimed ahead that will not run here; the row, unless another path
+        recorded it first. Never raises."""
 
     def in_flight(self, key: FireKey) -> bool:
         """Whether a claim ahead under way may still win this fire (handed over before it answered)."""
@@ -77,6 +101,12 @@ class NoClaimAhead:
 
     def take(self, job: JobConfig, run_times: list[datetime]) -> list[datetime]:
         return run_times
+
+    def take_unstarted(self, job: JobConfig, run_times: list[datetime]) -> tuple[list[Run], list[datetime]]:
+        return [], run_times
+
+    async def finish_unstarted(self, run: Run, status: str, reason: str) -> Run | None:
+        return None
 
     def in_flight(self, key: FireKey) -> bool:
         return False
@@ -186,10 +216,23 @@ class ClaimedAhead:
                 elif fire == newest:
                     self._start(job, claimed)
                 else:
-                    self._finish_later(claimed, "missed", TOO_BUSY)
+                    self._finish_later(claimed, "missed", superseded(self._state.clock() - fire))
             else:
                 undecided.append(fire)
         return undecided
+
+    def take_unstarted(self, job: JobConfig, run_times: list[datetime]) -> tuple[list[Run], list[datetime]]:
+        self._newest_handed_over[job.id] = run_times[-1]
+        claimed, undecided = [], []
+        for fire in run_times:
+            decided = self.decisions.pop((job.id, fire))
+            if decided is TAKEN:
+                self._runs.after_pass.defer(self._state.metrics.job(job.id).fires["taken"].inc)
+            elif isinstance(decided, Run):
+                claimed.append(decided)
+            else:
+                undecided.append(fire)
+        return claimed, undecided
 
     def _start_late_win(self, run: Run) -> None:
         """A claim ahead won after its fire was handed over: start it now, late, unless
@@ -249,11 +292,11 @@ class ClaimedAhead:
 
     async def release(self, job_ids: list[str], reason: str) -> None:
         for run in [run for job_id in job_ids for run in self.decisions.drop(job_id)]:
-            await self._finish_unstarted(run, "skipped", reason)
+            await self.finish_unstarted(run, "skipped", reason)
 
     async def settle_abandoned(self) -> None:
         for run in self.decisions.take_abandoned():
-            await self._finish_unstarted(run, "missed", "missed: the fire was claimed ahead but never handed over")
+            await self.finish_unstarted(run, "missed", "missed: the fire was claimed ahead but never handed over")
 
     async def hand_over(self) -> None:
         """Stop claiming ahead and leave the cluster's live nodes; the fires already
@@ -278,12 +321,12 @@ class ClaimedAhead:
         # Not handed over in time (the scheduler stalled): recorded, not left running.
         for job_id in {run.job_id for run in self.decisions.waiting}:
             for run in self.decisions.drop(job_id):
-                await self._finish_unstarted(run, "missed", "missed: the replica stopped before this fire was due")
+                await self.finish_unstarted(run, "missed", "missed: the replica stopped before this fire was due")
 
     def _finish_later(self, run: Run, status: str, reason: str) -> None:
-        self._state.tasks.spawn(self._finish_unstarted(run, status, reason), name=f"fire:{run.job_id}")
+        self._state.tasks.spawn(self.finish_unstarted(run, status, reason), name=f"fire:{run.job_id}")
 
-    async def _finish_unstarted(self, run: Run, status: str, reason: str) -> None:
+    async def finish_unstarted(self, run: Run, status: str, reason: str) -> Run | None:
         """Record a fire claimed ahead that will not run here; never raises (if the
         database cannot be told, the reaper records it missed after the lease)."""
         self._runs.forget_unstarted(run.id)
@@ -293,12 +336,13 @@ class ClaimedAhead:
             recorded = await state.store.finish_run(run.id, status, state.clock(), None, reason)
         except Exception as exc:
             state.failures.failed("claimed_fire_not_recorded", job_id=run.job_id, run_id=run.id, error=repr(exc))
-            return
+            return None
         if recorded is None:  # the reaper (or another path) recorded it already
-            return
+            return None
         if run.job_id in state.jobs:  # a removed job's series are gone, not to be made again
             series = state.metrics.job(run.job_id)
             (series.runs if status == "cancelled" else series.fires)[status].inc()
         state.log.info(
             f"fire_{status}", job_id=run.job_id, run_id=run.id, scheduled_for=str(run.scheduled_for), reason=reason
         )
+        return recorded

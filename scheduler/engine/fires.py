@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from maintd.scheduler.config.model import JobConfig
-from maintd.scheduler.engine.claimed_ahead import TOO_BUSY, FiresAhead
+from maintd.scheduler.engine.claimed_ahead import FiresAhead, past_grace, superseded
 from maintd.scheduler.engine.recovery import Recovery
 from maintd.scheduler.engine.runs import Runs
 from maintd.scheduler.engine.state import EngineState
@@ -53,6 +53,12 @@ class FireClaims:
         # After a freeze, fires come in late: runs claimed ahead under a lease that ran out meanwhile must not start.
         self._check_lease()
         newest = run_times[-1]
+        behind = self._state.clock() - newest
+        if behind > job.misfire_grace:
+            claimed, undecided = self._ahead.take_unstarted(job, run_times)
+            reason = past_grace(behind, job.misfire_grace)
+            self._state.tasks.spawn(self._past_grace(job, newest, claimed, undecided, reason), name=f"fire:{job.id}")
+            return
         undecided = self._ahead.take(job, run_times)
         if undecided and undecided[-1] != newest:
             # The newest was decided ahead: the older ones left are only to be recorded.
@@ -108,7 +114,7 @@ class FireClaims:
             if not await self._recovery.recovered(until=run_times[0]):
                 return
             for fire in late:
-                await self.record_unrun(job, "missed", fire, TOO_BUSY)
+                await self.record_unrun(job, "missed", fire, superseded(self._state.clock() - fire))
             await self.claim(job, "schedule", due, 1, None)
         except Exception as exc:  # a fire must never take the daemon down
             # Recorded as missed (and caught up, if configured) once the database is back.
@@ -125,9 +131,32 @@ class FireClaims:
     async def _record_missed(self, job: JobConfig, fires: list[datetime]) -> None:
         try:
             for fire in fires:
-                await self.record_unrun(job, "missed", fire, TOO_BUSY)
+                await self.record_unrun(job, "missed", fire, superseded(self._state.clock() - fire))
         except Exception as exc:  # recorded by the catch-up once the database is back
             self._fire_failed(job, fires, exc)
+
+    async def _past_grace(
+        self, job: JobConfig, newest: datetime, claimed: list[Run], undecided: list[datetime], reason: str
+    ) -> None:
+        """Fires handed over later than the job's misfire grace: recorded missed with that
+        reason, the newest caught up where ``catch_up = "once"``, by the replica that
+        recorded it (exactly one: the fire's row is claimed like a run)."""
+        newest_is_ours = False
+        for run in claimed:
+            recorded = await self._ahead.finish_unstarted(run, "missed", reason)
+            newest_is_ours |= recorded is not None and run.scheduled_for == newest
+        fires = sorted(undecided)
+        try:
+            if fires and not await self._recovery.recovered(until=fires[0]):
+                return
+            for fire in fires:
+                recorded = await self.record_unrun(job, "missed", fire, reason)
+                newest_is_ours |= recorded is not None and fire == newest
+            if newest_is_ours and job.catch_up == "once":
+                # The missed row holds the fire's first attempt; the catch-up run is its second.
+                await self.claim(job, "catch_up", newest, 2, None)
+        except Exception as exc:  # recorded by the catch-up once the database is back
+            self._fire_failed(job, fires or [newest], exc)
 
     def _fire_failed(self, job: JobConfig, fires: list[datetime], exc: Exception) -> None:
         self._recovery.failed(fires[0])
@@ -197,10 +226,12 @@ class FireClaims:
 
     async def record_unrun(
         self, job: JobConfig, status: str, fire: datetime, reason: str, *, trigger: str = "schedule", attempt: int = 1
-    ) -> None:
+    ) -> Run | None:
+        """Record a fire that does not run; the row, or None where another replica recorded
+        or holds the fire (or this replica's clock is wrong)."""
         state = self._state
         if not state.scheduling():  # no fire is judged by a wrong clock
-            return
+            return None
         row = await state.store.record_unrun_fire(
             job.id, trigger, status, fire, attempt, state.clock(), reason, state.node
         )
@@ -209,3 +240,4 @@ class FireClaims:
             state.log.info(
                 f"fire_{status}", job_id=job.id, run_id=row.id, scheduled_for=fire.isoformat(), reason=reason
             )
+        return row

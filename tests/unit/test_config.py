@@ -49,6 +49,20 @@ def test_defaults() -> None:
     assert config.server.trusted_proxies == []
 
 
+def test_misfire_grace_defaults_to_a_minute_and_a_job_may_set_its_own() -> None:
+    assert valid(GOOD_JOB).jobs["vacuum"].misfire_grace == timedelta(minutes=1)
+    config = valid('[scheduler]\nmisfire_grace = "5m"\n' + GOOD_JOB)
+    assert config.jobs["vacuum"].misfire_grace == timedelta(minutes=5)
+    config = valid('[scheduler]\nmisfire_grace = "5m"\n' + GOOD_JOB.replace("@hourly", '@hourly"\nmisfire_grace = "2h'))
+    assert config.jobs["vacuum"].misfire_grace == timedelta(hours=2)
+    assert problems(
+        '[scheduler]\nmisfire_grace = "0s"\n' + GOOD_JOB.replace("@hourly", '@hourly"\nmisfire_grace = "0s')
+    ) == [
+        "scheduler.misfire_grace: must be longer than 0s",
+        "jobs.vacuum.misfire_grace: must be longer than 0s",
+    ]
+
+
 def test_job_timezone_falls_back_to_scheduler_timezone() -> None:
     config = valid('[scheduler]\ntimezone = "Europe/Berlin"\n' + GOOD_JOB)
     assert config.jobs["vacuum"].timezone.key == "Europe/Berlin"
