@@ -42,6 +42,7 @@ def past_grace(behind: timedelta, grace: timedelta) -> str:
         f"of {format_duration(grace)}"
     )
 
+
 # At stop, a claim ahead under way gets this long to be answered.
 CLAIM_AT_STOP_S = 5.0
 
