@@ -120,6 +120,9 @@ class Side:
     per_slot: dict[datetime, Counter[str]] = field(default_factory=dict)
     duplicates: int = 0
     durations: list[float] = field(default_factory=list)
+    # maintd only: when the runs started (the work's lateness less its wait inside the run).
+    start_lateness: list[float] = field(default_factory=list)
+    runs_per_node: Counter[str] = field(default_factory=Counter)
     cpu_s: float = 0.0
     ready_s: float = 0.0
     # Transactions the database committed or rolled back while the window ran (statements
@@ -298,7 +301,7 @@ async def run_maintd(scenario: Scenario, admin_dsn: str, workdir: Path, profile_
 
 async def _judge_maintd(conn: asyncpg.Connection, scenario: Scenario, window: Window) -> Side:
     runs = await conn.fetch(
-        "SELECT id, job_id, trigger, status, scheduled_for, started_at, finished_at FROM maintd.runs"
+        "SELECT id, job_id, trigger, status, scheduled_for, started_at, finished_at, node FROM maintd.runs"
         " WHERE started_at IS NOT NULL ORDER BY job_id, started_at"
     )
     hits = await conn.fetch("SELECT job, at FROM bench_hits ORDER BY job, at")
@@ -325,6 +328,8 @@ async def _judge_maintd(conn: asyncpg.Connection, scenario: Scenario, window: Wi
         if run["scheduled_for"] in judged:
             side.lateness.append((hit["at"] - run["scheduled_for"]).total_seconds())
             side.durations.append((run["finished_at"] - run["started_at"]).total_seconds())
+            side.start_lateness.append((run["started_at"] - run["scheduled_for"]).total_seconds())
+            side.runs_per_node[run["node"]] += 1
     side.duplicates += sum(n - 1 for n in hits_per_run.values() if n > 1)
     seen: dict[tuple[str, datetime], str] = {}
     for row in rows:
@@ -453,7 +458,11 @@ def _report(side: Side) -> None:
         f"max {_ms(side.pct(1.0))} ({side.ran} inserts)"
     )
     if side.durations:
-        print(f"    run duration_s: p50 {_ms(_pct(side.durations, 0.5))}, p99 {_ms(_pct(side.durations, 0.99))}")
+        print(
+            f"    run started: p50 {_ms(_pct(side.start_lateness, 0.5))}, p99 {_ms(_pct(side.start_lateness, 0.99))} "
+            f"late; duration_s p50 {_ms(_pct(side.durations, 0.5))}, p99 {_ms(_pct(side.durations, 0.99))}; "
+            f"runs per replica {dict(sorted(side.runs_per_node.items()))}"
+        )
     for slot, counts in side.per_slot.items():
         print(f"    slot {slot:%H:%M:%S}: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items())))
 
