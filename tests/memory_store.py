@@ -387,7 +387,7 @@ class MemoryStore(RunStore):
 
     @_recorded
     async def finish_runs(
-        self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None]]
+        self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None]], *, via: Any = None
     ) -> list[Run]:
         _not_empty(outcomes)
         given = {outcome[0]: outcome for outcome in reversed(outcomes)}  # the first outcome given for a run
@@ -663,7 +663,7 @@ class MemoryStore(RunStore):
     # -- run logs -----------------------------------------------------------------
 
     @_recorded
-    async def write_runs_logs(self, batches: Sequence[tuple[int, LogBatch]]) -> None:
+    async def write_runs_logs(self, batches: Sequence[tuple[int, LogBatch]], *, via: Any = None) -> None:
         # One transaction: every row is checked before any is written.
         for run_id, batch in batches:
             if (batch.lines or batch.marker() is not None) and run_id not in self.runs:

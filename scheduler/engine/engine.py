@@ -217,6 +217,7 @@ class Engine:
         if unrecorded := await self.runs.flush_outcomes():
             self.log.error("runs_not_recorded_at_stop", run_ids=unrecorded)
         await self.runs.close_logs()
+        await self.runs.close()
         await self.alerter.close(ALERTS_AT_STOP)
         self.runs.after_pass.end()  # in case the loop stops before the pass's end (the collector back on)
         self.log.info("engine_stopped")

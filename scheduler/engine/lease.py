@@ -16,11 +16,9 @@ must not starve the beat that keeps them alive.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 
-import asyncpg
-
+from maintd.scheduler.store.own_connection import OwnConnection
 from maintd.scheduler.store.run_store import RunStore
 
 
@@ -60,28 +58,16 @@ class HeartbeatLine:
     def __init__(self, store: RunStore, *, timeout: timedelta) -> None:
         self.store = store
         self.timeout = timeout.total_seconds()
-        self._conn: asyncpg.Connection | None = None
+        self._line = OwnConnection(lambda: store.dedicated_connection())
 
     async def beat(self, run_ids: list[int]) -> tuple[dict[int, str | None], float]:
         """Refresh ``run_ids``; return the ones still running (with who asked to cancel
         them) and the loop time the beat was sent at. Raises when the database does not
         answer in time; the next beat opens a new connection."""
         sent_at = _now()
-        try:
-            async with asyncio.timeout(self.timeout):
-                if self._conn is None or self._conn.is_closed():
-                    self._conn = await self.store.dedicated_connection()
-                answer = await self.store.heartbeat(run_ids, via=self._conn)
-        except BaseException:
-            # A query cut short leaves the connection in an unknown state: never reuse it.
-            if self._conn is not None:
-                self._conn.terminate()
-                self._conn = None
-            raise
+        async with asyncio.timeout(self.timeout), self._line.use() as conn:
+            answer = await self.store.heartbeat(run_ids, via=conn)
         return answer, sent_at
 
     async def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close(timeout=2)
-            self._conn = None
+        await self._line.close()

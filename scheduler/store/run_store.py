@@ -8,6 +8,7 @@ to it on the daemon's behalf.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,8 +82,11 @@ class RunStore:
 
     async def dedicated_connection(self) -> asyncpg.Connection:
         """A connection outside the pool: for LISTEN (a pool connection would be reset on
-        release), and for heartbeats that jobs holding every pooled connection must not starve."""
-        return await asyncpg.connect(self.dsn, server_settings=_SERVER_SETTINGS)
+        release), and for heartbeats and outcomes that jobs holding every pooled connection
+        must not starve."""
+        conn = await asyncpg.connect(self.dsn, server_settings=_SERVER_SETTINGS)
+        await init_connection(conn)
+        return conn
 
     async def claim_run(self, claim: Claim) -> Run | None:
         row = await self.pool.fetchrow(
@@ -168,12 +172,15 @@ class RunStore:
         return run_from_row(row) if row else None
 
     async def finish_runs(
-        self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None]]
+        self,
+        outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None]],
+        *,
+        via: asyncpg.Connection | None = None,
     ) -> list[Run]:
         """finish_run for many (run id, status, finished at, result, error, started at) at once;
-        returns the runs updated."""
+        returns the runs updated. ``via``: a connection of the caller's own instead of the pool."""
         ids, statuses, times, results, errors, started = (list(column) for column in zip(*outcomes, strict=True))
-        rows = await self.pool.fetch(Q["finish_runs"], ids, statuses, times, results, errors, started)
+        rows = await (via or self.pool).fetch(Q["finish_runs"], ids, statuses, times, results, errors, started)
         return [run_from_row(row) for row in rows]
 
     async def set_progress(self, run_id: int, progress: dict[str, Any]) -> bool:
@@ -270,10 +277,15 @@ class RunStore:
 
     # -- run logs (scheduler/run_logs.py) ---------------------------------
 
-    async def write_runs_logs(self, batches: Sequence[tuple[int, LogBatch]]) -> None:
-        """Write runs' new lines and their gaps of dropped lines, in one transaction."""
+    async def write_runs_logs(
+        self, batches: Sequence[tuple[int, LogBatch]], *, via: asyncpg.Connection | None = None
+    ) -> None:
+        """Write runs' new lines and their gaps of dropped lines, in one transaction.
+        ``via``: a connection of the caller's own instead of the pool."""
         lines = [(run_id, line) for run_id, batch in batches for line in batch.lines]
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with contextlib.AsyncExitStack() as stack:
+            conn: asyncpg.Connection = via or await stack.enter_async_context(self.pool.acquire())
+            await stack.enter_async_context(conn.transaction())
             if lines:
                 await conn.execute(
                     Q["add_run_log_lines"],
