@@ -146,3 +146,19 @@ async def chatter(ctx: JobContext, params: ChatterParams) -> dict[str, int]:
         await ctx.cancelled.wait()
         ctx.raise_if_cancelled()
     return {"lines": params.lines}
+
+
+class GateParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gate: str
+
+
+# Gates that `wait_at_gate` runs wait at until the test opens them (created on first use).
+GATES: dict[str, asyncio.Event] = {}
+
+
+@task()
+async def wait_at_gate(ctx: JobContext, params: GateParams) -> None:
+    """Hold a slot of the replica until the test opens ``GATES[gate]``."""
+    await GATES.setdefault(params.gate, asyncio.Event()).wait()

@@ -77,6 +77,9 @@ class SchedulerConfig(Section):
     # A fire that cannot start within this of its time (the cluster is behind) is recorded
     # missed and caught up as the job's catch_up says; within it, it runs late.
     misfire_grace: Duration = timedelta(minutes=1)
+    # Runs in progress on one replica at once, fires claimed ahead included: fires beyond
+    # wait for a free slot on any replica (scheduler/engine/capacity.py).
+    max_running: int = Field(500, ge=1, le=100_000)
 
     _positive = field_validator("lease", "misfire_grace")(positive)
 

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from maintd.scheduler.config.model import JobConfig
+from maintd.scheduler.engine.capacity import Capacity, Unbounded
 from maintd.scheduler.engine.clock_guard import ClockGuard, NoClockGuard
 from maintd.scheduler.store.records import Run
 from maintd.scheduler.store.run_store import RunStore
@@ -40,6 +41,10 @@ _PASSES_PER_WINDOW = 4
 _FORGET_AFTER = timedelta(minutes=1)
 # A reading of the database's clock while suspended waits this long at most.
 _CLOCK_TIMEOUT_S = 2.0
+
+
+def _fire_time(fire: tuple[JobConfig, datetime]) -> datetime:
+    return fire[1]
 
 
 class Taken:
@@ -64,6 +69,7 @@ class ClaimAhead:
         on_error: Callable[[Exception], None],
         clock: Callable[[], datetime],
         clock_guard: ClockGuard | None = None,
+        capacity: Capacity | None = None,
     ) -> None:
         self.store = store
         self.node = node
@@ -76,6 +82,7 @@ class ClaimAhead:
         self._clock = clock
         self._on_error = on_error
         self._guard = clock_guard or NoClockGuard()
+        self._capacity = capacity or Unbounded()
         self.live: list[str] = [node]
         self._won: dict[FireKey, Run] = {}
         self._taken: set[FireKey] = set()
@@ -196,14 +203,20 @@ class ClaimAhead:
             self._guard.observe(sent, database_now)
             if self._guard.suspended():
                 return
-            fires = [
-                (job, fire) for job, fire in coming if fire <= takeover_from or self.owner((job.id, fire)) == self.node
-            ]
+            own, others = [], []
+            for job, fire in coming:
+                if self.owns((job.id, fire)):
+                    own.append((job, fire))
+                elif fire <= takeover_from:
+                    others.append((job, fire))
+            # This replica's share first, then what the others left; no more than it has room for.
+            fires = (sorted(own, key=_fire_time) + sorted(others, key=_fire_time))[: self._capacity.free()]
             if not fires:
                 return
-            won = await self.store.claim_ahead(
-                [(job.id, fire, job.overlap == "forbid") for job, fire in fires], self.node
-            )
+            with self._capacity.reserve(len(fires)):
+                won = await self.store.claim_ahead(
+                    [(job.id, fire, job.overlap == "forbid") for job, fire in fires], self.node
+                )
         finally:
             self._claiming = set()
         for run in won:
@@ -223,6 +236,10 @@ class ClaimAhead:
             taken = await self.store.taken_fires(lost)
             self._taken |= taken
             self._undecided |= {key for key in lost if key not in taken and key[1] <= takeover_from}
+
+    def owns(self, key: FireKey) -> bool:
+        """Whether the fire is this replica's share."""
+        return self.owner(key) == self.node
 
     def _forget(self, before: datetime) -> None:
         for key in [key for key in self._won if key[1] < before]:

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from maintd.jobs.durations import format_duration
 from maintd.scheduler.config.model import JobConfig
+from maintd.scheduler.engine.capacity import Capacity
 from maintd.scheduler.engine.claim_ahead import TAKEN, ClaimAhead, FireKey
 from maintd.scheduler.engine.runs import ActiveRun, Runs
 from maintd.scheduler.engine.state import EngineState
@@ -68,6 +69,9 @@ class FiresAhead(Protocol):
     def in_flight(self, key: FireKey) -> bool:
         """Whether a claim ahead under way may still win this fire (handed over before it answered)."""
 
+    def owns(self, key: FireKey) -> bool:
+        """Whether the fire is this replica's share (claimed first when fires wait for room)."""
+
     def waiting(self) -> list[Run]:
         """Runs claimed ahead and not started: heartbeated as the running ones are."""
 
@@ -112,6 +116,9 @@ class NoClaimAhead:
     def in_flight(self, key: FireKey) -> bool:
         return False
 
+    def owns(self, key: FireKey) -> bool:
+        return True
+
     def waiting(self) -> list[Run]:
         return []
 
@@ -143,6 +150,7 @@ class ClaimedAhead:
         window: timedelta,
         due_before: Callable[[datetime], list[tuple[str, datetime]]],
         ready: Callable[[datetime], Awaitable[bool]],
+        capacity: Capacity,
     ) -> None:
         """``due_before(until)``: the next fire of each job before ``until``, as (job id,
         fire time); ``ready(now)``: False while an outage is not recovered from."""
@@ -152,7 +160,7 @@ class ClaimedAhead:
         self.decisions = ClaimAhead(
             state.store, node=state.node, window=window, lease=state.lease, due_before=self._jobs_due_before,
             on_win=self._prepare, on_late_win=self._start_late_win, ready=ready, on_error=self._failed,
-            clock=state.clock, clock_guard=state.clock_guard,
+            clock=state.clock, clock_guard=state.clock_guard, capacity=capacity,
         )  # fmt: skip
         self._claiming: asyncio.Task[None] | None = None
         # Runs claimed ahead, built and waiting for their fire time; by run id.
@@ -183,6 +191,9 @@ class ClaimedAhead:
 
     def in_flight(self, key: FireKey) -> bool:
         return self.decisions.in_flight(key)
+
+    def owns(self, key: FireKey) -> bool:
+        return self.decisions.owns(key)
 
     # -- from the claim to the start ---------------------------------------------
 

@@ -34,6 +34,7 @@ from maintd.scheduler.config.model import Config, JobConfig
 from maintd.scheduler.config.reload import ConfigDiff
 from maintd.scheduler.engine.admin import READINESS_TIMEOUT_S, EngineAdmin
 from maintd.scheduler.engine.cancels import CancelListener
+from maintd.scheduler.engine.capacity import Capacity
 from maintd.scheduler.engine.catch_up import CLAIM_SETTLE, CatchUp
 from maintd.scheduler.engine.claimed_ahead import ClaimedAhead, FiresAhead, NoClaimAhead
 from maintd.scheduler.engine.clock_guard import ClockGuard, SkewGuard
@@ -95,7 +96,11 @@ class Engine:
             before_writing=lambda run_ids: self.fencing.before_writing(run_ids),
             declared_lost=lambda run_ids: self.fencing.declared_lost(run_ids),
             failed=lambda job, run: self.retries.after_failure(job, run),
+            room_freed=lambda: self.fires.room_freed(),
         )  # fmt: skip
+        self.capacity = Capacity(
+            config.scheduler.max_running, taken=lambda: self.runs.running_count() + len(self.ahead.waiting())
+        )
         self.timers = Timers(
             on_fires=lambda job_ids, times: self.fires.on_fires(job_ids, times),
             on_retry=lambda run, times: self.fires.on_retry(run, times),
@@ -107,6 +112,7 @@ class Engine:
                 window=claim_ahead,
                 due_before=self._due_for_claims_ahead,
                 ready=self.recovery.recovered,
+                capacity=self.capacity,
             )  # fmt: skip
             if claim_ahead > timedelta(0)
             else NoClaimAhead()
@@ -116,8 +122,9 @@ class Engine:
             cancel_requested=self._on_cancel_request,
         )  # fmt: skip
         self.fires = FireClaims(
-            state, recovery=self.recovery, runs=self.runs, ahead=self.ahead, check_lease=self.fencing.check
-        )
+            state, recovery=self.recovery, runs=self.runs, ahead=self.ahead, capacity=self.capacity,
+            check_lease=self.fencing.check,
+        )  # fmt: skip
         self.catch_up = CatchUp(state, fires=self.fires, recovery=self.recovery, alerter=self.alerter)
         self.retries = Retries(state, self.timers)
         self.overdue = OverdueWatch(state, self.alerter)
@@ -261,6 +268,7 @@ class Engine:
             await self.overdue.check()  # overdue is judged by the clock too
         await self.recovery.recovered(until=self.clock())
         await self.retries.sweep()
+        self.fires.judge_waiting()
 
     async def _recover(self, until: datetime, outage_since: datetime | None) -> None:
         """After an outage: how this replica's runs that ended meanwhile ended, then the fires it missed."""

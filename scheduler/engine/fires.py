@@ -2,10 +2,12 @@
 
 Every fire is claimed as ``(job, fire time, attempt)`` in the database; only the
 replica whose insert wins runs it. The fires of one APScheduler pass are claimed
-together in one statement. A fire that does not run (the previous run still
-going, the job paused, the daemon too busy) is recorded ``skipped`` or
-``missed``, with the true reason read after the claim, unless another replica
-holds it.
+together in one statement, as many as this replica has room for (capacity.py);
+the others wait, each job's newest fire, and are claimed as runs end and free
+room here, by whichever replica has room first (this replica's share first).
+A fire that does not run (the previous run still going, the job paused, a newer
+fire due, the cluster behind by more than the job's misfire grace) is recorded
+``skipped`` or ``missed``, with the true reason, unless another replica holds it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from maintd.scheduler.config.model import JobConfig
+from maintd.scheduler.engine.capacity import Capacity
 from maintd.scheduler.engine.claimed_ahead import FiresAhead, past_grace, superseded
 from maintd.scheduler.engine.recovery import Recovery
 from maintd.scheduler.engine.runs import Runs
@@ -25,15 +28,28 @@ from maintd.scheduler.store.run_store import Claim
 
 class FireClaims:
     def __init__(
-        self, state: EngineState, *, recovery: Recovery, runs: Runs, ahead: FiresAhead, check_lease: Callable[[], None]
+        self,
+        state: EngineState,
+        *,
+        recovery: Recovery,
+        runs: Runs,
+        ahead: FiresAhead,
+        capacity: Capacity,
+        check_lease: Callable[[], None],
     ) -> None:
         self._state = state
         self._check_lease = check_lease
         self._recovery = recovery
         self._runs = runs
         self._ahead = ahead
+        self._capacity = capacity
         # Fires of the current APScheduler pass, claimed together in one statement.
         self._due: list[tuple[JobConfig, datetime]] = []
+        # Fires waiting for room on this replica (or another's claim): each job's newest, by job id.
+        self.waiting: dict[str, tuple[JobConfig, datetime]] = {}
+        # One claim of waiting fires at a time: those that wait meanwhile go in the next.
+        self._claiming: asyncio.Task[None] | None = None
+        self._claim_due_soon = False
 
     def on_fires(self, job_ids: list[str], run_times: list[datetime]) -> None:
         """Fires handed over by APScheduler (in the loop): one per job, or several when the
@@ -60,22 +76,81 @@ class FireClaims:
             self._state.tasks.spawn(self._past_grace(job, newest, claimed, undecided, reason), name=f"fire:{job.id}")
             return
         undecided = self._ahead.take(job, run_times)
-        if undecided and undecided[-1] != newest:
-            # The newest was decided ahead: the older ones left are only to be recorded.
-            self._state.tasks.spawn(self._record_missed(job, undecided), name=f"fire:{job.id}")
-            return
-        if len(undecided) == 1:
+        older = [fire for fire in undecided if fire != newest]
+        if older:
+            # Superseded by the newest fire (which runs, here or on the replica that claimed it ahead).
+            self._state.tasks.spawn(self._record_missed(job, older), name=f"fire:{job.id}")
+        if undecided and undecided[-1] == newest:
             # APScheduler hands over every fire due in one pass synchronously; the
             # batch is flushed right after the pass, so a burst costs one round trip.
             if not self._due:
                 asyncio.get_running_loop().call_soon(self._flush_due)
-            self._due.append((job, undecided[0]))
-        elif undecided:
-            self._state.tasks.spawn(self._handle_late(job, undecided), name=f"fire:{job.id}")
+            self._due.append((job, newest))
 
     def _flush_due(self) -> None:
         due, self._due = self._due, []
-        self._state.tasks.spawn(self._claim_due(due), name=f"fire:batch-of-{len(due)}")
+        for job, fire in due:
+            older = self.waiting.get(job.id)
+            if older is not None and older[1] < fire:
+                self._state.tasks.spawn(self._record_missed(job, [older[1]]), name=f"fire:{job.id}")
+            self.waiting[job.id] = (job, fire)
+        if self._claiming is None:
+            self._claim_waiting()  # already right after the pass: no further hop
+
+    def room_freed(self) -> None:
+        """A run ended here (or a fire claimed ahead was settled): waiting fires may be claimed."""
+        if self.waiting:
+            self._claim_waiting_soon()
+
+    def _claim_waiting_soon(self) -> None:
+        if self._claim_due_soon or self._claiming is not None:
+            return
+        self._claim_due_soon = True
+        asyncio.get_running_loop().call_soon(self._claim_waiting)
+
+    def _claim_waiting(self) -> None:
+        self._claim_due_soon = False
+        state = self._state
+        if not state.accepting or not state.scheduling():
+            # Stopping: what waits is judged by the next start's catch-up. A wrong clock:
+            # the fires of the spell are judged once it is right.
+            self.waiting.clear()
+            return
+        now = state.clock()
+        for job_id, (job, fire) in list(self.waiting.items()):
+            if (current := state.jobs.get(job_id)) is None:
+                del self.waiting[job_id]  # removed by a reload
+                continue
+            # Claimed under the job's settings as they are now (a reload may have changed them).
+            self.waiting[job_id] = job, fire = current, fire
+            if (behind := now - fire) > job.misfire_grace:
+                del self.waiting[job_id]
+                reason = past_grace(behind, job.misfire_grace)
+                state.tasks.spawn(self._past_grace(job, fire, [], [fire], reason), name=f"fire:{job.id}")
+        room = self._capacity.free()
+        if not self.waiting or room <= 0:
+            return
+        # This replica's share first, the oldest first: the replicas claim different fires.
+        chosen = sorted(self.waiting.values(), key=lambda due: (not self._ahead.owns((due[0].id, due[1])), due[1]))[
+            :room
+        ]
+        for job, _ in chosen:
+            del self.waiting[job.id]
+        self._claiming = state.tasks.spawn(self._claim_chosen(chosen), name=f"fire:batch-of-{len(chosen)}")
+
+    async def _claim_chosen(self, due: list[tuple[JobConfig, datetime]]) -> None:
+        try:
+            with self._capacity.reserve(len(due)):
+                await self._claim_due(due)
+        finally:
+            self._claiming = None
+            self.room_freed()
+
+    def judge_waiting(self) -> None:
+        """Now and then (each heartbeat): fires waiting past their grace are recorded even
+        when no run ends here to free room."""
+        if self.waiting:
+            self._claim_waiting_soon()
 
     async def _claim_due(self, due: list[tuple[JobConfig, datetime]]) -> None:
         state = self._state
@@ -101,24 +176,12 @@ class FireClaims:
                     if not self._ahead.in_flight((job.id, fire)):
                         state.metrics.job(job.id).fires["taken"].inc()
                 else:
-                    await self.claim(job, "schedule", fire, 1, None)
+                    # In the way: a run still going, a pause. Its own task: it may wait for a
+                    # silent owner, and the fires waiting behind must not.
+                    state.tasks.spawn(self.claim(job, "schedule", fire, 1, None), name=f"fire:{job.id}")
         except Exception as exc:  # a fire must never take the daemon down
             self._recovery.failed(min(fire for _, fire in due))
             state.failures.failed("fires_not_claimed", level="error", fires=len(due), error=repr(exc))
-
-    async def _handle_late(self, job: JobConfig, run_times: list[datetime]) -> None:
-        """Fires APScheduler hands over together came late (the loop was blocked): all but
-        the newest are recorded as missed, the newest runs."""
-        *late, due = run_times
-        try:
-            if not await self._recovery.recovered(until=run_times[0]):
-                return
-            for fire in late:
-                await self.record_unrun(job, "missed", fire, superseded(self._state.clock() - fire))
-            await self.claim(job, "schedule", due, 1, None)
-        except Exception as exc:  # a fire must never take the daemon down
-            # Recorded as missed (and caught up, if configured) once the database is back.
-            self._fire_failed(job, run_times, exc)
 
     async def _handle_retry(self, job: JobConfig, run_times: list[datetime], retry_of: Run) -> None:
         assert retry_of.scheduled_for is not None

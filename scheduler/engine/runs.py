@@ -80,11 +80,13 @@ class Runs:
         before_writing: Callable[[list[int]], Awaitable[None]],
         declared_lost: Callable[[list[int]], None],
         failed: Callable[[JobConfig, Run], None],
+        room_freed: Callable[[], None],
     ) -> None:
         """``check_lease`` gives every run up if the lease ran out unseen; ``before_writing``
         does so and ends the given-up runs among these before their outcomes are written;
         ``declared_lost`` gives up runs the database no longer holds as running; ``failed``
-        is told of a run that failed or timed out (a retry may be due)."""
+        is told of a run that failed or timed out (a retry may be due); ``room_freed``, of
+        a run that ended (fires waiting for room may be claimed)."""
         self._state = state
         self._recovery = recovery
         self._alerter = alerter
@@ -92,6 +94,7 @@ class Runs:
         self._before_writing = before_writing
         self._declared_lost = declared_lost
         self._failed = failed
+        self._room_freed = room_freed
         self.active: dict[int, ActiveRun] = {}
         # The latest run on this replica that did not succeed: (job id, when it ended), for STATUS=.
         self.last_failure: tuple[str, datetime] | None = None
@@ -212,6 +215,7 @@ class Runs:
             if active.hard_cancel:
                 active.hard_cancel.cancel()
         active.outcome = Outcome(status, result, error, self._state.clock())
+        self._room_freed()
         # A job that ended without ever yielding lets the runs started with it start
         # before its bookkeeping (a burst of short jobs would otherwise queue behind it).
         await asyncio.sleep(0)
