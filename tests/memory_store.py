@@ -374,6 +374,21 @@ class MemoryStore(RunStore):
         )
         return row.out() if row else None
 
+    @_recorded
+    async def record_missed_fires(
+        self, fires: Sequence[tuple[str, datetime, str]], at: datetime, node: str
+    ) -> list[Run]:
+        _not_empty(fires)
+        recorded = []
+        for job_id, scheduled_for, reason in fires:
+            row = self._insert(
+                job_id=job_id, trigger="schedule", status="missed", scheduled_for=_utc(scheduled_for), attempt=1,
+                exclusive=False, finished_at=_utc_or_none(at), error=reason, node=node,
+            )  # fmt: skip
+            if row:
+                recorded.append(row.out())
+        return recorded
+
     # -- outcomes -----------------------------------------------------------------
 
     @_recorded

@@ -388,6 +388,7 @@ class Engine:
             with contextlib.suppress(Exception):
                 await self._beat_own_run()  # the run's last log lines
             await self.fencing.close()
+            await self.runs.close()
             await self.alerter.close(ALERTS_AT_STOP)
             await self.cancels.close()
         return await self.admin.get_run(started.run_id)

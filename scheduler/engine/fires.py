@@ -17,11 +17,13 @@ from collections.abc import Callable
 from datetime import datetime
 
 from maintd.scheduler.config.model import JobConfig
+from maintd.scheduler.engine.batching import Batcher
 from maintd.scheduler.engine.capacity import Capacity
 from maintd.scheduler.engine.claimed_ahead import FiresAhead, past_grace, superseded
 from maintd.scheduler.engine.recovery import Recovery
 from maintd.scheduler.engine.runs import Runs
 from maintd.scheduler.engine.state import EngineState
+from maintd.scheduler.engine.waiting import WaitingFires
 from maintd.scheduler.store.records import Run
 from maintd.scheduler.store.run_store import Claim
 
@@ -45,11 +47,13 @@ class FireClaims:
         self._capacity = capacity
         # Fires of the current APScheduler pass, claimed together in one statement.
         self._due: list[tuple[JobConfig, datetime]] = []
-        # Fires waiting for room on this replica (or another's claim): each job's newest, by job id.
-        self.waiting: dict[str, tuple[JobConfig, datetime]] = {}
+        # Fires waiting for room on this replica (or for another replica's claim).
+        self.waiting = WaitingFires(ahead.owns)
         # One claim of waiting fires at a time: those that wait meanwhile go in the next.
         self._claiming: asyncio.Task[None] | None = None
         self._claim_due_soon = False
+        # Fires recorded missed together: under overload they come by the thousand.
+        self._missed: Batcher[tuple[JobConfig, datetime, str], Run | None] = Batcher(self._write_missed)
 
     def on_fires(self, job_ids: list[str], run_times: list[datetime]) -> None:
         """Fires handed over by APScheduler (in the loop): one per job, or several when the
@@ -90,10 +94,8 @@ class FireClaims:
     def _flush_due(self) -> None:
         due, self._due = self._due, []
         for job, fire in due:
-            older = self.waiting.get(job.id)
-            if older is not None and older[1] < fire:
-                self._state.tasks.spawn(self._record_missed(job, [older[1]]), name=f"fire:{job.id}")
-            self.waiting[job.id] = (job, fire)
+            if (older := self.waiting.add(job, fire)) is not None:
+                self._state.tasks.spawn(self._record_missed(job, [older]), name=f"fire:{job.id}")
         if self._claiming is None:
             self._claim_waiting()  # already right after the pass: no further hop
 
@@ -116,26 +118,13 @@ class FireClaims:
             # the fires of the spell are judged once it is right.
             self.waiting.clear()
             return
-        now = state.clock()
-        for job_id, (job, fire) in list(self.waiting.items()):
-            if (current := state.jobs.get(job_id)) is None:
-                del self.waiting[job_id]  # removed by a reload
-                continue
-            # Claimed under the job's settings as they are now (a reload may have changed them).
-            self.waiting[job_id] = job, fire = current, fire
-            if (behind := now - fire) > job.misfire_grace:
-                del self.waiting[job_id]
-                reason = past_grace(behind, job.misfire_grace)
-                state.tasks.spawn(self._past_grace(job, fire, [], [fire], reason), name=f"fire:{job.id}")
         room = self._capacity.free()
         if not self.waiting or room <= 0:
             return
-        # This replica's share first, the oldest first: the replicas claim different fires.
-        chosen = sorted(self.waiting.values(), key=lambda due: (not self._ahead.owns((due[0].id, due[1])), due[1]))[
-            :room
-        ]
-        for job, _ in chosen:
-            del self.waiting[job.id]
+        chosen, expired = self.waiting.take(room, state.clock(), state.jobs)
+        self._past_grace_waiting(expired)
+        if not chosen:
+            return
         self._claiming = state.tasks.spawn(self._claim_chosen(chosen), name=f"fire:batch-of-{len(chosen)}")
 
     async def _claim_chosen(self, due: list[tuple[JobConfig, datetime]]) -> None:
@@ -149,8 +138,15 @@ class FireClaims:
     def judge_waiting(self) -> None:
         """Now and then (each heartbeat): fires waiting past their grace are recorded even
         when no run ends here to free room."""
-        if self.waiting:
+        if self.waiting and self._state.scheduling():
+            self._past_grace_waiting(self.waiting.expired(self._state.clock(), self._state.jobs))
             self._claim_waiting_soon()
+
+    def _past_grace_waiting(self, expired: list[tuple[JobConfig, datetime]]) -> None:
+        now = self._state.clock()
+        for job, fire in expired:
+            reason = past_grace(now - fire, job.misfire_grace)
+            self._state.tasks.spawn(self._past_grace(job, fire, [], [fire], reason), name=f"fire:{job.id}")
 
     async def _claim_due(self, due: list[tuple[JobConfig, datetime]]) -> None:
         state = self._state
@@ -192,11 +188,29 @@ class FireClaims:
             self._log_fire_failed(job, run_times, exc)
 
     async def _record_missed(self, job: JobConfig, fires: list[datetime]) -> None:
+        """Fires superseded by a newer fire of their job."""
         try:
-            for fire in fires:
-                await self.record_unrun(job, "missed", fire, superseded(self._state.clock() - fire))
+            now = self._state.clock()
+            await asyncio.gather(*(self._missed((job, fire, superseded(now - fire))) for fire in fires))
         except Exception as exc:  # recorded by the catch-up once the database is back
             self._fire_failed(job, fires, exc)
+
+    async def _write_missed(self, fires: list[tuple[JobConfig, datetime, str]]) -> list[Run | None]:
+        """Record scheduled fires missed, in one statement; each gets its row, or None where
+        another replica recorded or holds the fire (or this replica's clock is wrong)."""
+        state = self._state
+        if not state.scheduling():  # no fire is judged by a wrong clock
+            return [None] * len(fires)
+        rows = await state.store.record_missed_fires(
+            [(job.id, fire, reason) for job, fire, reason in fires], state.clock(), state.node
+        )
+        recorded = {(row.job_id, row.scheduled_for): row for row in rows}
+        for row in rows:
+            state.metrics.job(row.job_id).fires["missed"].inc()
+            state.log.info(
+                "fire_missed", job_id=row.job_id, run_id=row.id, scheduled_for=str(row.scheduled_for), reason=row.error
+            )
+        return [recorded.get((job.id, fire)) for job, fire, _ in fires]
 
     async def _past_grace(
         self, job: JobConfig, newest: datetime, claimed: list[Run], undecided: list[datetime], reason: str
@@ -212,9 +226,8 @@ class FireClaims:
         try:
             if fires and not await self._recovery.recovered(until=fires[0]):
                 return
-            for fire in fires:
-                recorded = await self.record_unrun(job, "missed", fire, reason)
-                newest_is_ours |= recorded is not None and fire == newest
+            rows = await asyncio.gather(*(self._missed((job, fire, reason)) for fire in fires))
+            newest_is_ours |= any(row is not None and row.scheduled_for == newest for row in rows)
             if newest_is_ours and job.catch_up == "once":
                 # The missed row holds the fire's first attempt; the catch-up run is its second.
                 await self.claim(job, "catch_up", newest, 2, None)

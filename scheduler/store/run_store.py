@@ -167,6 +167,15 @@ class RunStore:
         )
         return run_from_row(row) if row else None
 
+    async def record_missed_fires(
+        self, fires: Sequence[tuple[str, datetime, str]], at: datetime, node: str
+    ) -> list[Run]:
+        """record_unrun_fire for many scheduled (job id, fire time, reason) first attempts
+        missed; returns the rows recorded (not those another replica holds)."""
+        job_ids, times, reasons = (list(column) for column in zip(*fires, strict=True))
+        rows = await self.pool.fetch(Q["record_missed_fires"], job_ids, times, reasons, at, node)
+        return [run_from_row(row) for row in rows]
+
     async def finish_run(self, run_id: int, status: str, at: datetime, result: Any, error: str | None) -> Run | None:
         row = await self.pool.fetchrow(Q["finish_run"], run_id, status, at, result, error)
         return run_from_row(row) if row else None

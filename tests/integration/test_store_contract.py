@@ -281,6 +281,7 @@ async def test_batch_calls_refuse_an_empty_batch(backend: Backend) -> None:
         store.taken_fires([]),
         store.mark_started([]),
         store.finish_runs([]),
+        store.record_missed_fires([], FIRE, "a"),
     ):
         with pytest.raises(ValueError):
             await call
@@ -297,6 +298,21 @@ async def test_an_unrun_fire_takes_the_fire_key_once_and_holds_no_job(backend: B
     assert await store.record_unrun_fire("nightly", "schedule", "missed", FIRE, 1, FIRE, "missed", "c") is None
     # Not exclusive: the job's next fire is free.
     assert await store.claim_run(claim("b", fire=LATER)) == running(4, "b", scheduled_for=LATER)
+
+
+async def test_missed_fires_are_recorded_in_one_call_each_with_its_reason_but_not_over_a_taken_key(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    held = await store.claim_run(claim("b"))
+    assert held is not None
+    recorded = await store.record_missed_fires(
+        [("nightly", FIRE, "missed: held elsewhere"), ("nightly", LATER, "missed: behind")], LATER, "a"
+    )
+    assert [(run.scheduled_for, run.status, run.trigger, run.attempt, run.error, run.node) for run in recorded] == [
+        (LATER, "missed", "schedule", 1, "missed: behind", "a")
+    ]
+    assert recorded[0].finished_at == LATER and recorded[0].started_at is None
 
 
 # -- finish and late outcomes ---------------------------------------------------------

@@ -59,7 +59,7 @@ async def test_fires_beyond_the_room_wait_and_run_as_runs_end() -> None:
     engine.fires.on_fires(list(jobs), [FIRE])
     await claims_settled(engine)
     assert sorted(active.job.id for active in engine.runs.active.values()) == ["job0", "job1"]
-    assert sorted(engine.fires.waiting) == ["job2", "job3", "job4"]
+    assert engine.fires.waiting.job_ids() == ["job2", "job3", "job4"]
 
     for n in range(5):  # each run that ends makes room for the next fire
         tasks.GATES.setdefault(f"g{n}", asyncio.Event()).set()
@@ -98,7 +98,7 @@ async def test_a_fire_waiting_for_room_past_its_misfire_grace_is_recorded_missed
 
     engine.fires.on_fires(["holder", "late"], [FIRE])
     await claims_settled(engine)
-    assert list(engine.fires.waiting) == ["late"]
+    assert engine.fires.waiting.job_ids() == ["late"]
 
     now = FIRE + timedelta(seconds=45)
     engine.fires.judge_waiting()  # as each heartbeat does

@@ -53,6 +53,16 @@ VALUES ($1, $2, $3, $4, $5, false, $6, $7, $8)
 ON CONFLICT DO NOTHING
 RETURNING *;
 
+-- name: record_missed_fires
+-- Record many scheduled fires that did not run as missed, each with its reason, in one
+-- statement; fires whose key is taken (run, or recorded, elsewhere) are left out.
+INSERT INTO maintd.runs (job_id, trigger, status, scheduled_for, attempt, exclusive,
+                         finished_at, error, node)
+SELECT f.job_id, 'schedule', 'missed', f.scheduled_for, 1, false, $4, f.reason, $5
+FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS f(job_id, scheduled_for, reason)
+ON CONFLICT DO NOTHING
+RETURNING *;
+
 -- name: finish_run
 -- Record how a run that never started ended (a fire claimed ahead that will not run
 -- here). Only a running row changes: what the reaper recorded stands.
