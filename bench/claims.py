@@ -342,6 +342,7 @@ async def _replica(index: int, dsn: str, burst: Burst) -> ProcessResult:
     job = {"task": TASK_REF, "schedule": burst.schedule}
     config = parse_config({"database": {"dsn": dsn}, "jobs": {f"bench-{i:04d}": dict(job) for i in range(burst.jobs)}})
     pool = await create_pool(dsn, max_size=config.database.pool_size)
+    store: _TimedRunStore | None = None
     try:
         store = _TimedRunStore(pool, dsn, burst.jobs)
         engine = Engine(config, store, node=f"replica-{index}")
@@ -387,6 +388,8 @@ async def _replica(index: int, dsn: str, burst: Burst) -> ProcessResult:
             dict(outcomes), window.gc_pauses, complete,
         )  # fmt: skip
     finally:
+        if store is not None:
+            await store.close()
         await pool.close()
 
 

@@ -125,9 +125,11 @@ def empty_db_dsn(pg_admin_dsn: str) -> Iterator[str]:
 @pytest.fixture
 async def store(db_dsn: str) -> AsyncIterator[RunStore]:
     pool = await create_pool(db_dsn, max_size=5)
+    store = RunStore(pool, db_dsn)
     try:
-        yield RunStore(pool, db_dsn)
+        yield store
     finally:
+        await store.close()
         await pool.close()
 
 

@@ -260,6 +260,9 @@ class MemoryStore(RunStore):
 
     # -- claims -----------------------------------------------------------------
 
+    async def close(self) -> None:
+        pass
+
     async def dedicated_connection(self) -> MemoryConnection:
         connection = MemoryConnection(self)
         self.connections.append(connection)
@@ -402,7 +405,7 @@ class MemoryStore(RunStore):
 
     @_recorded
     async def finish_runs(
-        self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None]], *, via: Any = None
+        self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None]]
     ) -> list[Run]:
         _not_empty(outcomes)
         given = {outcome[0]: outcome for outcome in reversed(outcomes)}  # the first outcome given for a run
@@ -678,7 +681,7 @@ class MemoryStore(RunStore):
     # -- run logs -----------------------------------------------------------------
 
     @_recorded
-    async def write_runs_logs(self, batches: Sequence[tuple[int, LogBatch]], *, via: Any = None) -> None:
+    async def write_runs_logs(self, batches: Sequence[tuple[int, LogBatch]]) -> None:
         # One transaction: every row is checked before any is written.
         for run_id, batch in batches:
             if (batch.lines or batch.marker() is not None) and run_id not in self.runs:

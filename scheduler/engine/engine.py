@@ -224,7 +224,6 @@ class Engine:
         if unrecorded := await self.runs.flush_outcomes():
             self.log.error("runs_not_recorded_at_stop", run_ids=unrecorded)
         await self.runs.close_logs()
-        await self.runs.close()
         await self.alerter.close(ALERTS_AT_STOP)
         self.runs.after_pass.end()  # in case the loop stops before the pass's end (the collector back on)
         self.log.info("engine_stopped")
@@ -388,7 +387,6 @@ class Engine:
             with contextlib.suppress(Exception):
                 await self._beat_own_run()  # the run's last log lines
             await self.fencing.close()
-            await self.runs.close()
             await self.alerter.close(ALERTS_AT_STOP)
             await self.cancels.close()
         return await self.admin.get_run(started.run_id)

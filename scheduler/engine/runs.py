@@ -31,7 +31,6 @@ from maintd.scheduler.engine.recovery import Recovery
 from maintd.scheduler.engine.state import EngineState
 from maintd.scheduler.metrics import JobSeries
 from maintd.scheduler.run_logs import RUN_LOGS
-from maintd.scheduler.store.own_connection import OwnConnection
 from maintd.scheduler.store.records import Run
 
 # A cancelled job gets this long to stop at its next check before it is interrupted.
@@ -100,8 +99,6 @@ class Runs:
         self.last_failure: tuple[str, datetime] | None = None
         self.after_pass = AfterPass()
         self._endings: Batcher[ActiveRun, Run | None] = Batcher(self._write_endings)
-        # Endings are written over a connection of their own (see OwnConnection), one batch at a time.
-        self._outcome_line = OwnConnection(lambda: state.store.dedicated_connection())
         # Ended and recorded runs whose log buffers the next beat writes and closes.
         self._logs_to_close: set[int] = set()
         # Cancels requested for runs claimed ahead that have not started yet.
@@ -327,19 +324,17 @@ class Runs:
         ended shows all it logged."""
         run_ids = [active.run.id for active in ended]
         store = self._state.store
-        async with self._outcome_line.use() as conn:
-            write_logs = functools.partial(store.write_runs_logs, via=conn)
-            await RUN_LOGS.flush(run_ids, write_logs, failed=self._state.failures.failed)
-            await self._before_writing(run_ids)
-            outcomes = []
-            for active in ended:
-                outcome = active.outcome
-                assert outcome is not None
-                outcomes.append(
-                    (active.run.id, outcome.status, outcome.finished_at, outcome.result, outcome.error,
-                     active.started_at)
-                )  # fmt: skip
-            recorded = {run.id: run for run in await store.finish_runs(outcomes, via=conn)}
+        await RUN_LOGS.flush(run_ids, store.write_runs_logs, failed=self._state.failures.failed)
+        await self._before_writing(run_ids)
+        outcomes = []
+        for active in ended:
+            outcome = active.outcome
+            assert outcome is not None
+            outcomes.append(
+                (active.run.id, outcome.status, outcome.finished_at, outcome.result, outcome.error,
+                 active.started_at)
+            )  # fmt: skip
+        recorded = {run.id: run for run in await store.finish_runs(outcomes)}
         return [recorded.get(run_id) for run_id in run_ids]
 
     async def flush_outcomes(self) -> list[int]:
@@ -355,10 +350,6 @@ class Runs:
         await RUN_LOGS.flush(list(self.active), self._state.store.write_runs_logs, failed=failed)
         await self.flush_outcomes()
         await self.close_logs()
-
-    async def close(self) -> None:
-        """At stop, once the outcomes are recorded: close the outcomes' connection."""
-        await self._outcome_line.close()
 
     async def close_logs(self) -> None:
         """Write and close the log buffers of the runs ended and recorded."""

@@ -53,6 +53,10 @@ async def open_store(config: Config) -> AsyncIterator[RunStore]:
                 applied = await apply_migrations(conn)
             if applied:
                 log.info("migrations_applied", versions=[m.version for m in applied])
-            yield RunStore(pool, dsn)
+            store = RunStore(pool, dsn)
+            try:
+                yield store
+            finally:
+                await store.close()
         finally:
             await pool.close()

@@ -8,7 +8,6 @@ to it on the daemon's behalf.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import asyncpg
 
 from maintd.admin_api.interface import AuditOut, RunLogLine
 from maintd.scheduler.run_logs import LogBatch
+from maintd.scheduler.store.own_connection import OwnConnection
 from maintd.scheduler.store.records import Run, run_from_row
 from maintd.scheduler.store.sql import QUERIES as Q
 
@@ -79,6 +79,13 @@ class RunStore:
     def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         self.pool = pool
         self.dsn = dsn
+        # Claims and outcomes go over a connection of their own (see OwnConnection), one
+        # statement at a time: a burst's jobs keep every pool connection.
+        self._line = OwnConnection(self.dedicated_connection)
+
+    async def close(self) -> None:
+        """Close the claims' and outcomes' connection (the pool is its owner's to close)."""
+        await self._line.close()
 
     async def dedicated_connection(self) -> asyncpg.Connection:
         """A connection outside the pool: for LISTEN (a pool connection would be reset on
@@ -108,18 +115,21 @@ class RunStore:
     ) -> list[Run]:
         """Claim many (job_id, fire time, exclusive) first attempts at once; return the runs won."""
         job_ids, times, exclusive = (list(column) for column in zip(*fires, strict=True))
-        rows = await self.pool.fetch(Q["claim_fires"], job_ids, times, exclusive, started_at, node)
+        async with self._line.use() as conn:
+            rows = await conn.fetch(Q["claim_fires"], job_ids, times, exclusive, started_at, node)
         return [run_from_row(row) for row in rows]
 
     async def claim_ahead(self, fires: Sequence[tuple[str, datetime, bool]], node: str) -> list[Run]:
         """Claim fires before they are due (started_at unset); return the runs won."""
         job_ids, times, exclusive = (list(column) for column in zip(*fires, strict=True))
-        rows = await self.pool.fetch(Q["claim_ahead"], job_ids, times, exclusive, node)
+        async with self._line.use() as conn:
+            rows = await conn.fetch(Q["claim_ahead"], job_ids, times, exclusive, node)
         return [run_from_row(row) for row in rows]
 
     async def mark_started(self, started: Sequence[tuple[int, datetime]]) -> None:
         run_ids, times = (list(column) for column in zip(*started, strict=True))
-        await self.pool.execute(Q["mark_started"], run_ids, times)
+        async with self._line.use() as conn:
+            await conn.execute(Q["mark_started"], run_ids, times)
 
     async def last_successes(self, job_ids: Sequence[str]) -> dict[str, datetime]:
         rows = await self.pool.fetch(Q["last_successes"], list(job_ids))
@@ -139,7 +149,8 @@ class RunStore:
 
     async def taken_fires(self, fires: Sequence[tuple[str, datetime]]) -> set[tuple[str, datetime]]:
         job_ids, times = (list(column) for column in zip(*fires, strict=True))
-        rows = await self.pool.fetch(Q["taken_fires"], job_ids, times)
+        async with self._line.use() as conn:
+            rows = await conn.fetch(Q["taken_fires"], job_ids, times)
         return {(row["job_id"], row["scheduled_for"]) for row in rows}
 
     async def claim_blockers(self, job_id: str, scheduled_for: datetime | None, attempt: int) -> ClaimBlockers:
@@ -173,7 +184,8 @@ class RunStore:
         """record_unrun_fire for many scheduled (job id, fire time, reason) first attempts
         missed; returns the rows recorded (not those another replica holds)."""
         job_ids, times, reasons = (list(column) for column in zip(*fires, strict=True))
-        rows = await self.pool.fetch(Q["record_missed_fires"], job_ids, times, reasons, at, node)
+        async with self._line.use() as conn:
+            rows = await conn.fetch(Q["record_missed_fires"], job_ids, times, reasons, at, node)
         return [run_from_row(row) for row in rows]
 
     async def finish_run(self, run_id: int, status: str, at: datetime, result: Any, error: str | None) -> Run | None:
@@ -181,15 +193,13 @@ class RunStore:
         return run_from_row(row) if row else None
 
     async def finish_runs(
-        self,
-        outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None]],
-        *,
-        via: asyncpg.Connection | None = None,
+        self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None]]
     ) -> list[Run]:
         """finish_run for many (run id, status, finished at, result, error, started at) at once;
-        returns the runs updated. ``via``: a connection of the caller's own instead of the pool."""
+        returns the runs updated."""
         ids, statuses, times, results, errors, started = (list(column) for column in zip(*outcomes, strict=True))
-        rows = await (via or self.pool).fetch(Q["finish_runs"], ids, statuses, times, results, errors, started)
+        async with self._line.use() as conn:
+            rows = await conn.fetch(Q["finish_runs"], ids, statuses, times, results, errors, started)
         return [run_from_row(row) for row in rows]
 
     async def set_progress(self, run_id: int, progress: dict[str, Any]) -> bool:
@@ -286,15 +296,10 @@ class RunStore:
 
     # -- run logs (scheduler/run_logs.py) ---------------------------------
 
-    async def write_runs_logs(
-        self, batches: Sequence[tuple[int, LogBatch]], *, via: asyncpg.Connection | None = None
-    ) -> None:
-        """Write runs' new lines and their gaps of dropped lines, in one transaction.
-        ``via``: a connection of the caller's own instead of the pool."""
+    async def write_runs_logs(self, batches: Sequence[tuple[int, LogBatch]]) -> None:
+        """Write runs' new lines and their gaps of dropped lines, in one transaction."""
         lines = [(run_id, line) for run_id, batch in batches for line in batch.lines]
-        async with contextlib.AsyncExitStack() as stack:
-            conn: asyncpg.Connection = via or await stack.enter_async_context(self.pool.acquire())
-            await stack.enter_async_context(conn.transaction())
+        async with self._line.use() as conn, conn.transaction():
             if lines:
                 await conn.execute(
                     Q["add_run_log_lines"],

@@ -197,9 +197,11 @@ async def make_alerter(store: RunStore) -> AsyncIterator[MakeAlerter]:
 async def other_store(db_dsn: str) -> AsyncIterator[RunStore]:
     """The same database through a pool of its own: a second replica."""
     pool = await create_pool(db_dsn, max_size=3)
+    store = RunStore(pool, db_dsn)
     try:
-        yield RunStore(pool, db_dsn)
+        yield store
     finally:
+        await store.close()
         await pool.close()
 
 

@@ -86,7 +86,8 @@ async def test_a_busy_replica_keeps_its_lease_while_its_jobs_hold_every_pooled_c
         database={"pool_size": 2},
     )
     pool = await create_pool(store.dsn, max_size=2)
-    busy = Engine(config, RunStore(pool, store.dsn), node="busy")
+    busy_store = RunStore(pool, store.dsn)
+    busy = Engine(config, busy_store, node="busy")
     await busy.start()
     try:
         await start_engine(config, node="reaper")  # beats (and reaps) every 1/3 s
@@ -96,6 +97,7 @@ async def test_a_busy_replica_keeps_its_lease_while_its_jobs_hold_every_pooled_c
         assert [(run.status, run.late_outcome) for run in ended] == [("succeeded", None)] * 2
     finally:
         await busy.stop(timedelta(seconds=1))
+        await busy_store.close()
         await pool.close()
 
 

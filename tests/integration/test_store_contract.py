@@ -84,9 +84,11 @@ async def backend(contract_dsn: str | None) -> AsyncIterator[Backend]:
         yield Memory(MemoryStore())
         return
     pool = await create_pool(contract_dsn, max_size=3)
+    store = RunStore(pool, contract_dsn)
     try:
-        yield Postgres(RunStore(pool, contract_dsn))
+        yield Postgres(store)
     finally:
+        await store.close()
         await pool.close()
 
 

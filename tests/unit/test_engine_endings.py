@@ -32,11 +32,11 @@ class SlowOutcomes(MemoryStore):
         self.release = asyncio.Event()
 
     async def finish_runs(
-        self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None]], *, via: Any = None
+        self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None]]
     ) -> list[Run]:
         self.outcome_writes.append(len(outcomes))
         await self.release.wait()
-        return await super().finish_runs(outcomes, via=via)
+        return await super().finish_runs(outcomes)
 
 
 async def test_runs_ending_while_an_outcome_write_is_in_flight_are_recorded_in_one_more_write() -> None:

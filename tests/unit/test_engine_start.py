@@ -51,27 +51,11 @@ class StandInStore:
     async def mark_started(self, started: list[tuple[int, datetime]]) -> None:
         self.started += started
 
-    async def finish_runs(self, outcomes: list[tuple[Any, ...]], *, via: Any = None) -> list[Run]:
+    async def finish_runs(self, outcomes: list[tuple[Any, ...]]) -> list[Run]:
         self.finished += outcomes
         return []
 
-    async def write_runs_logs(self, batches: list[Any], *, via: Any = None) -> None:
-        pass
-
-    async def dedicated_connection(self) -> StandInConnection:
-        return StandInConnection()
-
-
-class StandInConnection:
-    """The outcomes' own connection, as the store above answers its calls itself."""
-
-    def is_closed(self) -> bool:
-        return False
-
-    def terminate(self) -> None:
-        pass
-
-    async def close(self, timeout: float | None = None) -> None:
+    async def write_runs_logs(self, batches: list[Any]) -> None:
         pass
 
 
