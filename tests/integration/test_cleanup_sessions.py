@@ -267,8 +267,14 @@ async def test_schema_qualified_and_quoted_table(
         ({"table": 'app."sessions"'}, "jobs.cleanup.params.table: must be a plain name"),
         ({"table": "a.b.c"}, "jobs.cleanup.params.table: must be a plain name"),
         ({"expires_column": "expires < now() OR true"}, "jobs.cleanup.params.expires_column: must be a plain name"),
-        ({"batch_size": -5}, "jobs.cleanup.params.batch_size: input should be greater than or equal to 1"),
-        ({"batch_size": 0}, "jobs.cleanup.params.batch_size: input should be greater than or equal to 1"),
+        ({"batch_size": -5}, 'jobs.cleanup.params.batch_size: must be "auto" or a whole number of rows of at least 1'),
+        ({"batch_size": 0}, 'jobs.cleanup.params.batch_size: must be "auto" or a whole number of rows of at least 1'),
+        ({"batch_size": "big"}, 'jobs.cleanup.params.batch_size: must be "auto" or a whole number'),
+        ({"batch_size": 1.5}, 'jobs.cleanup.params.batch_size: must be "auto" or a whole number'),
+        ({"max_statement": "50"}, "jobs.cleanup.params.max_statement: invalid duration '50'"),
+        ({"max_statement": 50}, "jobs.cleanup.params.max_statement: expected a duration string such as '50ms'"),
+        ({"max_statement": "0ms"}, "jobs.cleanup.params.max_statement: must be longer than 0ms and at most 10s"),
+        ({"max_statement": "1m"}, "jobs.cleanup.params.max_statement: must be longer than 0ms and at most 10s"),
         ({"tabel": "sessions"}, "jobs.cleanup.params.tabel: unknown key"),
     ],
 )
@@ -280,8 +286,25 @@ def test_bad_params_are_config_errors_naming_the_key(params: dict[str, Any], pro
 
 def test_good_params_load_with_their_defaults() -> None:
     config = parse_config({"jobs": {"cleanup": cleanup_job({"table": "app.sessions"})}})
-    defaults = CleanupParams(table="app.sessions", expires_column="expires", batch_size=10_000)
+    defaults = CleanupParams(
+        table="app.sessions", expires_column="expires", batch_size="auto", max_statement=timedelta(milliseconds=50)
+    )
     assert config.jobs["cleanup"].params == defaults
+
+
+@pytest.mark.parametrize(
+    ("params", "spelled"),
+    [
+        ({"batch_size": 500, "max_statement": "0.2s"}, {"batch_size": 500, "max_statement": "200ms"}),
+        ({"max_statement": "2s"}, {"batch_size": "auto", "max_statement": "2s"}),
+    ],
+)
+def test_params_stored_with_a_run_read_back_the_same(params: dict[str, Any], spelled: dict[str, Any]) -> None:
+    # A run keeps its effective params as JSON; a rerun validates them again.
+    loaded = CleanupParams.model_validate({"table": "sessions", **params})
+    stored = loaded.model_dump(mode="json")
+    assert stored == {"table": "sessions", "expires_column": "expires", **spelled}
+    assert CleanupParams.model_validate(stored) == loaded
 
 
 @pytest.mark.parametrize(
