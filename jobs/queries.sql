@@ -228,17 +228,26 @@ SELECT status FROM maintd.runs WHERE id = $1;
 
 -- prune_history
 
--- name: prune_kept_runs
--- The runs the engine reads back whatever their age, never pruned: of every job it has
--- seen, the newest run, the newest scheduled fire (where catch-up starts looking for
--- missed ones) and the newest success (what the dead-man's switch measures from).
-SELECT coalesce(array_agg(DISTINCT kept.id) FILTER (WHERE kept.id IS NOT NULL), '{}'::bigint[])
-FROM maintd.job_state j
-CROSS JOIN LATERAL (
-    SELECT (SELECT id FROM maintd.runs WHERE job_id = j.job_id ORDER BY id DESC LIMIT 1)
-    UNION ALL
-    SELECT (SELECT id FROM maintd.runs WHERE job_id = j.job_id AND trigger IN ('schedule', 'catch_up')
-            ORDER BY scheduled_for DESC LIMIT 1)
-    UNION ALL
-    SELECT (SELECT id FROM maintd.runs WHERE job_id = j.job_id AND status = 'succeeded' ORDER BY id DESC LIMIT 1)
-) AS kept(id);
+-- name: history_keep_runs
+-- The runs prune_history keeps whatever their age (a condition on maintd.runs): those in
+-- progress, and what the engine reads back of every job it has seen: its newest run, its
+-- newest scheduled fire (where catch-up starts looking for missed ones) and its newest
+-- success (what the dead-man's switch measures from).
+status = 'running' OR id IN (
+    SELECT kept.id FROM maintd.job_state j
+    CROSS JOIN LATERAL (
+        SELECT (SELECT r.id FROM maintd.runs r WHERE r.job_id = j.job_id ORDER BY r.id DESC LIMIT 1)
+        UNION ALL
+        SELECT (SELECT r.id FROM maintd.runs r WHERE r.job_id = j.job_id AND r.trigger IN ('schedule', 'catch_up')
+                ORDER BY r.scheduled_for DESC LIMIT 1)
+        UNION ALL
+        SELECT (SELECT r.id FROM maintd.runs r WHERE r.job_id = j.job_id AND r.status = 'succeeded'
+                ORDER BY r.id DESC LIMIT 1)
+    ) AS kept(id)
+    WHERE kept.id IS NOT NULL
+);
+
+-- name: history_keep_run_logs
+-- The run log lines prune_history keeps whatever their age (a condition on
+-- maintd.run_logs): those of runs in progress.
+run_logs.run_id IN (SELECT id FROM maintd.runs WHERE status = 'running');
