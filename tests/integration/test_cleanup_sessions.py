@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 import structlog
 
+from maintd.jobs.batch_size import FIRST_BATCH, LARGEST_BATCH, MAX_GROWTH
 from maintd.jobs.cleanup_sessions import CleanupParams, CleanupTargetError, cleanup_sessions
 from maintd.jobs.context import JobContext
 from maintd.scheduler.config.model import ConfigError, parse_config
@@ -166,6 +167,61 @@ async def test_every_batch_is_bounded_and_its_own_transaction(pool: asyncpg.Pool
     assert len({row["txid"] for row in log}) == 11
     assert reports == [{"deleted": min(100 * n, 1050), "batches": n} for n in range(1, 12)]
     assert len(await remaining(pool)) == 10
+
+
+async def test_auto_batches_delete_exactly_the_expired_rows_growing_from_a_small_first_batch(
+    pool: asyncpg.Pool,
+) -> None:
+    expired = seconds(*range(-20_000, 0))
+    kept = [NOW, *seconds(*range(1, 300))]
+    rows: list[datetime | None] = [*expired, *kept, None]
+    random.Random(5).shuffle(rows)
+    await make_sessions(pool, rows)
+
+    result, reports = await run_task(pool, batch_size="auto", max_statement="2s")
+
+    left = await remaining(pool)
+    assert sorted(e for e in left if e is not None) == kept and left.count(None) == 1
+    sizes = [row["rows"] for row in await delete_log(pool)]
+    assert sum(sizes) == result["deleted"] == 20_000
+    assert len(sizes) == result["batches"] == len(reports) > 1
+    # Each batch its own transaction; the first one small, then at most MAX_GROWTH times the last.
+    assert len({row["txid"] for row in await delete_log(pool)}) == len(sizes)
+    assert sizes[0] == FIRST_BATCH
+    assert all(b <= a * MAX_GROWTH for a, b in zip(sizes, sizes[1:-1], strict=False))
+    assert max(sizes) <= result["largest_batch_size"] <= LARGEST_BATCH
+    assert (result["batch_size"], result["max_statement_ms"]) == ("auto", 2000.0)
+    assert 0 < result["longest_statement_ms"] <= result["longest_batch_ms"]
+
+
+async def test_auto_batches_keep_each_statement_within_the_budget(pool: asyncpg.Pool) -> None:
+    await make_sessions(pool, seconds(*range(-2000, 0)))
+    # Each DELETE statement takes 0.2 ms a row: a budget of 20 ms holds 100 rows.
+    await pool.execute("""
+        CREATE FUNCTION slow_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_sleep(0.0002 * (SELECT count(*) FROM gone)); RETURN NULL; END $$;
+        CREATE TRIGGER slow_rows AFTER DELETE ON sessions REFERENCING OLD TABLE AS gone
+        FOR EACH STATEMENT EXECUTE FUNCTION slow_rows();
+    """)
+
+    result, _ = await run_task(pool, batch_size="auto", max_statement="20ms")
+
+    sizes = [row["rows"] for row in await delete_log(pool)]
+    assert sum(sizes) == result["deleted"] == 2000
+    # The first batch (FIRST_BATCH rows: 100 ms) is the only one over the budget; a slower
+    # machine only makes the next ones smaller. They aim at half of it, 50 rows.
+    assert sizes[0] == FIRST_BATCH
+    assert max(sizes[1:]) <= 100
+    assert max(sizes[1:]) >= 25, sizes
+    assert result["last_batch_size"] <= 100
+
+
+async def test_fixed_batch_size_reports_its_batches(pool: asyncpg.Pool) -> None:
+    await make_sessions(pool, seconds(*range(-250, 0)))
+    result, _ = await run_task(pool, batch_size=100)
+    assert [row["rows"] for row in await delete_log(pool)] == [100, 100, 50]
+    assert (result["batches"], result["largest_batch_size"], result["last_batch_size"]) == (3, 100, 100)
+    assert result["batch_size"] == 100
 
 
 async def test_equal_expiries_across_batch_boundaries_are_all_deleted_once(pool: asyncpg.Pool) -> None:
