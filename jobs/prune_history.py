@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
+import asyncpg
 from pydantic import BeforeValidator, Field, PlainSerializer
 
 from maintd.jobs.batch_size import BatchParams, spell_duration
@@ -36,14 +37,21 @@ SHORTEST_RETENTION = timedelta(days=1)
 
 @dataclass(frozen=True)
 class History:
-    """One of maintd's tables that grows: the column its rows age by (indexed), and the rows it keeps."""
+    """One of maintd's tables that grows: the column its rows age by (indexed), and the rows it keeps.
+
+    ``keep`` is a condition on the table's rows; with ``kept``, a query returning one
+    value, read once per run (not per batch, whatever plan a statement gets), passed
+    to it as ``$4``.
+    """
 
     table: str
     key: str
     keep: str = "false"
+    kept: str | None = None
 
-    def statements(self) -> RangeDelete:
-        return RangeDelete.of(self.table, self.key, deletable=f"NOT ({self.keep})")
+    async def statements(self, conn: asyncpg.Connection) -> RangeDelete:
+        args = () if self.kept is None else (await conn.fetchval(self.kept),)
+        return RangeDelete.of(self.table, self.key, deletable=f"NOT ({self.keep})", args=args)
 
 
 def _retention(value: Any) -> timedelta | None:
@@ -74,11 +82,12 @@ class PruneParams(BatchParams):
     Each table is one field, its :class:`History` in the annotation; they are pruned in this order.
     """
 
-    run_logs: Annotated[Retention, History("maintd.run_logs", "at", Q["history_keep_run_logs"])] = Field(
-        timedelta(days=30), description="what runs logged (never longer than the run itself)"
-    )
+    run_logs: Annotated[
+        Retention, History("maintd.run_logs", "at", Q["history_keep_run_logs"], Q["history_running_runs"])
+    ] = Field(timedelta(days=30), description="what runs logged (never longer than the run itself)")
     runs: Annotated[
-        Retention, History("maintd.runs", "coalesce(started_at, scheduled_for)", Q["history_keep_runs"])
+        Retention,
+        History("maintd.runs", "coalesce(started_at, scheduled_for)", Q["history_keep_runs"], Q["history_kept_runs"]),
     ] = Field(timedelta(days=90), description="runs, and fires that did not run, by start (or fire) time")
     audit: Annotated[Retention, History("maintd.audit", "at")] = Field(
         timedelta(days=365), description="the admin audit log"
@@ -112,7 +121,8 @@ async def prune_history(ctx: JobContext, params: PruneParams) -> dict[str, Any]:
             async def progress(tally: Tally, name: str = name) -> None:
                 await ctx.report_progress(table=name, deleted=tally.deleted, batches=tally.batches)
 
-            tally = await delete_in_batches(ctx, conn, history.statements(), cutoff, params.sizer(), progress)
+            statements = await history.statements(conn)
+            tally = await delete_in_batches(ctx, conn, statements, cutoff, params.sizer(), progress)
             ctx.log.info("prune_done", table=name, deleted=tally.deleted, batches=tally.batches)
             tables[name] = {"cutoff": cutoff.isoformat(), **tally.summary()}
     return {"deleted": sum(t["deleted"] for t in tables.values()), "tables": tables}

@@ -192,7 +192,9 @@ LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = $2 AND a.attnum >
 -- value of {key} (a column, or the expression an index holds) of the ($3 + 1)-th row,
 -- in index order, of those with {key} in [$1, $2) ($1 NULL: from the start) that
 -- {deletable} allows to go, so at most $3 of them lie below it. No row: at most $3 are left.
-SELECT {key}::timestamptz FROM {table}
+-- Named apart from {key}: ORDER BY a plain column name would otherwise sort by the output
+-- column, the cast, which no index of a date or timestamp column holds.
+SELECT {key}::timestamptz AS bound FROM {table}
 WHERE {key} >= coalesce($1::timestamptz, '-infinity') AND {key} < $2::timestamptz AND {deletable}
 ORDER BY {key}
 OFFSET $3 LIMIT 1;
@@ -228,26 +230,35 @@ SELECT status FROM maintd.runs WHERE id = $1;
 
 -- prune_history
 
+-- name: history_kept_runs
+-- The runs the engine reads back however old they are, read once per prune_history run:
+-- of every job it has seen, its newest run, its newest scheduled fire (where catch-up
+-- starts looking for missed ones) and its newest success (what the dead-man's switch
+-- measures from).
+SELECT coalesce(array_agg(kept.id), '{}')
+FROM maintd.job_state j
+CROSS JOIN LATERAL (
+    SELECT (SELECT r.id FROM maintd.runs r WHERE r.job_id = j.job_id ORDER BY r.id DESC LIMIT 1)
+    UNION
+    SELECT (SELECT r.id FROM maintd.runs r WHERE r.job_id = j.job_id AND r.trigger IN ('schedule', 'catch_up')
+            ORDER BY r.scheduled_for DESC LIMIT 1)
+    UNION
+    SELECT (SELECT r.id FROM maintd.runs r WHERE r.job_id = j.job_id AND r.status = 'succeeded'
+            ORDER BY r.id DESC LIMIT 1)
+) AS kept(id)
+WHERE kept.id IS NOT NULL;
+
 -- name: history_keep_runs
 -- The runs prune_history keeps whatever their age (a condition on maintd.runs): those in
--- progress, and what the engine reads back of every job it has seen: its newest run, its
--- newest scheduled fire (where catch-up starts looking for missed ones) and its newest
--- success (what the dead-man's switch measures from).
-status = 'running' OR id IN (
-    SELECT kept.id FROM maintd.job_state j
-    CROSS JOIN LATERAL (
-        SELECT (SELECT r.id FROM maintd.runs r WHERE r.job_id = j.job_id ORDER BY r.id DESC LIMIT 1)
-        UNION ALL
-        SELECT (SELECT r.id FROM maintd.runs r WHERE r.job_id = j.job_id AND r.trigger IN ('schedule', 'catch_up')
-                ORDER BY r.scheduled_for DESC LIMIT 1)
-        UNION ALL
-        SELECT (SELECT r.id FROM maintd.runs r WHERE r.job_id = j.job_id AND r.status = 'succeeded'
-                ORDER BY r.id DESC LIMIT 1)
-    ) AS kept(id)
-    WHERE kept.id IS NOT NULL
-);
+-- progress, and those of history_kept_runs, passed as $4.
+status = 'running' OR id = ANY($4::bigint[]);
+
+-- name: history_running_runs
+-- The runs in progress, read once per prune_history run: a run that starts later has
+-- no line older than a day, the shortest retention.
+SELECT coalesce(array_agg(id), '{}') FROM maintd.runs WHERE status = 'running';
 
 -- name: history_keep_run_logs
 -- The run log lines prune_history keeps whatever their age (a condition on
--- maintd.run_logs): those of runs in progress.
-run_logs.run_id IN (SELECT id FROM maintd.runs WHERE status = 'running');
+-- maintd.run_logs): those of runs in progress (history_running_runs, passed as $4).
+run_id = ANY($4::bigint[]);

@@ -17,6 +17,7 @@ import pytest
 import structlog
 
 from maintd.jobs.batch_size import FIRST_BATCH, LARGEST_BATCH, MAX_GROWTH
+from maintd.jobs.batched_delete import RangeDelete
 from maintd.jobs.cleanup_sessions import CleanupParams, CleanupTargetError, cleanup_sessions
 from maintd.jobs.context import JobContext
 from maintd.scheduler.config.model import ConfigError, parse_config
@@ -154,6 +155,19 @@ async def test_timestamp_and_date_expiry_columns(
     result, _ = await run_task(pool)
     assert await pool.fetchval("SELECT array_agg(expires ORDER BY expires) FROM sessions") == values[-left:]
     assert (result["deleted"], result["indexed"]) == (3 - left, True)
+
+
+@pytest.mark.parametrize("column_type", ["timestamptz", "timestamp", "date"])
+async def test_batch_bounds_are_read_from_the_index_whatever_the_column_type(
+    pool: asyncpg.Pool, column_type: str
+) -> None:
+    await pool.execute(f"CREATE TABLE sessions (expires {column_type}); CREATE INDEX ON sessions (expires)")
+    async with pool.acquire() as conn:
+        # With these off, a bound the index cannot give shows as a sort of the whole range.
+        await conn.execute("SET enable_seqscan = off; SET enable_sort = off")
+        explained = await conn.fetch(f"EXPLAIN {RangeDelete.of('sessions', 'expires').next_bound}", None, NOW, 100)
+    plan = "\n".join(row[0] for row in explained)
+    assert "Index Only Scan" in plan and "Sort" not in plan, plan
 
 
 async def test_every_batch_is_bounded_and_its_own_transaction(pool: asyncpg.Pool) -> None:
