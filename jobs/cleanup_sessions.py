@@ -1,59 +1,40 @@
 """The ``cleanup_sessions`` task: delete expired rows in short batches, walking the expiry index.
 
-Each batch deletes one range ``[low, high)`` of expiry values, in a transaction of
-its own (one ``DELETE``). ``high`` is the expiry of the ``batch_size + 1``-th row
-from ``low`` in index order (read from the index alone), so at most ``batch_size``
-rows lie in the range (plus any row inserted between the two statements with an
-expiry already inside it), and the next batch starts at ``high``. Walking forward like
-this, no batch reads the dead index entries earlier batches left behind, which is
-what makes ``DELETE ... WHERE id IN (SELECT ... ORDER BY expires LIMIT n)`` batches
-slower and slower. The last batch is the one that finds no ``high``: it deletes the
-rest, up to the cutoff. When more rows share one expiry value than a batch holds,
-no range of values can split them: they go ``batch_size`` at a time, by ``ctid``,
-each such batch reading the group's index entries from its start again.
+The batches are :mod:`maintd.jobs.batched_delete`'s, with the expiry column as
+their key: each its own transaction, bounded by ``batch_size`` rows or, with
+``batch_size = "auto"``, sized so that no statement takes much more than
+``max_statement``; cancellable between batches; fenced by the run's lease.
 
 The cutoff is the daemon's clock at the start of the run, so a frozen test clock
 governs it and rows that expire during the run are left for the next one. Rows
 whose expiry is NULL never expire. The expiry column may be ``timestamptz``,
 ``timestamp`` or ``date`` (its midnight), the last two read in the session's time
 zone: UTC on maintd's pool.
-Cancellation and timeouts take effect between batches or abort the current
-one, whose transaction then rolls back: the table never holds half a batch.
-Each batch is fenced by the run's lease in its own statement: once the run was
-declared lost (its replica frozen or cut off past the lease, the run perhaps
-already running again elsewhere), no further batch deletes anything.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from maintd.jobs.context import JobContext, LeaseLost
+from maintd.jobs.batch_size import BatchParams, spell_duration
+from maintd.jobs.batched_delete import RangeDelete, Tally, delete_in_batches
+from maintd.jobs.context import JobContext
 from maintd.jobs.identifiers import Identifier, TableName, quote
 from maintd.jobs.queries import JOB_QUERIES as Q
 from maintd.jobs.registry import task
-from maintd.jobs.sql import parse_status
 
 # Types the expiry bounds (timestamptz values) compare with, using the column's own index.
 EXPIRY_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
-T = TypeVar("T")
 
 
-class CleanupParams(BaseModel):
+class CleanupParams(BatchParams):
     """``[jobs.<id>.params]`` of a ``cleanup_sessions`` job."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     table: TableName = Field(description="table to clean, e.g. sessions or app.sessions; quoted in SQL, so case counts")
     expires_column: Identifier = Field("expires", description="its expiry column; rows before the cutoff are deleted")
-    batch_size: int = Field(10_000, ge=1, description="most rows one batch (one transaction) deletes")
 
 
 class CleanupTargetError(Exception):
@@ -65,56 +46,24 @@ class CleanupTargetError(Exception):
         self.problem = problem
 
 
-@dataclass(frozen=True)
-class _Statements:
-    """The batch statements for one table, its quoted names substituted once per run."""
-
-    next_bound: str
-    delete_range: str
-    delete_ties: str
-
-    @classmethod
-    def for_table(cls, table: str, expires: str) -> _Statements:
-        names = {"table": table, "expires": expires}
-        return cls(
-            next_bound=Q["cleanup_next_bound"].format(**names),
-            delete_range=Q["cleanup_delete_range"].format(**names),
-            delete_ties=Q["cleanup_delete_ties"].format(**names),
-        )
-
-
-@dataclass
-class _Tally:
-    """Rows and batches so far, and the longest batch and statement, in seconds."""
-
-    deleted: int = 0
-    batches: int = 0
-    longest_batch: float = 0.0
-    longest_statement: float = 0.0
-
-    async def timed(self, statement: Awaitable[T]) -> T:
-        started = _elapsed_clock()
-        result = await statement
-        self.longest_statement = max(self.longest_statement, _elapsed_clock() - started)
-        return result
-
-
-def _elapsed_clock() -> float:
-    # The loop's clock runs in real time even under a frozen test clock (freezegun's
-    # real_asyncio), where time.monotonic and time.perf_counter stand still.
-    return asyncio.get_running_loop().time()
-
-
 @task("cleanup_sessions")
 async def cleanup_sessions(ctx: JobContext, params: CleanupParams) -> dict[str, Any]:
     """Delete the rows of ``table`` that expired before the run started, in short batches."""
     cutoff = ctx.now()
     table, expires = quote(params.table), quote(params.expires_column)
-    sql = _Statements.for_table(table, expires)
-    tally = _Tally()
+
+    async def progress(tally: Tally) -> None:
+        await ctx.report_progress(deleted=tally.deleted, batches=tally.batches)
+
     async with ctx.pool.acquire() as conn:
         indexed = await _check_target(conn, params, table)
-        ctx.log.info("cleanup_started", table=table, cutoff=cutoff.isoformat(), batch_size=params.batch_size)
+        ctx.log.info(
+            "cleanup_started",
+            table=table,
+            cutoff=cutoff.isoformat(),
+            batch_size=params.batch_size,
+            max_statement=spell_duration(params.max_statement),
+        )
         if not indexed:
             ctx.log.warning(
                 "cleanup_unindexed",
@@ -123,35 +72,14 @@ async def cleanup_sessions(ctx: JobContext, params: CleanupParams) -> dict[str, 
                 reason=f"no valid btree index leads with {expires}: every batch reads the whole table",
                 fix=f"CREATE INDEX CONCURRENTLY ON {table} ({expires})",
             )
-        low: datetime | None = None
-        while True:
-            ctx.raise_if_cancelled()
-            started = _elapsed_clock()
-            high = await tally.timed(conn.fetchval(sql.next_bound, low, cutoff, params.batch_size))
-            if high is not None and high == low:
-                status = await tally.timed(conn.execute(sql.delete_ties, low, params.batch_size, ctx.run_id))
-            else:
-                status = await tally.timed(conn.execute(sql.delete_range, low, high or cutoff, ctx.run_id))
-            deleted = parse_status(status)["rows"]
-            # A fenced batch deletes nothing; only then is the lease asked about (one statement, rarely).
-            if not deleted and await conn.fetchval(Q["cleanup_run_status"], ctx.run_id) not in (None, "running"):
-                raise LeaseLost(f"run {ctx.run_id} was declared lost; stopped before batch {tally.batches + 1}")
-            tally.deleted += deleted
-            tally.batches += 1
-            tally.longest_batch = max(tally.longest_batch, _elapsed_clock() - started)
-            await ctx.report_progress(deleted=tally.deleted, batches=tally.batches)
-            if high is None:
-                break
-            low = high
+        tally = await delete_in_batches(ctx, conn, RangeDelete.of(table, expires), cutoff, params.sizer(), progress)
     return {
         "table": table,
         "cutoff": cutoff.isoformat(),
-        "deleted": tally.deleted,
-        "batches": tally.batches,
+        **tally.summary(),
+        "batch_size": params.batch_size,
+        "max_statement_ms": round(params.max_statement.total_seconds() * 1000, 1),
         "indexed": indexed,
-        # A batch is two statements: the index read that finds its end, and the DELETE.
-        "longest_batch_ms": round(tally.longest_batch * 1000, 1),
-        "longest_statement_ms": round(tally.longest_statement * 1000, 1),
     }
 
 

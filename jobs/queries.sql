@@ -185,39 +185,80 @@ SELECT t.oid AS table_oid, current_setting('search_path') AS search_path,
 FROM (SELECT to_regclass($1) AS oid) t
 LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped;
 
--- name: cleanup_next_bound
--- The end of the next batch in {table} (a quoted name): the expiry {expires} of the
--- ($3 + 1)-th row, in index order, of those expiring in [$1, $2) ($1 NULL: from the start),
--- so at most $3 of them lie below it. No row: at most $3 are left.
-SELECT {expires}::timestamptz FROM {table}
-WHERE {expires} >= coalesce($1::timestamptz, '-infinity') AND {expires} < $2::timestamptz
-ORDER BY {expires}
+-- batched deletes (jobs/batched_delete.py): cleanup_sessions, prune_history
+
+-- name: batch_next_bound
+-- The end of the next batch in {table} (a quoted name or one of maintd's tables): the
+-- value of {key} (a column, or the expression an index holds) of the ($3 + 1)-th row,
+-- in index order, of those with {key} in [$1, $2) ($1 NULL: from the start) that
+-- {deletable} allows to go, so at most $3 of them lie below it. No row: at most $3 are left.
+-- Named apart from {key}: ORDER BY a plain column name would otherwise sort by the output
+-- column, the cast, which no index of a date or timestamp column holds.
+SELECT {key}::timestamptz AS bound FROM {table}
+WHERE {key} >= coalesce($1::timestamptz, '-infinity') AND {key} < $2::timestamptz AND {deletable}
+ORDER BY {key}
 OFFSET $3 LIMIT 1;
 
--- name: cleanup_delete_range
--- Delete the rows of {table} whose expiry {expires} is in [$1, $2) ($1 NULL: from the
--- start), only while run $3 holds its lease: its row, locked until this batch commits so
--- that no replica can declare it lost meanwhile, must still be running (else nothing is
--- deleted; see cleanup_run_status). No such run (the task called outside the daemon): no fence.
+-- name: batch_delete_range
+-- Delete the rows of {table} with {key} in [$1, $2) ($1 NULL: from the start) that
+-- {deletable} allows to go, only while run $3 holds its lease: its row, locked until this
+-- batch commits so that no replica can declare it lost meanwhile, must still be running
+-- (else nothing is deleted; see batch_run_status). No such run (the task called outside
+-- the daemon): no fence.
 WITH lease AS (
     SELECT status FROM maintd.runs WHERE id = $3 FOR SHARE
 )
 DELETE FROM {table}
-WHERE {expires} >= coalesce($1::timestamptz, '-infinity') AND {expires} < $2::timestamptz
+WHERE {key} >= coalesce($1::timestamptz, '-infinity') AND {key} < $2::timestamptz AND {deletable}
   AND NOT EXISTS (SELECT 1 FROM lease WHERE status <> 'running');
 
--- name: cleanup_delete_ties
--- Delete at most $2 of the rows of {table} whose expiry {expires} is exactly $1: more rows
--- share that value than one batch holds, so no range of values can split them. By ctid
--- alone: a condition on {expires} here would let the planner scan the whole group instead.
--- Fenced by run $3's lease as cleanup_delete_range is.
+-- name: batch_delete_ties
+-- Delete at most $2 of the rows of {table} whose {key} is exactly $1 (and that {deletable}
+-- allows to go): more rows share that value than one batch holds, so no range of values
+-- can split them. By ctid alone: a condition on {key} here would let the planner scan the
+-- whole group instead. Fenced by run $3's lease as batch_delete_range is.
 WITH lease AS (
     SELECT status FROM maintd.runs WHERE id = $3 FOR SHARE
 )
 DELETE FROM {table}
-WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {expires} = $1::timestamptz LIMIT $2))
+WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {key} = $1::timestamptz AND {deletable} LIMIT $2))
   AND NOT EXISTS (SELECT 1 FROM lease WHERE status <> 'running');
 
--- name: cleanup_run_status
+-- name: batch_run_status
 -- After a batch that deleted nothing: whether run $1 still holds its lease (NULL: no such run).
 SELECT status FROM maintd.runs WHERE id = $1;
+
+-- prune_history
+
+-- name: history_kept_runs
+-- The runs the engine reads back however old they are, read once per prune_history run:
+-- of every job it has seen, its newest run, its newest scheduled fire (where catch-up
+-- starts looking for missed ones) and its newest success (what the dead-man's switch
+-- measures from).
+SELECT coalesce(array_agg(kept.id), '{}')
+FROM maintd.job_state j
+CROSS JOIN LATERAL (
+    SELECT (SELECT r.id FROM maintd.runs r WHERE r.job_id = j.job_id ORDER BY r.id DESC LIMIT 1)
+    UNION
+    SELECT (SELECT r.id FROM maintd.runs r WHERE r.job_id = j.job_id AND r.trigger IN ('schedule', 'catch_up')
+            ORDER BY r.scheduled_for DESC LIMIT 1)
+    UNION
+    SELECT (SELECT r.id FROM maintd.runs r WHERE r.job_id = j.job_id AND r.status = 'succeeded'
+            ORDER BY r.id DESC LIMIT 1)
+) AS kept(id)
+WHERE kept.id IS NOT NULL;
+
+-- name: history_keep_runs
+-- The runs prune_history keeps whatever their age (a condition on maintd.runs): those in
+-- progress, and those of history_kept_runs, passed as $4.
+status = 'running' OR id = ANY($4::bigint[]);
+
+-- name: history_running_runs
+-- The runs in progress, read once per prune_history run: a run that starts later has
+-- no line older than a day, the shortest retention.
+SELECT coalesce(array_agg(id), '{}') FROM maintd.runs WHERE status = 'running';
+
+-- name: history_keep_run_logs
+-- The run log lines prune_history keeps whatever their age (a condition on
+-- maintd.run_logs): those of runs in progress (history_running_runs, passed as $4).
+run_id = ANY($4::bigint[]);

@@ -24,7 +24,12 @@ TaskFunc = Callable[..., Awaitable[Any]]
 _MARK = "__maintd_task__"
 # Modules holding the built-in tasks; imported on first lookup so that
 # importing the registry stays cheap and free of cycles.
-_BUILTIN_MODULES = ("maintd.jobs.sql", "maintd.jobs.daily_report.task", "maintd.jobs.cleanup_sessions")
+_BUILTIN_MODULES = (
+    "maintd.jobs.sql",
+    "maintd.jobs.daily_report.task",
+    "maintd.jobs.cleanup_sessions",
+    "maintd.jobs.prune_history",
+)
 _builtins: dict[str, TaskSpec] = {}
 
 

@@ -1,6 +1,7 @@
 """PostgreSQL servers of a test's own on TCP ports of 127.0.0.1: a primary and its streaming standby.
 
-For the failover tests: the shared server on 5432 is never stopped or
+For the failover tests, and for benches that need other server settings
+(``bench/cleanup.py``): the shared server on 5432 is never stopped or
 reconfigured; these are initialised, started, crashed and promoted by the
 test. The system's binaries (``pg_config --bindir``) run as the OS user
 ``postgres`` when the tests run as root (PostgreSQL refuses root). Settings go
@@ -50,6 +51,16 @@ def _run(args: list[str | Path]) -> None:
         raise RuntimeError(f"{' '.join(map(str, args))} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
 
 
+def make_server_base(base: Path) -> None:
+    """Create ``base``, the directory the servers' data dirs go in."""
+    base.mkdir()
+    if os.geteuid() == 0:
+        # The servers run as `postgres`: it must reach base (through its private parent) and own it.
+        entry = pwd.getpwnam("postgres")
+        os.chown(base, entry.pw_uid, entry.pw_gid)
+        base.parent.chmod(base.parent.stat().st_mode | 0o011)
+
+
 @dataclass
 class PgServer:
     """One server of the test's: its data dir and its port."""
@@ -57,6 +68,8 @@ class PgServer:
     data_dir: Path
     port: int
     bindir: Path = field(default_factory=_bindir)
+    # More settings for the command line, e.g. {"shared_buffers": "256MB"}.
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def log(self) -> Path:
@@ -65,9 +78,15 @@ class PgServer:
     def dsn(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
+    def init(self) -> None:
+        """initdb: a new, empty cluster in data_dir."""
+        _run([self.bindir / "initdb", "-D", self.data_dir, "-U", "postgres", "--auth=trust", "-E", "UTF8",
+              "--no-locale"])  # fmt: skip
+
     def start(self) -> None:
+        settings = "".join(f" -c {name}={value}" for name, value in self.settings.items())
         _run([self.bindir / "pg_ctl", "start", "-w", "-t", str(TIMEOUT_S), "-D", self.data_dir, "-l", self.log,
-              "-o", f"{_OPTIONS} -c port={self.port}"])  # fmt: skip
+              "-o", f"{_OPTIONS} -c port={self.port}{settings}"])  # fmt: skip
 
     def stop(self, mode: str = "fast") -> None:
         """``mode="immediate"``: a crash (no checkpoint, clients cut off), as a dead primary host."""
@@ -91,19 +110,13 @@ class PrimaryAndStandby:
 
     def __init__(self, base: Path, database: str = "maintd") -> None:
         self.database = database
-        base.mkdir()
-        if os.geteuid() == 0:
-            # The servers run as `postgres`: it must reach base (through its private parent) and own it.
-            entry = pwd.getpwnam("postgres")
-            os.chown(base, entry.pw_uid, entry.pw_gid)
-            base.parent.chmod(base.parent.stat().st_mode | 0o011)
+        make_server_base(base)
         self.primary = PgServer(base / "primary", free_port())
         self.standby = PgServer(base / "standby", free_port())
 
     def start(self) -> None:
         primary, standby = self.primary, self.standby
-        _run([primary.bindir / "initdb", "-D", primary.data_dir, "-U", "postgres", "--auth=trust", "-E", "UTF8",
-              "--no-locale"])  # fmt: skip
+        primary.init()
         primary.start()
         asyncio.run(_execute(primary.dsn("postgres"), f'CREATE DATABASE "{self.database}"'))
         # -R: standby.signal and primary_conninfo; -X stream: the WAL written meanwhile comes along.

@@ -168,6 +168,29 @@ def test_bad_config_exits_78_before_binding_a_port(tmp_path: Path, repo_root: Pa
             assert sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def test_bad_batch_and_retention_params_exit_78_naming_the_key(tmp_path: Path, repo_root: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        '[jobs.cleanup]\ntask = "cleanup_sessions"\nschedule = "@daily"\n'
+        '[jobs.cleanup.params]\ntable = "sessions"\nbatch_size = "auto"\nmax_statement = "50"\n'
+        '[jobs.prune]\ntask = "prune_history"\nschedule = "@daily"\n'
+        '[jobs.prune.params]\nruns = "1h"\n'
+    )
+    result = subprocess.run(
+        [*maintd_command(), "check-config", "--config", str(config)],
+        env=run_env(repo_root),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 78, result.stderr
+    assert result.stderr.splitlines() == [
+        "jobs.cleanup.params.max_statement: invalid duration '50': expected a number and a unit (ms, s, m, h, d), "
+        "e.g. '30s'",
+        "jobs.prune.params.runs: must be at least 1d (or 'forever'), got '1h'",
+    ]
+
+
 def test_toml_syntax_error_exits_78_with_its_line(tmp_path: Path, repo_root: Path) -> None:
     config = tmp_path / "broken.toml"
     config.write_text('[server]\nport = 8080\n[jobs.x\ntask = "sql"\n')

@@ -16,6 +16,8 @@ import asyncpg
 import pytest
 import structlog
 
+from maintd.jobs.batch_size import FIRST_BATCH, LARGEST_BATCH, MAX_GROWTH
+from maintd.jobs.batched_delete import RangeDelete
 from maintd.jobs.cleanup_sessions import CleanupParams, CleanupTargetError, cleanup_sessions
 from maintd.jobs.context import JobContext
 from maintd.scheduler.config.model import ConfigError, parse_config
@@ -155,6 +157,19 @@ async def test_timestamp_and_date_expiry_columns(
     assert (result["deleted"], result["indexed"]) == (3 - left, True)
 
 
+@pytest.mark.parametrize("column_type", ["timestamptz", "timestamp", "date"])
+async def test_batch_bounds_are_read_from_the_index_whatever_the_column_type(
+    pool: asyncpg.Pool, column_type: str
+) -> None:
+    await pool.execute(f"CREATE TABLE sessions (expires {column_type}); CREATE INDEX ON sessions (expires)")
+    async with pool.acquire() as conn:
+        # With these off, a bound the index cannot give shows as a sort of the whole range.
+        await conn.execute("SET enable_seqscan = off; SET enable_sort = off")
+        explained = await conn.fetch(f"EXPLAIN {RangeDelete.of('sessions', 'expires').next_bound}", None, NOW, 100)
+    plan = "\n".join(row[0] for row in explained)
+    assert "Index Only Scan" in plan and "Sort" not in plan, plan
+
+
 async def test_every_batch_is_bounded_and_its_own_transaction(pool: asyncpg.Pool) -> None:
     await make_sessions(pool, seconds(*range(-1050, 0)) + seconds(*range(1, 11)))
 
@@ -166,6 +181,61 @@ async def test_every_batch_is_bounded_and_its_own_transaction(pool: asyncpg.Pool
     assert len({row["txid"] for row in log}) == 11
     assert reports == [{"deleted": min(100 * n, 1050), "batches": n} for n in range(1, 12)]
     assert len(await remaining(pool)) == 10
+
+
+async def test_auto_batches_delete_exactly_the_expired_rows_growing_from_a_small_first_batch(
+    pool: asyncpg.Pool,
+) -> None:
+    expired = seconds(*range(-20_000, 0))
+    kept = [NOW, *seconds(*range(1, 300))]
+    rows: list[datetime | None] = [*expired, *kept, None]
+    random.Random(5).shuffle(rows)
+    await make_sessions(pool, rows)
+
+    result, reports = await run_task(pool, batch_size="auto", max_statement="2s")
+
+    left = await remaining(pool)
+    assert sorted(e for e in left if e is not None) == kept and left.count(None) == 1
+    sizes = [row["rows"] for row in await delete_log(pool)]
+    assert sum(sizes) == result["deleted"] == 20_000
+    assert len(sizes) == result["batches"] == len(reports) > 1
+    # Each batch its own transaction; the first one small, then at most MAX_GROWTH times the last.
+    assert len({row["txid"] for row in await delete_log(pool)}) == len(sizes)
+    assert sizes[0] == FIRST_BATCH
+    assert all(b <= a * MAX_GROWTH for a, b in zip(sizes, sizes[1:-1], strict=False))
+    assert max(sizes) <= result["largest_batch_size"] <= LARGEST_BATCH
+    assert (result["batch_size"], result["max_statement_ms"]) == ("auto", 2000.0)
+    assert 0 < result["longest_statement_ms"] <= result["longest_batch_ms"]
+
+
+async def test_auto_batches_keep_each_statement_within_the_budget(pool: asyncpg.Pool) -> None:
+    await make_sessions(pool, seconds(*range(-2000, 0)))
+    # Each DELETE statement takes 0.2 ms a row: a budget of 20 ms holds 100 rows.
+    await pool.execute("""
+        CREATE FUNCTION slow_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_sleep(0.0002 * (SELECT count(*) FROM gone)); RETURN NULL; END $$;
+        CREATE TRIGGER slow_rows AFTER DELETE ON sessions REFERENCING OLD TABLE AS gone
+        FOR EACH STATEMENT EXECUTE FUNCTION slow_rows();
+    """)
+
+    result, _ = await run_task(pool, batch_size="auto", max_statement="20ms")
+
+    sizes = [row["rows"] for row in await delete_log(pool)]
+    assert sum(sizes) == result["deleted"] == 2000
+    # The first batch (FIRST_BATCH rows: 100 ms) is the only one over the budget; a slower
+    # machine only makes the next ones smaller. They aim at half of it, 50 rows.
+    assert sizes[0] == FIRST_BATCH
+    assert max(sizes[1:]) <= 100
+    assert max(sizes[1:]) >= 25, sizes
+    assert result["last_batch_size"] <= 100
+
+
+async def test_fixed_batch_size_reports_its_batches(pool: asyncpg.Pool) -> None:
+    await make_sessions(pool, seconds(*range(-250, 0)))
+    result, _ = await run_task(pool, batch_size=100)
+    assert [row["rows"] for row in await delete_log(pool)] == [100, 100, 50]
+    assert (result["batches"], result["largest_batch_size"], result["last_batch_size"]) == (3, 100, 100)
+    assert result["batch_size"] == 100
 
 
 async def test_equal_expiries_across_batch_boundaries_are_all_deleted_once(pool: asyncpg.Pool) -> None:
@@ -267,8 +337,14 @@ async def test_schema_qualified_and_quoted_table(
         ({"table": 'app."sessions"'}, "jobs.cleanup.params.table: must be a plain name"),
         ({"table": "a.b.c"}, "jobs.cleanup.params.table: must be a plain name"),
         ({"expires_column": "expires < now() OR true"}, "jobs.cleanup.params.expires_column: must be a plain name"),
-        ({"batch_size": -5}, "jobs.cleanup.params.batch_size: input should be greater than or equal to 1"),
-        ({"batch_size": 0}, "jobs.cleanup.params.batch_size: input should be greater than or equal to 1"),
+        ({"batch_size": -5}, 'jobs.cleanup.params.batch_size: must be "auto" or a whole number of rows of at least 1'),
+        ({"batch_size": 0}, 'jobs.cleanup.params.batch_size: must be "auto" or a whole number of rows of at least 1'),
+        ({"batch_size": "big"}, 'jobs.cleanup.params.batch_size: must be "auto" or a whole number'),
+        ({"batch_size": 1.5}, 'jobs.cleanup.params.batch_size: must be "auto" or a whole number'),
+        ({"max_statement": "50"}, "jobs.cleanup.params.max_statement: invalid duration '50'"),
+        ({"max_statement": 50}, "jobs.cleanup.params.max_statement: expected a duration string such as '50ms'"),
+        ({"max_statement": "0ms"}, "jobs.cleanup.params.max_statement: must be longer than 0ms and at most 10s"),
+        ({"max_statement": "1m"}, "jobs.cleanup.params.max_statement: must be longer than 0ms and at most 10s"),
         ({"tabel": "sessions"}, "jobs.cleanup.params.tabel: unknown key"),
     ],
 )
@@ -280,8 +356,25 @@ def test_bad_params_are_config_errors_naming_the_key(params: dict[str, Any], pro
 
 def test_good_params_load_with_their_defaults() -> None:
     config = parse_config({"jobs": {"cleanup": cleanup_job({"table": "app.sessions"})}})
-    defaults = CleanupParams(table="app.sessions", expires_column="expires", batch_size=10_000)
+    defaults = CleanupParams(
+        table="app.sessions", expires_column="expires", batch_size="auto", max_statement=timedelta(milliseconds=50)
+    )
     assert config.jobs["cleanup"].params == defaults
+
+
+@pytest.mark.parametrize(
+    ("params", "spelled"),
+    [
+        ({"batch_size": 500, "max_statement": "0.2s"}, {"batch_size": 500, "max_statement": "200ms"}),
+        ({"max_statement": "2s"}, {"batch_size": "auto", "max_statement": "2s"}),
+    ],
+)
+def test_params_stored_with_a_run_read_back_the_same(params: dict[str, Any], spelled: dict[str, Any]) -> None:
+    # A run keeps its effective params as JSON; a rerun validates them again.
+    loaded = CleanupParams.model_validate({"table": "sessions", **params})
+    stored = loaded.model_dump(mode="json")
+    assert stored == {"table": "sessions", "expires_column": "expires", **spelled}
+    assert CleanupParams.model_validate(stored) == loaded
 
 
 @pytest.mark.parametrize(
