@@ -98,14 +98,16 @@ async def frozen_engine(
                 await apply_migrations(conn)
             # Time moves only when the test says so: fires are claimed at their time, not ahead;
             # and the frozen clock is far from the database's on purpose: no clock check.
-            engine = Engine(
-                config, RunStore(pool, dsn), node=node, claim_ahead=timedelta(0), clock_guard=NoClockGuard()
-            )
-            await engine.start()
+            store = RunStore(pool, dsn)
+            engine = Engine(config, store, node=node, claim_ahead=timedelta(0), clock_guard=NoClockGuard())
             try:
-                yield FrozenEngine(engine, frozen)
+                await engine.start()
+                try:
+                    yield FrozenEngine(engine, frozen)
+                finally:
+                    await engine.stop(config.scheduler.shutdown_grace)
             finally:
-                await engine.stop(config.scheduler.shutdown_grace)
+                await store.close()
         finally:
             await pool.close()
 

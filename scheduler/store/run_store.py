@@ -81,7 +81,7 @@ class RunStore:
         self.dsn = dsn
         # Claims and outcomes go over a connection of their own (see OwnConnection), one
         # statement at a time: a burst's jobs keep every pool connection.
-        self._line = OwnConnection(self.dedicated_connection)
+        self._line = OwnConnection(lambda: self.dedicated_connection())
 
     async def close(self) -> None:
         """Close the claims' and outcomes' connection (the pool is its owner's to close)."""

@@ -80,6 +80,7 @@ async def engine_on(
             yield FrozenEngine(engine, frozen)
         finally:
             await engine.stop(timedelta(seconds=5))
+            await RunStore.close(store)  # an Outage's own line; not refused, even while down
 
 
 def by_fire(runs: list[Run]) -> dict[str, list[tuple[str, str]]]:
