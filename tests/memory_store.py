@@ -520,6 +520,15 @@ class MemoryStore(RunStore):
         return newest
 
     @_recorded
+    async def successes_since(self, from_id: int) -> tuple[dict[str, datetime], int]:
+        newest: dict[str, datetime] = {}
+        for row in sorted(self.runs.values(), key=lambda row: row.id):
+            if row.id >= from_id and row.status == "succeeded" and row.finished_at is not None:
+                newest[row.job_id] = row.finished_at
+        running = [row.id for row in self._running()]
+        return newest, min(running) if running else max(self.runs, default=0) + 1
+
+    @_recorded
     async def runs_to_retry(self, job_ids: Sequence[str], since: datetime) -> list[Run]:
         since = _utc(since)
         return [
@@ -580,8 +589,12 @@ class MemoryStore(RunStore):
                 self.job_state[job_id] = _job_state(job_id, _utc(at))
 
     @_recorded
-    async def job_states(self) -> dict[str, Mapping[str, Any]]:
-        return {job_id: dict(state) for job_id, state in self.job_state.items()}
+    async def job_states(self, job_ids: Sequence[str] | None = None) -> dict[str, Mapping[str, Any]]:
+        return {
+            job_id: dict(state)
+            for job_id, state in self.job_state.items()
+            if job_ids is None or job_id in job_ids
+        }
 
     @_recorded
     async def set_paused(self, job_id: str, paused: bool, at: datetime, by: str, audit: NewAuditEntry) -> None:

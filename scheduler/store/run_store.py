@@ -121,6 +121,12 @@ class RunStore:
         rows = await self.pool.fetch(Q["last_successes"], list(job_ids))
         return {row["job_id"]: row["finished_at"] for row in rows}
 
+    async def successes_since(self, from_id: int) -> tuple[dict[str, datetime], int]:
+        """The newest success of each job among runs numbered ``from_id`` and up, and the
+        number to ask from next time (no run below it can still succeed)."""
+        rows = await self.pool.fetch(Q["successes_since"], from_id)
+        return {row["job_id"]: row["finished_at"] for row in rows if row["job_id"] is not None}, rows[0]["next_from"]
+
     async def node_heartbeat(self, node: str, lease: timedelta) -> list[str]:
         """Note this node as up; return the live nodes, sorted by name."""
         return [row["node"] for row in await self.pool.fetch(Q["node_heartbeat"], node, lease)]
@@ -229,8 +235,10 @@ class RunStore:
     async def register_jobs(self, job_ids: Sequence[str], at: datetime) -> None:
         await self.pool.execute(Q["register_jobs"], list(job_ids), at)
 
-    async def job_states(self) -> dict[str, asyncpg.Record]:
-        return {row["job_id"]: row for row in await self.pool.fetch(Q["job_states"])}
+    async def job_states(self, job_ids: Sequence[str] | None = None) -> dict[str, asyncpg.Record]:
+        """The state of the given jobs that have one (of every job: ``job_ids`` None)."""
+        ids = None if job_ids is None else list(job_ids)
+        return {row["job_id"]: row for row in await self.pool.fetch(Q["job_states"], ids)}
 
     async def set_paused(self, job_id: str, paused: bool, at: datetime, by: str, audit: NewAuditEntry) -> None:
         """Change the pause state and record who did it, in one transaction."""

@@ -192,8 +192,9 @@ SELECT unnest($1::text[]), $2
 ON CONFLICT (job_id) DO NOTHING;
 
 -- name: job_states
--- Pause state and first sighting of every job.
-SELECT job_id, paused, first_seen, changed_at, changed_by FROM maintd.job_state;
+-- Pause state and first sighting of the given jobs (of every job: $1 NULL).
+SELECT job_id, paused, first_seen, changed_at, changed_by FROM maintd.job_state
+WHERE $1::text[] IS NULL OR job_id = ANY($1::text[]);
 
 -- name: set_paused
 -- Pause or resume a job, cluster-wide.
@@ -337,3 +338,19 @@ CROSS JOIN LATERAL (
     WHERE job_id = j.job_id AND status = 'succeeded'
     ORDER BY id DESC LIMIT 1
 ) r;
+
+-- name: successes_since
+-- The newest success (by id) of each job among the runs numbered $1 and up (on the
+-- (status, id) index), every row with the number to ask from next time: the oldest run
+-- still running, else the next number. Every run below it has ended, and an ended run's
+-- status never changes. One row with job_id NULL when there is no success.
+WITH next AS (
+    SELECT coalesce((SELECT min(id) FROM maintd.runs WHERE status = 'running'),
+                    (SELECT coalesce(max(id), 0) + 1 FROM maintd.runs)) AS next_from
+)
+SELECT s.job_id, s.finished_at, next.next_from FROM next
+LEFT JOIN (
+    SELECT DISTINCT ON (job_id) job_id, finished_at FROM maintd.runs
+    WHERE status = 'succeeded' AND id >= $1
+    ORDER BY job_id, id DESC
+) s ON true;
