@@ -564,6 +564,10 @@ class MemoryStore(RunStore):
         return {job_id: row.out() for job_id, row in newest.items()}
 
     @_recorded
+    async def last_statuses(self, job_ids: Sequence[str]) -> dict[str, str]:
+        return {job_id: run.status for job_id, run in (await self.last_runs(job_ids)).items()}
+
+    @_recorded
     async def running_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for row in self._running():

@@ -223,6 +223,11 @@ class RunStore:
         rows = await self.pool.fetch(Q["last_runs"], list(job_ids))
         return {row["job_id"]: run_from_row(row) for row in rows}
 
+    async def last_statuses(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """The status of each job's newest run (jobs never run: absent)."""
+        rows = await self.pool.fetch(Q["last_statuses"], list(job_ids))
+        return {row["job_id"]: row["status"] for row in rows}
+
     async def running_counts(self) -> dict[str, int]:
         return {row["job_id"]: row["running"] for row in await self.pool.fetch(Q["running_counts"])}
 

@@ -172,6 +172,14 @@ SELECT DISTINCT ON (job_id) * FROM maintd.runs
 WHERE job_id = ANY($1::text[])
 ORDER BY job_id, id DESC;
 
+-- name: last_statuses
+-- The status of the newest run of each of the given jobs (one index lookup per job).
+SELECT j.job_id, r.status
+FROM unnest($1::text[]) AS j(job_id)
+CROSS JOIN LATERAL (
+    SELECT status FROM maintd.runs WHERE job_id = j.job_id ORDER BY id DESC LIMIT 1
+) r;
+
 -- name: running_counts
 -- How many runs of each job are in progress, cluster-wide.
 SELECT job_id, count(*) AS running FROM maintd.runs WHERE status = 'running' GROUP BY job_id;
