@@ -244,9 +244,7 @@ asyncio.run(main())
 def measure_bare(count: int, idle_s: float) -> Figures:
     """Bare APScheduler adding the same crontabs as ``CronTrigger`` jobs (see :func:`crontabs`)."""
     hours = ",".join(map(str, quiet_hours(datetime.now(UTC))))
-    process = subprocess.Popen(
-        [sys.executable, "-c", _BARE, str(count), hours], stdout=subprocess.PIPE, text=True
-    )
+    process = subprocess.Popen([sys.executable, "-c", _BARE, str(count), hours], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         added_s = float(process.stdout.readline())

@@ -29,40 +29,37 @@ class Metrics:
         # configured job was registered (its series' _created).
         self._jobs: dict[str, JobSeries] = {}
         self._registered: dict[str, float] = {}
-        # The per-job metrics are served through JobFamilies, registered in their place
-        # (so /metrics lists every family in the same order as before).
-        per_job = None
+        # The per-job metrics (registry=None) are served by JobFamilies, registered in
+        # their place below: /metrics lists the families in this order.
         self.runs = Counter(
-            "maintd_runs", "Runs that ended, by job and final status", ["job_id", "status"], registry=per_job
+            "maintd_runs", "Runs that ended, by job and final status", ["job_id", "status"], registry=None
         )
         self.run_duration = Histogram(
             "maintd_run_duration_seconds",
             "Duration of ended runs",
             ["job_id"],
             buckets=_DURATION_BUCKETS,
-            registry=per_job,
+            registry=None,
         )
         self.fire_lateness = Histogram(
             "maintd_fire_lateness_seconds",
             "Delay from a fire time to the start of its run",
             ["job_id"],
             buckets=_LATENESS_BUCKETS,
-            registry=per_job,
+            registry=None,
         )
         self.fires = Counter(
             "maintd_fires",
             "Scheduled fires seen by this replica, by outcome (ran, taken by another replica, skipped, missed)",
             ["job_id", "outcome"],
-            registry=per_job,
+            registry=None,
         )
-        self.running = Gauge(
-            "maintd_running_runs", "Runs in progress on this replica", ["job_id"], registry=per_job
-        )
+        self.running = Gauge("maintd_running_runs", "Runs in progress on this replica", ["job_id"], registry=None)
         self.last_success = Gauge(
             "maintd_last_success_timestamp_seconds",
             "Unix time of the job's last successful run, on any replica",
             ["job_id"],
-            registry=per_job,
+            registry=None,
         )
         self.registry.register(JobFamilies(self))
         self.overdue = Gauge(

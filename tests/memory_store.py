@@ -594,11 +594,7 @@ class MemoryStore(RunStore):
 
     @_recorded
     async def job_states(self, job_ids: Sequence[str] | None = None) -> dict[str, Mapping[str, Any]]:
-        return {
-            job_id: dict(state)
-            for job_id, state in self.job_state.items()
-            if job_ids is None or job_id in job_ids
-        }
+        return {job_id: dict(state) for job_id, state in self.job_state.items() if job_ids is None or job_id in job_ids}
 
     @_recorded
     async def set_paused(self, job_id: str, paused: bool, at: datetime, by: str, audit: NewAuditEntry) -> None:
