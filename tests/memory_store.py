@@ -520,13 +520,14 @@ class MemoryStore(RunStore):
         return newest
 
     @_recorded
-    async def successes_since(self, from_id: int) -> tuple[dict[str, datetime], int]:
+    async def successes_since(
+        self, from_id: int, running: Sequence[int] = ()
+    ) -> tuple[dict[str, datetime], int, list[int]]:
         newest: dict[str, datetime] = {}
         for row in sorted(self.runs.values(), key=lambda row: row.id):
-            if row.id >= from_id and row.status == "succeeded" and row.finished_at is not None:
+            if (row.id >= from_id or row.id in running) and row.status == "succeeded" and row.finished_at is not None:
                 newest[row.job_id] = row.finished_at
-        running = [row.id for row in self._running()]
-        return newest, min(running) if running else max(self.runs, default=0) + 1
+        return newest, max(self.runs, default=0) + 1, sorted(row.id for row in self._running())
 
     @_recorded
     async def runs_to_retry(self, job_ids: Sequence[str], since: datetime) -> list[Run]:

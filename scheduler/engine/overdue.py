@@ -90,19 +90,25 @@ class OverdueWatch:
 class LastSuccesses:
     """Keeps ``maintd_last_success_timestamp_seconds`` of every job, on any replica,
     current: each job's last success once (at start, or when a reload adds it), then at
-    each check the successes recorded since."""
+    each check the successes of the runs numbered since and of those running then: a
+    check reads what changed, whatever the number of jobs."""
 
     def __init__(self, state: EngineState) -> None:
         self._state = state
-        # Where each of the last checks would ask from next, oldest first.
-        self._next_from: deque[int] = deque(maxlen=_LAG_CHECKS)
+        # What each of the last checks would ask about next, oldest first: from which run
+        # number on, and the runs running then.
+        self._asks: deque[tuple[int, list[int]]] = deque(maxlen=_LAG_CHECKS)
         self._jobs: Mapping[str, JobConfig] = {}
 
     async def refresh(self) -> None:
         state = self._state
         # Where to ask from next is known before anything is read: nothing falls between.
-        successes, next_from = await state.store.successes_since(self._next_from[0] if self._next_from else _NONE)
-        self._next_from.append(next_from)
+        from_id = self._asks[0][0] if self._asks else _NONE
+        # The runs running at either of the last checks (one may have committed its claim
+        # only after the older one looked).
+        running = sorted({run_id for _, ids in self._asks for run_id in ids})
+        successes, next_from, running_now = await state.store.successes_since(from_id, running)
+        self._asks.append((next_from, running_now))
         if state.jobs is not self._jobs:  # the start, or a reload
             if new := [job_id for job_id in state.jobs if job_id not in self._jobs]:
                 successes = {**await state.store.last_successes(new), **successes}

@@ -121,11 +121,15 @@ class RunStore:
         rows = await self.pool.fetch(Q["last_successes"], list(job_ids))
         return {row["job_id"]: row["finished_at"] for row in rows}
 
-    async def successes_since(self, from_id: int) -> tuple[dict[str, datetime], int]:
-        """The newest success of each job among runs numbered ``from_id`` and up, and the
-        number to ask from next time (no run below it can still succeed)."""
-        rows = await self.pool.fetch(Q["successes_since"], from_id)
-        return {row["job_id"]: row["finished_at"] for row in rows if row["job_id"] is not None}, rows[0]["next_from"]
+    async def successes_since(
+        self, from_id: int, running: Sequence[int] = ()
+    ) -> tuple[dict[str, datetime], int, list[int]]:
+        """The newest success of each job among runs numbered ``from_id`` and up and the
+        runs ``running``; the number to ask from next time, and the runs running now (to
+        ask about next time: they may succeed meanwhile)."""
+        rows = await self.pool.fetch(Q["successes_since"], from_id, list(running))
+        successes = {row["job_id"]: row["finished_at"] for row in rows if row["job_id"] is not None}
+        return successes, rows[0]["next_from"], list(rows[0]["running"])
 
     async def node_heartbeat(self, node: str, lease: timedelta) -> list[str]:
         """Note this node as up; return the live nodes, sorted by name."""

@@ -348,17 +348,17 @@ CROSS JOIN LATERAL (
 ) r;
 
 -- name: successes_since
--- The newest success (by id) of each job among the runs numbered $1 and up (on the
--- (status, id) index), every row with the number to ask from next time: the oldest run
--- still running, else the next number. Every run below it has ended, and an ended run's
--- status never changes. One row with job_id NULL when there is no success.
+-- The newest success (by id) of each job among the runs numbered $1 and up and the runs
+-- $2 (those running when last asked: they may have succeeded since), every row with
+-- where to ask from next time (the next run number) and the runs running now. One row
+-- with job_id NULL when there is no such success.
 WITH next AS (
-    SELECT coalesce((SELECT min(id) FROM maintd.runs WHERE status = 'running'),
-                    (SELECT coalesce(max(id), 0) + 1 FROM maintd.runs)) AS next_from
+    SELECT (SELECT coalesce(max(id), 0) + 1 FROM maintd.runs) AS next_from,
+           (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM maintd.runs WHERE status = 'running') AS running
 )
-SELECT s.job_id, s.finished_at, next.next_from FROM next
+SELECT s.job_id, s.finished_at, next.next_from, next.running FROM next
 LEFT JOIN (
     SELECT DISTINCT ON (job_id) job_id, finished_at FROM maintd.runs
-    WHERE status = 'succeeded' AND id >= $1
+    WHERE status = 'succeeded' AND (id >= $1 OR id = ANY($2::bigint[]))
     ORDER BY job_id, id DESC
 ) s ON true;
