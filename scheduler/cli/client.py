@@ -28,6 +28,7 @@ from maintd.scheduler.config.model import default_config_path, load_config
 TOKEN_ENV = "MAINTD_TOKEN"
 WAIT_POLL_S = 0.5
 LOG_PAGE = 500
+JOBS_PAGE = 500
 
 
 class ClientError(Exception):
@@ -144,9 +145,22 @@ def _show(args: argparse.Namespace, answer: Any, for_people: Callable[[Any], str
 
 
 def _jobs(args: argparse.Namespace, http: httpx.Client) -> int:
-    wanted = {"state": args.state, "limit": args.limit, "offset": args.offset or None}
-    jobs = _call(http, "GET", "/admin/jobs", params={k: v for k, v in wanted.items() if v is not None})
+    jobs = fetch_jobs(http, state=args.state, limit=args.limit, offset=args.offset)
     return _show(args, jobs, lambda jobs: jobs_table(jobs, _now(), colour=use_colour(sys.stdout)))
+
+
+def fetch_jobs(http: httpx.Client, *, state: str | None, limit: int | None, offset: int) -> list[Any]:
+    """The jobs asked for; without a limit, all of them, a page at a time (one answer
+    about 10,000 jobs would hold the daemon's event loop for seconds)."""
+    params: dict[str, Any] = {"state": state} if state else {}
+    if limit is not None:
+        return list(_call(http, "GET", "/admin/jobs", params={**params, "limit": limit, "offset": offset}))
+    jobs: list[Any] = []
+    while True:
+        page = _call(http, "GET", "/admin/jobs", params={**params, "limit": JOBS_PAGE, "offset": offset + len(jobs)})
+        jobs += page
+        if len(page) < JOBS_PAGE:
+            return jobs
 
 
 def _runs(args: argparse.Namespace, http: httpx.Client) -> int:
