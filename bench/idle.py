@@ -31,6 +31,14 @@ own adding the same N ``CronTrigger`` jobs (a no-op coroutine) to an
 ``AsyncIOScheduler`` and starting it: time to add, RSS, idle CPU over the same
 window. The summary shows each figure's median over the rounds, its spread
 (min-max), and maintd's ratio to the baseline.
+
+Measured here (2 cores, shared; 3 rounds, median, 10,000 jobs; bare APScheduler
+0.92 s to add them, 57 MB, 0 % idle), before the idle work was cut and after:
+start 5.21 s -> 2.83 s; RSS 238 -> 92 MB; idle CPU 1.50 % -> 0.35 % (1,000 jobs:
+0.50 % -> 0.35 %: what is left is the same for any number of jobs); /healthz max
+18.3 -> 4.6 ms; ``GET /admin/jobs`` of all 4.33 s -> 2.54 s (again: 4.31 s ->
+0.21 s; a page of 100: 8 ms). The first listing of these monthly crontabs is
+cronsim's day-by-day walk to 5 fire times of every job.
 """
 
 from __future__ import annotations
