@@ -29,6 +29,26 @@ Timestamp = Annotated[AwareDatetime, PlainSerializer(lambda value: value.isoform
 ENDED_STATUSES: frozenset[str] = frozenset(
     {"succeeded", "failed", "cancelled", "timed_out", "lost", "skipped", "missed"}
 )
+# A job whose last run ended so is failing.
+FAILING_STATUSES: frozenset[str] = frozenset({"failed", "timed_out", "lost"})
+JobState = Literal["ok", "running", "failing", "overdue", "paused"]
+JOB_STATES: tuple[JobState, ...] = ("ok", "running", "failing", "overdue", "paused")
+
+
+def job_state(*, paused: bool, running: bool, overdue: bool | None, last_status: str | None) -> JobState:
+    """A job's state in one word, the first that holds of: ``overdue`` (its dead man's
+    switch fired: it needs someone, paused or not), ``paused``, ``running`` (anywhere in
+    the cluster), ``failing`` (its last run failed, timed out or was lost), ``ok``.
+    The one definition: the API's ``state`` and ``maintd jobs`` both use it."""
+    if overdue:
+        return "overdue"
+    if paused:
+        return "paused"
+    if running:
+        return "running"
+    if last_status in FAILING_STATUSES:
+        return "failing"
+    return "ok"
 
 
 @dataclass(frozen=True)
@@ -92,6 +112,8 @@ class JobOut(BaseModel):
     expect_success_within_s: float | None = None
     last_success_at: Timestamp | None = None
     overdue: bool | None = None
+    # See job_state: what `?state=` filters on.
+    state: JobState = "ok"
 
 
 class TriggerOut(BaseModel):
@@ -187,7 +209,12 @@ class SchedulingSuspended(Unavailable):
 class AdminEngine(Protocol):
     """What the API needs from the daemon. Mutating calls record an audit row."""
 
-    async def list_jobs(self) -> list[JobOut]: ...
+    async def list_jobs(
+        self, *, state: JobState | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[JobOut]:
+        """The jobs in config order; only those in ``state``; from the ``offset``-th of
+        them, at most ``limit`` (all: None)."""
+        ...
 
     async def get_job(self, job_id: str) -> JobOut: ...
 

@@ -17,7 +17,17 @@ from fastapi import status as http_status
 from maintd.admin_api import health
 from maintd.admin_api.auth import Guard
 from maintd.admin_api.errors import responses
-from maintd.admin_api.interface import Actor, AdminEngine, AuditOut, JobOut, RunLogsOut, RunOut, RunStatus, TriggerOut
+from maintd.admin_api.interface import (
+    Actor,
+    AdminEngine,
+    AuditOut,
+    JobOut,
+    JobState,
+    RunLogsOut,
+    RunOut,
+    RunStatus,
+    TriggerOut,
+)
 from maintd.admin_api.safe_input import NO_NUL, reject_unsafe_strings
 from maintd.admin_api.state import require_engine
 from maintd.admin_api.strict_query import reject_unknown_query
@@ -36,6 +46,11 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many rows,
 # Log line numbers are PostgreSQL integers.
 AfterSeq = Annotated[int, Query(ge=0, le=2**31 - 1, description="Only lines after this one: to follow a run.")]
 LogLimit = Annotated[int, Query(ge=1, le=1000, description="At most this many lines, oldest first.")]
+# Jobs are paged by position in the config's order: the list is the config, held in
+# memory, so an offset costs nothing, and a page number is what a console shows.
+JobLimit = Annotated[int | None, Query(ge=1, le=1000, description="At most this many jobs (default: all).")]
+JobOffset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Skip this many jobs first (of those in `state`).")]
+JobStateFilter = Annotated[JobState | None, Query(description="Only jobs in this state (the job object's `state`).")]
 
 
 def admin_router(guard: Guard) -> APIRouter:
@@ -65,9 +80,12 @@ def admin_router(guard: Guard) -> APIRouter:
     conflicting = responses(403, 404, 409)
 
     @router.get("/jobs")
-    async def list_jobs(_: Viewer, engine: Engine) -> list[JobOut]:
-        """All configured jobs with their live state."""
-        return await engine.list_jobs()
+    async def list_jobs(
+        _: Viewer, engine: Engine, state: JobStateFilter = None, limit: JobLimit = None, offset: JobOffset = 0
+    ) -> list[JobOut]:
+        """The configured jobs with their live state, in the config's order; optionally only
+        those in one ``state``, and a page of them (``limit``, ``offset``)."""
+        return await engine.list_jobs(state=state, limit=limit, offset=offset)
 
     @router.get("/jobs/{job_id}", responses=responses(404))
     async def get_job(job_id: JobId, _: Viewer, engine: Engine) -> JobOut:

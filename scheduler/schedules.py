@@ -69,6 +69,8 @@ only the common cases.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import itertools
 import re
 from abc import ABC, abstractmethod
@@ -216,6 +218,33 @@ def _utc_offset(zone: ZoneInfo, instant: int) -> int:
 
 def _next_offset_change(zone: ZoneInfo, start: int, end: int, offset: int) -> int | None:
     """The first instant in ``(start, end]`` whose UTC offset is not ``offset`` (the one at ``start``)."""
+    if _KNOWN_CHANGES[0] <= start and end <= _KNOWN_CHANGES[1]:
+        # Looked up: a fire time is found with one probe per day otherwise, and a
+        # listing of 10,000 monthly jobs' next fires took seconds.
+        changes = _offset_changes(zone)
+        index = bisect.bisect_right(changes, start)
+        return changes[index] if index < len(changes) and changes[index] <= end else None
+    return _probe_offset_change(zone, start, end, offset)
+
+
+# The span whose offset changes are listed once per zone (1970 to 2200).
+_KNOWN_CHANGES = (0, 7258118400)
+
+
+@functools.cache
+def _offset_changes(zone: ZoneInfo) -> tuple[int, ...]:
+    """Every instant in the listed span at which the zone's UTC offset changes (a few
+    hundred probes a year, once per zone)."""
+    changes = []
+    cursor, end = _KNOWN_CHANGES
+    offset = _utc_offset(zone, cursor)
+    while (change := _probe_offset_change(zone, cursor, end, offset)) is not None:
+        changes.append(change)
+        cursor, offset = change, _utc_offset(zone, change)
+    return tuple(changes)
+
+
+def _probe_offset_change(zone: ZoneInfo, start: int, end: int, offset: int) -> int | None:
     low = start
     while low < end:
         high = min(low + _PROBE_STRIDE, end)

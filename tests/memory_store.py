@@ -538,6 +538,16 @@ class MemoryStore(RunStore):
         return newest
 
     @_recorded
+    async def successes_since(
+        self, from_id: int, running: Sequence[int] = ()
+    ) -> tuple[dict[str, datetime], int, list[int]]:
+        newest: dict[str, datetime] = {}
+        for row in sorted(self.runs.values(), key=lambda row: row.id):
+            if (row.id >= from_id or row.id in running) and row.status == "succeeded" and row.finished_at is not None:
+                newest[row.job_id] = row.finished_at
+        return newest, max(self.runs, default=0) + 1, sorted(row.id for row in self._running())
+
+    @_recorded
     async def runs_to_retry(self, job_ids: Sequence[str], since: datetime) -> list[Run]:
         since = _utc(since)
         return [
@@ -573,6 +583,10 @@ class MemoryStore(RunStore):
         return {job_id: row.out() for job_id, row in newest.items()}
 
     @_recorded
+    async def last_statuses(self, job_ids: Sequence[str]) -> dict[str, str]:
+        return {job_id: run.status for job_id, run in (await self.last_runs(job_ids)).items()}
+
+    @_recorded
     async def running_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for row in self._running():
@@ -598,8 +612,8 @@ class MemoryStore(RunStore):
                 self.job_state[job_id] = _job_state(job_id, _utc(at))
 
     @_recorded
-    async def job_states(self) -> dict[str, Mapping[str, Any]]:
-        return {job_id: dict(state) for job_id, state in self.job_state.items()}
+    async def job_states(self, job_ids: Sequence[str] | None = None) -> dict[str, Mapping[str, Any]]:
+        return {job_id: dict(state) for job_id, state in self.job_state.items() if job_ids is None or job_id in job_ids}
 
     @_recorded
     async def set_paused(self, job_id: str, paused: bool, at: datetime, by: str, audit: NewAuditEntry) -> None:

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from maintd.admin_api.interface import ENDED_STATUSES
+from maintd.admin_api.interface import ENDED_STATUSES, JOB_STATES
 from maintd.jobs.durations import format_duration, parse_duration
 from maintd.scheduler.cli.exit_codes import EX_FAILED, EX_INTERRUPTED, EX_UNAVAILABLE, EX_WAIT_TIMEOUT
 from maintd.scheduler.cli.live import EXIT_STATUS_HELP, LiveLine, report_end
@@ -28,6 +28,7 @@ from maintd.scheduler.config.model import default_config_path, load_config
 TOKEN_ENV = "MAINTD_TOKEN"
 WAIT_POLL_S = 0.5
 LOG_PAGE = 500
+JOBS_PAGE = 500
 
 
 class ClientError(Exception):
@@ -44,7 +45,10 @@ def add_client_commands(command: Callable[..., argparse.ArgumentParser], with_co
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         return sub
 
-    client("jobs", _jobs, "list jobs with their schedule, next and last run, and state")
+    jobs = client("jobs", _jobs, "list jobs with their schedule, next and last run, and state")
+    jobs.add_argument("--state", choices=JOB_STATES, help="only jobs in this state")
+    jobs.add_argument("--limit", type=int, help="at most this many (default: all)")
+    jobs.add_argument("--offset", type=int, default=0, help="skip this many first (default 0)")
     runs = client("runs", _runs, "list runs, newest first")
     runs.add_argument("--job", help="only this job's runs")
     runs.add_argument("--status", help="only runs with this status (running, succeeded, failed, ...)")
@@ -141,8 +145,22 @@ def _show(args: argparse.Namespace, answer: Any, for_people: Callable[[Any], str
 
 
 def _jobs(args: argparse.Namespace, http: httpx.Client) -> int:
-    jobs = _call(http, "GET", "/admin/jobs")
+    jobs = fetch_jobs(http, state=args.state, limit=args.limit, offset=args.offset)
     return _show(args, jobs, lambda jobs: jobs_table(jobs, _now(), colour=use_colour(sys.stdout)))
+
+
+def fetch_jobs(http: httpx.Client, *, state: str | None, limit: int | None, offset: int) -> list[Any]:
+    """The jobs asked for; without a limit, all of them, a page at a time (one answer
+    about 10,000 jobs would hold the daemon's event loop for seconds)."""
+    params: dict[str, Any] = {"state": state} if state else {}
+    if limit is not None:
+        return list(_call(http, "GET", "/admin/jobs", params={**params, "limit": limit, "offset": offset}))
+    jobs: list[Any] = []
+    while True:
+        page = _call(http, "GET", "/admin/jobs", params={**params, "limit": JOBS_PAGE, "offset": offset + len(jobs)})
+        jobs += page
+        if len(page) < JOBS_PAGE:
+            return jobs
 
 
 def _runs(args: argparse.Namespace, http: httpx.Client) -> int:

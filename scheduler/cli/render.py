@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, TextIO
 
+from maintd.admin_api.interface import JobState, job_state
 from maintd.jobs.durations import format_duration, format_duration_or_dash
 
-FAILED = frozenset({"failed", "timed_out", "lost"})
 # ANSI SGR codes; used only when colour is on.
 BOLD, DIM, RED, GREEN, YELLOW = "1", "2", "31", "32", "33"
 _STATUS_STYLE = {
@@ -167,18 +167,22 @@ def job_row(job: Mapping[str, Any], now: datetime, zone: tzinfo | None = None) -
     return [job["id"], f"{job['schedule']} ({job['timezone']})", next_text, last_cell, _job_state(job, last, now)]
 
 
+_STATE_STYLE: dict[JobState, str] = {"overdue": RED, "failing": RED, "paused": YELLOW, "running": YELLOW, "ok": GREEN}
+
+
 def _job_state(job: Mapping[str, Any], last: Mapping[str, Any] | None, now: datetime) -> Cell:
-    flags = [flag for flag in ("paused", "running") if job.get(flag)]
-    style = YELLOW if flags else ""
-    if job.get("overdue"):
+    """The job's ``state`` (worked out as the daemon does where an older one sends none)."""
+    state: JobState = job.get("state") or job_state(
+        paused=bool(job.get("paused")),
+        running=bool(job.get("running")),
+        overdue=job.get("overdue"),
+        last_status=last.get("status") if last else None,
+    )
+    text: str = state
+    if state == "overdue":
         success = parse_time(job.get("last_success_at"))
-        flags.append(f"overdue (last success {relative(success, now) if success else 'never'})")
-        style = RED
-    if flags:
-        return Cell(", ".join(flags), style)
-    if last and last.get("status") in FAILED:
-        return Cell("failing", RED)
-    return Cell("ok", GREEN)
+        text = f"overdue (last success {relative(success, now) if success else 'never'})"
+    return Cell(text, _STATE_STYLE[state])
 
 
 def run_row(run: Mapping[str, Any], now: datetime, zone: tzinfo | None = None) -> list[str | Cell]:

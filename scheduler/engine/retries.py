@@ -5,6 +5,7 @@ retry is claimed once, at the same time."""
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from datetime import timedelta
 
 from maintd.scheduler.config.model import JobConfig
@@ -23,6 +24,9 @@ class Retries:
     def __init__(self, state: EngineState, timers: Timers) -> None:
         self._state = state
         self._timers = timers
+        # The jobs with retries, worked out again only when a reload changed the jobs:
+        # the sweep runs at every heartbeat.
+        self._retrying: tuple[Mapping[str, JobConfig], list[str]] | None = None
 
     def after_failure(self, job: JobConfig, run: Run) -> None:
         """A run failed or timed out: its next attempt fires after the backoff, if it has one left."""
@@ -39,7 +43,9 @@ class Retries:
     async def sweep(self) -> None:
         """Schedule retries of failed runs whose owner is gone (died, or declared them lost)."""
         state = self._state
-        retrying = [job.id for job in state.jobs.values() if job.retries > 0]
+        if self._retrying is None or self._retrying[0] is not state.jobs:
+            self._retrying = (state.jobs, [job.id for job in state.jobs.values() if job.retries > 0])
+        retrying = self._retrying[1]
         if not retrying or not state.accepting or not state.scheduling():
             return
         for run in await state.store.runs_to_retry(retrying, state.clock() - RETRY_LOOKBACK):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from apscheduler.job import Job as APJob
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
@@ -32,7 +33,10 @@ class Timers:
     def __init__(self, *, on_fires: FiresHandler, on_retry: RetryHandler) -> None:
         self.on_fires = on_fires
         self.on_retry = on_retry
-        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        # Kept at hand: it holds the timers sorted by their next fire, so the fires coming
+        # due are found without a walk over every timer (the claims ahead look 4 times a second).
+        self._store = MemoryJobStore()
+        self._scheduler = AsyncIOScheduler(timezone=UTC, jobstores={"default": self._store})
         self._scheduler.add_executor(FireExecutor(self._hand_over), alias=_EXECUTOR)
         # APScheduler job id -> the ids of the jobs sharing that schedule.
         self._job_ids: dict[str, list[str]] = {}
@@ -93,7 +97,7 @@ class Timers:
         """The next scheduled fire of each job, where it comes before ``until``."""
         return [
             (job_id, apjob.next_run_time.astimezone(UTC))
-            for apjob in self._scheduler.get_jobs()
+            for apjob in self._store.get_due_jobs(until)
             if apjob.next_run_time is not None and apjob.next_run_time < until
             for job_id in self._job_ids.get(apjob.id, ())
         ]
@@ -101,8 +105,9 @@ class Timers:
     def next_fire_time(self) -> datetime | None:
         """The earliest pending fire, retries included."""
         # In UTC: aware datetimes sharing a zone compare by wall time, ignoring DST's fold.
-        times = [j.next_run_time.astimezone(UTC) for j in self._scheduler.get_jobs() if j.next_run_time]
-        return min(times, default=None)
+        # (The store orders its timers by UTC timestamp.)
+        first = self._store.get_next_run_time()
+        return None if first is None else first.astimezone(UTC)
 
     def wakeup(self) -> None:
         """Look for due fires now rather than at the time APScheduler computed: the clock

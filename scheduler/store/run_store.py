@@ -135,6 +135,16 @@ class RunStore:
         rows = await self.pool.fetch(Q["last_successes"], list(job_ids))
         return {row["job_id"]: row["finished_at"] for row in rows}
 
+    async def successes_since(
+        self, from_id: int, running: Sequence[int] = ()
+    ) -> tuple[dict[str, datetime], int, list[int]]:
+        """The newest success of each job among runs numbered ``from_id`` and up and the
+        runs ``running``; the number to ask from next time, and the runs running now (to
+        ask about next time: they may succeed meanwhile)."""
+        rows = await self.pool.fetch(Q["successes_since"], from_id, list(running))
+        successes = {row["job_id"]: row["finished_at"] for row in rows if row["job_id"] is not None}
+        return successes, rows[0]["next_from"], list(rows[0]["running"])
+
     async def node_heartbeat(self, node: str, lease: timedelta) -> list[str]:
         """Note this node as up; return the live nodes, sorted by name."""
         return [row["node"] for row in await self.pool.fetch(Q["node_heartbeat"], node, lease)]
@@ -243,6 +253,11 @@ class RunStore:
         rows = await self.pool.fetch(Q["last_runs"], list(job_ids))
         return {row["job_id"]: run_from_row(row) for row in rows}
 
+    async def last_statuses(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """The status of each job's newest run (jobs never run: absent)."""
+        rows = await self.pool.fetch(Q["last_statuses"], list(job_ids))
+        return {row["job_id"]: row["status"] for row in rows}
+
     async def running_counts(self) -> dict[str, int]:
         return {row["job_id"]: row["running"] for row in await self.pool.fetch(Q["running_counts"])}
 
@@ -255,8 +270,10 @@ class RunStore:
     async def register_jobs(self, job_ids: Sequence[str], at: datetime) -> None:
         await self.pool.execute(Q["register_jobs"], list(job_ids), at)
 
-    async def job_states(self) -> dict[str, asyncpg.Record]:
-        return {row["job_id"]: row for row in await self.pool.fetch(Q["job_states"])}
+    async def job_states(self, job_ids: Sequence[str] | None = None) -> dict[str, asyncpg.Record]:
+        """The state of the given jobs that have one (of every job: ``job_ids`` None)."""
+        ids = None if job_ids is None else list(job_ids)
+        return {row["job_id"]: row for row in await self.pool.fetch(Q["job_states"], ids)}
 
     async def set_paused(self, job_id: str, paused: bool, at: datetime, by: str, audit: NewAuditEntry) -> None:
         """Change the pause state and record who did it, in one transaction."""

@@ -584,6 +584,31 @@ async def test_reads_of_runs_per_job(backend: Backend) -> None:
     assert await store.get_run(99) is None
 
 
+async def test_successes_since_a_run_number_and_of_the_runs_running_then(backend: Backend) -> None:
+    store = backend.store
+    assert await store.successes_since(1) == ({}, 1, [])  # no run yet
+    a1 = await store.claim_run(claim(job_id="a", fire=FIRE))
+    b1 = await store.claim_run(claim(job_id="b", fire=FIRE))
+    assert a1 is not None and b1 is not None
+    await store.finish_run(a1.id, "succeeded", LATER, None, None)
+    assert await store.successes_since(1) == ({"a": LATER}, b1.id + 1, [b1.id])
+    a2 = await store.claim_run(claim(job_id="a", fire=LATER))
+    assert a2 is not None
+    await store.finish_run(a2.id, "succeeded", FIRE, None, None)  # newer run, earlier end: newest by id
+    await store.finish_run(b1.id, "succeeded", LATEST, None, None)
+    # b1 was running when last asked: its success is found though numbered below $1.
+    assert await store.successes_since(a2.id, [b1.id]) == ({"a": FIRE, "b": LATEST}, a2.id + 1, [])
+    assert await store.successes_since(a2.id + 1) == ({}, a2.id + 1, [])
+    assert await store.successes_since(2**63 - 1, [a1.id]) == ({"a": LATER}, a2.id + 1, [])
+
+
+async def test_job_states_of_some_jobs(backend: Backend) -> None:
+    store = backend.store
+    await store.register_jobs(["a", "b", "c"], FIRE)
+    assert sorted(await store.job_states(["a", "c", "unknown"])) == ["a", "c"]
+    assert sorted(await store.job_states()) == ["a", "b", "c"]
+
+
 async def test_ping_answers_the_database_clock(backend: Backend) -> None:
     now = await backend.store.ping(timeout=5)
     assert now.tzinfo is not None

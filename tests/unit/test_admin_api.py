@@ -22,6 +22,7 @@ from maintd.admin_api.interface import (
     JobBusy,
     JobNotFound,
     JobOut,
+    JobState,
     RunEnded,
     RunLogLine,
     RunLogsOut,
@@ -112,8 +113,12 @@ class FakeEngine:
             )
         )
 
-    async def list_jobs(self) -> list[JobOut]:
-        return list(self.jobs.values())
+    async def list_jobs(
+        self, *, state: JobState | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[JobOut]:
+        self.calls.append(("list_jobs", {"state": state, "limit": limit, "offset": offset}))
+        jobs = [job for job in self.jobs.values() if state is None or job.state == state]
+        return jobs[offset : None if limit is None else offset + limit]
 
     async def get_job(self, job_id: str) -> JobOut:
         return self._job(job_id)

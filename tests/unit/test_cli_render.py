@@ -111,6 +111,15 @@ def test_jobs_table() -> None:
     assert lines[4].endswith("overdue (last success 3d ago)")
 
 
+def test_the_state_column_is_the_daemons_state_worked_out_alike_for_an_older_daemon() -> None:
+    # The daemon's word stands; without one (an older daemon) the same definition applies.
+    said = job(state="paused", paused=True, running=True, last_run=run(status="failed"))
+    assert jobs_table([said], NOW, zone=UTC).splitlines()[1].endswith("paused")
+    unsaid = job(paused=True, running=True, overdue=True, last_success_at=None, last_run=run(status="failed"))
+    assert jobs_table([unsaid], NOW, zone=UTC).splitlines()[1].endswith("overdue (last success never)")
+    assert jobs_table([job(running=True, last_run=run(status="lost"))], NOW, zone=UTC).endswith("running")
+
+
 def test_a_running_last_run_says_for_how_long() -> None:
     running = run(status="running", finished_at=None, duration_s=None, started_at="2026-05-01T11:59:00+00:00")
     line = jobs_table([job(running=True, last_run=running)], NOW, zone=UTC).splitlines()[1]

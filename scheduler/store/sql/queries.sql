@@ -182,6 +182,14 @@ SELECT DISTINCT ON (job_id) * FROM maintd.runs
 WHERE job_id = ANY($1::text[])
 ORDER BY job_id, id DESC;
 
+-- name: last_statuses
+-- The status of the newest run of each of the given jobs (one index lookup per job).
+SELECT j.job_id, r.status
+FROM unnest($1::text[]) AS j(job_id)
+CROSS JOIN LATERAL (
+    SELECT status FROM maintd.runs WHERE job_id = j.job_id ORDER BY id DESC LIMIT 1
+) r;
+
 -- name: running_counts
 -- How many runs of each job are in progress, cluster-wide.
 SELECT job_id, count(*) AS running FROM maintd.runs WHERE status = 'running' GROUP BY job_id;
@@ -202,8 +210,9 @@ SELECT unnest($1::text[]), $2
 ON CONFLICT (job_id) DO NOTHING;
 
 -- name: job_states
--- Pause state and first sighting of every job.
-SELECT job_id, paused, first_seen, changed_at, changed_by FROM maintd.job_state;
+-- Pause state and first sighting of the given jobs (of every job: $1 NULL).
+SELECT job_id, paused, first_seen, changed_at, changed_by FROM maintd.job_state
+WHERE $1::text[] IS NULL OR job_id = ANY($1::text[]);
 
 -- name: set_paused
 -- Pause or resume a job, cluster-wide.
@@ -347,3 +356,19 @@ CROSS JOIN LATERAL (
     WHERE job_id = j.job_id AND status = 'succeeded'
     ORDER BY id DESC LIMIT 1
 ) r;
+
+-- name: successes_since
+-- The newest success (by id) of each job among the runs numbered $1 and up and the runs
+-- $2 (those running when last asked: they may have succeeded since), every row with
+-- where to ask from next time (the next run number) and the runs running now. One row
+-- with job_id NULL when there is no such success.
+WITH next AS (
+    SELECT (SELECT coalesce(max(id), 0) + 1 FROM maintd.runs) AS next_from,
+           (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM maintd.runs WHERE status = 'running') AS running
+)
+SELECT s.job_id, s.finished_at, next.next_from, next.running FROM next
+LEFT JOIN (
+    SELECT DISTINCT ON (job_id) job_id, finished_at FROM maintd.runs
+    WHERE status = 'succeeded' AND (id >= $1 OR id = ANY($2::bigint[]))
+    ORDER BY job_id, id DESC
+) s ON true;
