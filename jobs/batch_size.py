@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
-from maintd.jobs.durations import parse_duration
+from maintd.jobs.durations import duration_param
 
 # The first batch of an automatic size: small enough to stay within any sane budget
 # even with the table out of cache (a random heap page read per row).
@@ -90,12 +90,7 @@ class BudgetSize:
 
 
 def _max_statement(value: Any) -> timedelta:
-    if isinstance(value, timedelta):
-        duration = value
-    elif isinstance(value, str):
-        duration = parse_duration(value)
-    else:
-        raise ValueError(f"expected a duration string such as '50ms', got {value!r}")
+    duration = duration_param(value, "'50ms'")
     if not timedelta(0) < duration <= LONGEST_MAX_STATEMENT:
         raise ValueError(f"must be longer than 0ms and at most {LONGEST_MAX_STATEMENT.total_seconds():g}s")
     return duration

@@ -24,6 +24,16 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(value) * _UNITS[unit])
 
 
+def duration_param(value: object, examples: str) -> timedelta:
+    """A task's param given as a duration string (or, read back from a run, a timedelta);
+    ``examples`` for the error, as written (``"'50ms'"``)."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError(f"expected a duration string such as {examples}, got {value!r}")
+
+
 def format_duration(value: timedelta | float) -> str:
     """A duration (a timedelta, or seconds) for people, in at most two units.
 

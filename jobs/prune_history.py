@@ -26,7 +26,7 @@ from pydantic import BeforeValidator, Field, PlainSerializer
 from maintd.jobs.batch_size import BatchParams, spell_duration
 from maintd.jobs.batched_delete import RangeDelete, Tally, delete_in_batches
 from maintd.jobs.context import JobContext
-from maintd.jobs.durations import parse_duration
+from maintd.jobs.durations import duration_param
 from maintd.jobs.queries import JOB_QUERIES as Q
 from maintd.jobs.registry import task
 
@@ -57,12 +57,7 @@ class History:
 def _retention(value: Any) -> timedelta | None:
     if value is None or value == FOREVER:
         return None
-    if isinstance(value, timedelta):
-        duration = value
-    elif isinstance(value, str):
-        duration = parse_duration(value)
-    else:
-        raise ValueError(f"expected a duration such as '90d' or {FOREVER!r}, got {value!r}")
+    duration = duration_param(value, f"'90d' or {FOREVER!r}")
     if duration < SHORTEST_RETENTION:
         raise ValueError(f"must be at least 1d (or {FOREVER!r}), got {value!r}")
     return duration

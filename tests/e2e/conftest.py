@@ -47,6 +47,17 @@ def maintd_command() -> list[str]:
     return [script]
 
 
+def check_config(config: Path, repo_root: Path) -> subprocess.CompletedProcess[str]:
+    """``maintd check-config`` on ``config``, as an operator runs it."""
+    return subprocess.run(
+        [*maintd_command(), "check-config", "--config", str(config)],
+        env=run_env(repo_root),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def run_env(repo_root: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAINTD_", "PG"))}
     # tests.tasks must be importable by the daemon, as an operator's own module would be.

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.e2e.conftest import free_port, launch, maintd_command, run_env, serving
+from tests.e2e.conftest import check_config, free_port, launch, maintd_command, run_env, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -176,13 +176,7 @@ def test_bad_batch_and_retention_params_exit_78_naming_the_key(tmp_path: Path, r
         '[jobs.prune]\ntask = "prune_history"\nschedule = "@daily"\n'
         '[jobs.prune.params]\nruns = "1h"\n'
     )
-    result = subprocess.run(
-        [*maintd_command(), "check-config", "--config", str(config)],
-        env=run_env(repo_root),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = check_config(config, repo_root)
     assert result.returncode == 78, result.stderr
     assert result.stderr.splitlines() == [
         "jobs.cleanup.params.max_statement: invalid duration '50': expected a number and a unit (ms, s, m, h, d), "
@@ -194,13 +188,7 @@ def test_bad_batch_and_retention_params_exit_78_naming_the_key(tmp_path: Path, r
 def test_toml_syntax_error_exits_78_with_its_line(tmp_path: Path, repo_root: Path) -> None:
     config = tmp_path / "broken.toml"
     config.write_text('[server]\nport = 8080\n[jobs.x\ntask = "sql"\n')
-    result = subprocess.run(
-        [*maintd_command(), "check-config", "--config", str(config)],
-        env=run_env(repo_root),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = check_config(config, repo_root)
     assert result.returncode == 78
     assert result.stderr.startswith(f"{config}: TOML syntax error: ")
     assert "line 3" in result.stderr and "Traceback" not in result.stderr

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from maintd.admin_api.auth import new_token
-from tests.e2e.conftest import maintd_command, run_env
+from tests.e2e.conftest import check_config
 
 pytestmark = pytest.mark.e2e
 
@@ -97,12 +96,7 @@ def test_sighup_with_a_broken_config_keeps_the_running_one(
         "jobs.nightly.shedule: unknown key",
     ]
     # The same lines as `maintd check-config` prints.
-    check = subprocess.run(
-        [*maintd_command(), "check-config", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=run_env(repo_root),
-    )
+    check = check_config(config, repo_root)
     assert check.returncode == 78 and check.stderr.splitlines() == rejected["problems"]
     with daemon.operator() as http:
         assert sorted(job["id"] for job in http.get("/admin/jobs").json()) == ["nightly", "retired"]

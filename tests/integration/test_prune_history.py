@@ -295,7 +295,7 @@ def test_params_read_back_from_their_json_the_same() -> None:
     [
         ({"runs": "12h"}, "jobs.prune.params.runs: must be at least 1d (or 'forever'), got '12h'"),
         ({"audit": "a year"}, "jobs.prune.params.audit: invalid duration 'a year'"),
-        ({"run_logs": 30}, "jobs.prune.params.run_logs: expected a duration such as '90d' or 'forever', got 30"),
+        ({"run_logs": 30}, "jobs.prune.params.run_logs: expected a duration string such as '90d' or 'forever', got 30"),
         ({"max_statement": "fast"}, "jobs.prune.params.max_statement: invalid duration 'fast'"),
         ({"sessions": "1d"}, "jobs.prune.params.sessions: unknown key"),
     ],
