@@ -260,6 +260,9 @@ class MemoryStore(RunStore):
 
     # -- claims -----------------------------------------------------------------
 
+    async def open(self) -> None:
+        pass
+
     async def close(self) -> None:
         pass
 

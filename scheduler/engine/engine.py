@@ -165,6 +165,7 @@ class Engine:
         # lease later: its claims ahead would hold back this start's catch-up.
         left_running = await self.store.reap_node_runs(self.node)
         await self.fencing.open()
+        await self.store.open()
         for job in self.jobs.values():
             self.metrics.register_job(job.id)
             self.timers.add(job)

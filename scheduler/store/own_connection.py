@@ -36,8 +36,16 @@ class OwnConnection:
                     self._conn = None
                 raise
 
+    async def open(self) -> None:
+        """Connect now (at start), not when first needed: a connect cut short by a stop
+        could leave its socket behind."""
+        async with self.use():
+            pass
+
     async def close(self) -> None:
         if self._conn is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await self._conn.close(timeout=2)
+            except Exception:
+                self._conn.terminate()
             self._conn = None

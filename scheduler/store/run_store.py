@@ -83,6 +83,10 @@ class RunStore:
         # statement at a time: a burst's jobs keep every pool connection.
         self._line = OwnConnection(lambda: self.dedicated_connection())
 
+    async def open(self) -> None:
+        """Open the claims' and outcomes' connection (at the engine's start)."""
+        await self._line.open()
+
     async def close(self) -> None:
         """Close the claims' and outcomes' connection (the pool is its owner's to close)."""
         await self._line.close()

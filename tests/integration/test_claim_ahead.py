@@ -430,6 +430,7 @@ async def test_stop_during_a_claim_ahead_statement_leaves_no_fire_claimed_and_un
         await asyncio.wait_for(slow.answering.wait(), timeout=10)
     finally:
         await engine.stop(timedelta(seconds=5))
+        await slow.close()
 
     rows = await store.pool.fetch("SELECT job_id, status, started_at FROM maintd.runs ORDER BY job_id")
     # The claim committed: the fires it took are run here before the stop completes, not left running.
@@ -479,3 +480,4 @@ async def test_a_fire_whose_claim_ahead_answer_comes_after_its_time_is_not_lost(
         assert fires_of(engine, "taken", ["tick"]) == 0
     finally:
         await engine.stop(timedelta(seconds=5))
+        await late.close()
