@@ -39,12 +39,19 @@ def maintd_process(*args: str, repo_root: Path, **env: str) -> Iterator[subproce
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_as_from_a_terminal,
     ) as process:
         try:
             yield process
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def _as_from_a_terminal() -> None:
+    # Ctrl-C works as in a terminal even when a shell started these tests in the background:
+    # it ignores SIGINT there, and every process it starts inherits that.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def read_until(stream: Any, pattern: str) -> tuple[re.Match[str], list[str]]:
