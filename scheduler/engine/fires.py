@@ -206,10 +206,7 @@ class FireClaims:
         )
         recorded = {(row.job_id, row.scheduled_for): row for row in rows}
         for row in rows:
-            state.metrics.job(row.job_id).fires["missed"].inc()
-            state.log.info(
-                "fire_missed", job_id=row.job_id, run_id=row.id, scheduled_for=str(row.scheduled_for), reason=row.error
-            )
+            self._recorded(row, "missed")
         return [recorded.get((job.id, fire)) for job, fire, _ in fires]
 
     async def _past_grace(
@@ -302,18 +299,21 @@ class FireClaims:
 
     async def record_unrun(
         self, job: JobConfig, status: str, fire: datetime, reason: str, *, trigger: str = "schedule", attempt: int = 1
-    ) -> Run | None:
-        """Record a fire that does not run; the row, or None where another replica recorded
-        or holds the fire (or this replica's clock is wrong)."""
+    ) -> None:
         state = self._state
         if not state.scheduling():  # no fire is judged by a wrong clock
-            return None
+            return
         row = await state.store.record_unrun_fire(
             job.id, trigger, status, fire, attempt, state.clock(), reason, state.node
         )
         if row is not None:
-            state.metrics.job(job.id).fires[status].inc()
-            state.log.info(
-                f"fire_{status}", job_id=job.id, run_id=row.id, scheduled_for=fire.isoformat(), reason=reason
-            )
-        return row
+            self._recorded(row, status)
+
+    def _recorded(self, row: Run, status: str) -> None:
+        """Count and log a fire this replica recorded as not run (its reason is the row's error)."""
+        assert row.scheduled_for is not None
+        self._state.metrics.job(row.job_id).fires[status].inc()
+        self._state.log.info(
+            f"fire_{status}", job_id=row.job_id, run_id=row.id, scheduled_for=row.scheduled_for.isoformat(),
+            reason=row.error,
+        )  # fmt: skip
