@@ -215,22 +215,16 @@ class ClaimedAhead:
         this replica claimed it, older ones it claimed are recorded missed, and fires
         another replica took are that replica's."""
         newest = run_times[-1]
-        self._newest_handed_over[job.id] = newest
-        undecided = []
-        for fire in run_times:
-            claimed = self.decisions.pop((job.id, fire))
-            if claimed is TAKEN:
-                self._runs.after_pass.defer(self._state.metrics.job(job.id).fires["taken"].inc)
-            elif isinstance(claimed, Run):
-                if (by := self._runs.cancel_requested(claimed.id)) is not None:
-                    # Cancelled before its time: recorded so, and the job never starts.
-                    self._finish_later(claimed, "cancelled", f"cancelled by {by}")
-                elif fire == newest:
-                    self._start(job, claimed)
-                else:
-                    self._finish_later(claimed, "missed", superseded(self._state.clock() - fire))
+        claimed, undecided = self.take_unstarted(job, run_times)
+        for run in claimed:
+            assert run.scheduled_for is not None
+            if (by := self._runs.cancel_requested(run.id)) is not None:
+                # Cancelled before its time: recorded so, and the job never starts.
+                self._finish_later(run, "cancelled", f"cancelled by {by}")
+            elif run.scheduled_for == newest:
+                self._start(job, run)
             else:
-                undecided.append(fire)
+                self._finish_later(run, "missed", superseded(self._state.clock() - run.scheduled_for))
         return undecided
 
     def take_unstarted(self, job: JobConfig, run_times: list[datetime]) -> tuple[list[Run], list[datetime]]:
