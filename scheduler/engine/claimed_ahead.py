@@ -233,7 +233,7 @@ class ClaimedAhead:
         for fire in run_times:
             decided = self.decisions.pop((job.id, fire))
             if decided is TAKEN:
-                self._runs.after_pass.defer(self._state.metrics.job(job.id).fires["taken"].inc)
+                self._state.metrics.job(job.id).fires["taken"].inc()
             elif isinstance(decided, Run):
                 claimed.append(decided)
             else:

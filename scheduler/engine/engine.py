@@ -226,7 +226,7 @@ class Engine:
             self.log.error("runs_not_recorded_at_stop", run_ids=unrecorded)
         await self.runs.close_logs()
         await self.alerter.close(ALERTS_AT_STOP)
-        self.runs.after_pass.end()  # in case the loop stops before the pass's end (the collector back on)
+        self.runs.gc_hold.release()  # in case the loop stops before the pass's end
         self.log.info("engine_stopped")
 
     async def idle(self) -> None:

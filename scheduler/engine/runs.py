@@ -25,11 +25,11 @@ from maintd.jobs.context import JobCancelled, JobContext, LeaseLost
 from maintd.jobs.durations import format_duration
 from maintd.scheduler.alerts import Alerter
 from maintd.scheduler.config.model import JobConfig
-from maintd.scheduler.engine.after_pass import AfterPass
 from maintd.scheduler.engine.batching import Batcher
+from maintd.scheduler.engine.gc_hold import GcHold
 from maintd.scheduler.engine.recovery import Recovery
 from maintd.scheduler.engine.state import EngineState
-from maintd.scheduler.metrics import JobSeries
+from maintd.scheduler.job_series import JobSeries
 from maintd.scheduler.run_logs import RUN_LOGS
 from maintd.scheduler.store.records import Run
 
@@ -97,7 +97,7 @@ class Runs:
         self.active: dict[int, ActiveRun] = {}
         # The latest run on this replica that did not succeed: (job id, when it ended), for STATUS=.
         self.last_failure: tuple[str, datetime] | None = None
-        self.after_pass = AfterPass()
+        self.gc_hold = GcHold()
         self._endings: Batcher[ActiveRun, Run | None] = Batcher(self._write_endings)
         # Ended and recorded runs whose log buffers the next beat writes and closes.
         self._logs_to_close: set[int] = set()
@@ -130,11 +130,14 @@ class Runs:
         return ActiveRun(run=run, job=job, ctx=ctx, series=state.metrics.job(job.id), started_at=run.started_at)
 
     def start_fire(self, active: ActiveRun) -> None:
-        """A fire starts its run (counted into the metrics after the loop pass, see AfterPass)."""
+        """A fire starts its run."""
         scheduled_for = active.run.scheduled_for
         assert scheduled_for is not None
-        lateness = max(0.0, (self._state.clock() - scheduled_for).total_seconds())
-        self.after_pass.defer(functools.partial(_count_start, active.series, lateness))
+        series = active.series
+        series.fires["ran"].inc()
+        series.fire_lateness.observe(max(0.0, (self._state.clock() - scheduled_for).total_seconds()))
+        series.running.inc()
+        self.gc_hold.hold()
         self._launch(active)
 
     def start_claimed_ahead(self, active: ActiveRun) -> None:
@@ -356,9 +359,3 @@ class Runs:
         closing, self._logs_to_close = self._logs_to_close, set()
         failed = self._state.failures.failed
         await RUN_LOGS.flush(closing, self._state.store.write_runs_logs, close=True, failed=failed)
-
-
-def _count_start(series: JobSeries, lateness: float) -> None:
-    series.fires["ran"].inc()
-    series.fire_lateness.observe(lateness)
-    series.running.inc()

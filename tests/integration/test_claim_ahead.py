@@ -93,7 +93,7 @@ async def fire_handled(engines: list[Engine], fire: datetime) -> None:
 
 
 def fires_of(engine: Engine, outcome: str, job_ids: list[str]) -> int:
-    return int(sum(engine.metrics.fires.labels(job_id, outcome)._value.get() for job_id in job_ids))
+    return int(sum(engine.metrics.job(job_id).fires[outcome].value for job_id in job_ids))
 
 
 async def markers_of(store: RunStore, run_id: int) -> int:

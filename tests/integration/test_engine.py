@@ -61,7 +61,7 @@ async def test_failing_job_is_recorded_with_traceback_and_daemon_goes_on(start_e
     ok = await engine.admin.trigger("good", OPS)
     await engine.idle()
     assert (await engine.admin.get_run(ok.run_id)).status == "succeeded"
-    assert engine.metrics.runs.labels("bad", "failed")._value.get() == 1
+    assert engine.metrics.job("bad").runs["failed"].value == 1
 
 
 async def test_bad_sql_fails_with_the_server_message(start_engine: StartEngine) -> None:

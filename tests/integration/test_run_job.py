@@ -60,7 +60,7 @@ async def test_run_once_heartbeats_so_no_replica_declares_it_lost(store: RunStor
     run = await one_off_engine(config, store, node="one-off").run_once("slow", ME)
     assert run.status == "succeeded", run.error
     # A run's real outcome overwrites "lost", so ask the reaper whether it ever declared it lost.
-    assert replica.metrics.runs.labels("slow", "lost")._value.get() == 0
+    assert replica.metrics.job("slow").runs["lost"].value == 0
 
 
 async def test_run_once_obeys_a_cancel_sent_through_another_replica(store: RunStore, start_engine: StartEngine) -> None:

@@ -42,8 +42,8 @@ async def test_a_fire_runs_once_and_the_other_replica_counts_it_taken() -> None:
 
     [run] = await store.list_runs(job_id="tick", status=None, limit=10)
     assert (run.status, run.node, run.scheduled_for) == ("succeeded", "node-a", FIRE)
-    assert b.metrics.fires.labels("tick", "taken")._value.get() == 1
-    assert b.metrics.fires.labels("tick", "ran")._value.get() == 0
+    assert b.metrics.job("tick").fires["taken"].value == 1
+    assert b.metrics.job("tick").fires["ran"].value == 0
 
 
 async def test_a_paused_jobs_fire_is_recorded_skipped_with_its_reason() -> None:
@@ -55,7 +55,7 @@ async def test_a_paused_jobs_fire_is_recorded_skipped_with_its_reason() -> None:
 
     [run] = await store.list_runs(job_id="tick", status=None, limit=10)
     assert (run.status, run.error, run.started_at) == ("skipped", "skipped: the job is paused", None)
-    assert engine.metrics.fires.labels("tick", "skipped")._value.get() == 1
+    assert engine.metrics.job("tick").fires["skipped"].value == 1
 
 
 async def test_a_fire_blocked_by_a_live_run_is_skipped_and_names_that_run() -> None:

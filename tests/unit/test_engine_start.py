@@ -1,8 +1,8 @@
 """How a burst of fires claimed ahead starts, on an engine's runs with a stand-in store.
 
 What matters at a fire time is how soon every run's job starts (bench/claims.py):
-runs claimed ahead are built when claimed, and the metric updates of a pass are
-made once the runs of the pass have started (the garbage collector waits till then).
+runs claimed ahead are built when claimed, and the garbage collector waits until
+the runs of the pass have made their first step.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ _METRICS: list[Metrics] = []
 @task()
 async def note_metrics(ctx: JobContext, params: NoParams) -> None:
     [metrics] = _METRICS
-    ran = metrics.fires.labels(ctx.job_id, "ran")._value.get()
-    running = metrics.running.labels(ctx.job_id)._value.get()
+    ran = metrics.job(ctx.job_id).fires["ran"].value
+    running = metrics.job(ctx.job_id).running.value
     _SEEN[ctx.job_id] = (ran, running, gc.isenabled())
 
 
@@ -66,7 +66,7 @@ def claimed(run_id: int, job_id: str) -> Run:
     )  # fmt: skip
 
 
-async def test_a_burst_starts_every_run_before_counting_it_and_counts_each_once() -> None:
+async def test_a_burst_starts_every_run_with_the_collector_waiting_and_counts_each_once() -> None:
     assert gc.isenabled()
     config = make_config(
         {f"job-{n}": {"task": f"{__name__}:note_metrics", "schedule": "every 60s"} for n in range(JOBS)}
@@ -83,14 +83,14 @@ async def test_a_burst_starts_every_run_before_counting_it_and_counts_each_once(
         engine.runs.start_claimed_ahead(active)
     await engine.idle()
 
-    # Every job started before its fire was counted, and with the garbage collector waiting.
-    assert _SEEN == {job_id: (0.0, 0.0, False) for job_id in engine.jobs}
+    # Every job started with its fire counted, running, and the garbage collector waiting.
+    assert _SEEN == {job_id: (1.0, 1.0, False) for job_id in engine.jobs}
     assert gc.isenabled()
     # And then each was counted once, and is no longer running.
     for job_id in engine.jobs:
-        assert engine.metrics.fires.labels(job_id, "ran")._value.get() == 1
-        assert engine.metrics.running.labels(job_id)._value.get() == 0
-        assert engine.metrics.runs.labels(job_id, "succeeded")._value.get() == 1
+        assert engine.metrics.job(job_id).fires["ran"].value == 1
+        assert engine.metrics.job(job_id).running.value == 0
+        assert engine.metrics.job(job_id).runs["succeeded"].value == 1
     # The jobs ended in their first step: each start time went with its outcome, not in a
     # statement of its own.
     assert store.started == []
