@@ -84,6 +84,7 @@ from apscheduler.triggers.base import BaseTrigger
 from cronsim import CronSim
 
 from maintd.jobs.durations import parse_duration
+from maintd.scheduler.cron_calendar import PlainCalendar, plain_calendar
 
 __all__ = [
     "CronSchedule",
@@ -280,8 +281,15 @@ class CronSchedule(Schedule):
         minute, hour = self.fields.split()[:2]
         return not minute.startswith("*") and not hour.startswith("*")
 
+    @functools.cached_property
+    def _calendar(self) -> PlainCalendar | None:
+        return plain_calendar(self.fields)
+
     def _walls_after(self, wall: int) -> Iterator[datetime]:
         """Matching wall-clock times strictly after ``wall`` (seconds), as naive datetimes."""
+        if self._calendar is not None:
+            yield from self._calendar.walls_after(_naive(wall))
+            return
         try:
             yield from CronSim(self.fields, _naive(wall))
         except OverflowError:
