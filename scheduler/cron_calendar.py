@@ -15,24 +15,35 @@ from __future__ import annotations
 import calendar
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any, TypeVar
 
 from cronsim import CronSim
 
 # cronsim gives up on an expression that matches nothing within this many years.
 _SEARCH_YEARS = 50
 _LAST_YEAR = 9999
+_ALL_DAYS = tuple(range(1, 32))
+_SHARED: dict[Any, Any] = {}
+_T = TypeVar("_T")
+
+
+def _shared(value: _T) -> _T:
+    return _SHARED.setdefault(value, value)
 
 
 class PlainCalendar:
     """A plain crontab's parsed fields (see :func:`plain_calendar`)."""
 
+    __slots__ = ("_candidates", "_days", "_either", "_hours", "_minutes", "_months", "_weekdays")
+
     def __init__(self, sim: CronSim, weekdays: set[int]) -> None:
-        self._hours, self._minutes = sorted(sim.hours), sorted(sim.minutes)
-        self._days, self._months = frozenset(sim.days), frozenset(sim.months)
-        self._weekdays = frozenset(weekday % 7 for weekday in weekdays)  # cron's 0 and 7 are both Sunday
+        # Shared between calendars: 10,000 jobs hold a few distinct sets, not 20 MB of copies.
+        self._hours, self._minutes = _shared(tuple(sorted(sim.hours))), _shared(tuple(sorted(sim.minutes)))
+        self._days, self._months = _shared(frozenset(sim.days)), _shared(frozenset(sim.months))
+        self._weekdays = _shared(frozenset(weekday % 7 for weekday in weekdays))  # cron's 0 and 7 are both Sunday
         # Both restricted: either matches; else both must (one of them matches every day).
         self._either = not sim.day_and
-        self._candidates = range(1, 32) if self._either else sorted(self._days)
+        self._candidates = _ALL_DAYS if self._either else _shared(tuple(sorted(self._days)))
 
     def walls_after(self, after: datetime) -> Iterator[datetime]:
         """Matching naive wall times strictly after naive ``after``, ascending."""
