@@ -33,12 +33,13 @@ window. The summary shows each figure's median over the rounds, its spread
 (min-max), and maintd's ratio to the baseline.
 
 Measured here (2 cores, shared; 3 rounds, median, 10,000 jobs; bare APScheduler
-0.92 s to add them, 57 MB, 0 % idle), before the idle work was cut and after:
-start 5.21 s -> 2.83 s; RSS 238 -> 92 MB; idle CPU 1.50 % -> 0.35 % (1,000 jobs:
-0.50 % -> 0.35 %: what is left is the same for any number of jobs); /healthz max
-18.3 -> 4.6 ms; ``GET /admin/jobs`` of all 4.33 s -> 2.54 s (again: 4.31 s ->
-0.21 s; a page of 100: 8 ms). The first listing of these monthly crontabs is
-cronsim's day-by-day walk to 5 fire times of every job.
+0.92-1.07 s to add them, 57 MB, 0 % idle), before the idle work was cut, after,
+and after the month-by-month crontab walk (scheduler/cron_calendar.py): start
+5.21 s -> 2.83 s -> 2.48 s; RSS 238 -> 92 -> 95 MB; idle CPU 1.50 % -> 0.35 % ->
+0.40 % (1,000 jobs: 0.50 % -> 0.35 %: what is left is the same for any number
+of jobs); /healthz max 18.3 -> 4.6 -> 4.9 ms; ``GET /admin/jobs`` of all 4.33 s
+-> 2.54 s -> 0.49 s (again: 0.26 s; a page of 100: 10 ms). The first listing
+computes 5 fire times of every job.
 """
 
 from __future__ import annotations
