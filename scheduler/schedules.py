@@ -80,7 +80,6 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.base import BaseTrigger
 from cronsim import CronSim
 
 from maintd.jobs.durations import parse_duration
@@ -90,7 +89,6 @@ __all__ = [
     "IntervalSchedule",
     "Schedule",
     "ScheduleError",
-    "ScheduleTrigger",
     "parse_schedule",
     "parse_timezone",
     "preview",
@@ -104,7 +102,6 @@ class ScheduleError(ValueError):
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _SECOND = timedelta(seconds=1)
-_MICROSECOND = timedelta(microseconds=1)
 # Fire times must be representable in any zone: datetime ends with the year 9999.
 _LAST_INSTANT = (datetime(9999, 12, 30, tzinfo=UTC) - _EPOCH) // _SECOND
 
@@ -481,28 +478,3 @@ def preview(expression: str, timezone: str, count: int, after: datetime) -> list
     if after.tzinfo is None:
         after = after.replace(tzinfo=zone)
     return parse_schedule(expression, zone).upcoming(after, count)
-
-
-class ScheduleTrigger(BaseTrigger):
-    """An APScheduler trigger firing on a :class:`Schedule`, so APScheduler does the timing."""
-
-    __slots__ = ("schedule",)
-
-    def __init__(self, schedule: Schedule) -> None:
-        self.schedule = schedule
-
-    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
-        # The first fire may be `now` itself; later ones follow the previous fire
-        # time, not `now`, so APScheduler sees (and can count) fires it is late for.
-        after = now - _MICROSECOND if previous_fire_time is None else previous_fire_time
-        try:
-            # In UTC: APScheduler and the engine then never meet an ambiguous wall time.
-            return self.schedule.next_after(after).astimezone(UTC)
-        except ScheduleError:
-            return None  # past the end of the calendar
-
-    def __str__(self) -> str:
-        return f"schedule[{self.schedule.expression}, {self.schedule.timezone.key}]"
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} ({self.schedule.expression!r}, timezone={self.schedule.timezone.key!r})>"
