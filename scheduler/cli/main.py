@@ -9,6 +9,7 @@ framework, database driver and scheduler (``bench/cli.py``).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -199,13 +200,20 @@ def cmd_token(args: argparse.Namespace) -> int:
     from maintd.admin_api.auth import new_token
 
     token, digest = new_token()
-    print(f"# Bearer token for {args.name!r} (shown once; keep it secret, e.g. export MAINTD_TOKEN=...):")
-    print(f"# {token}")
-    print("[[admin.tokens]]")
-    print(f'name = "{args.name}"')
-    print(f'role = "{args.role}"')
-    print(f'sha256 = "{digest}"')
+    # The secret on a line of its own, apart from the lines to paste: config.toml holds
+    # only its sha256 (and may be world-readable), never the token.
+    print(f"Token for {args.name!r}, shown once: keep it secret; the admin commands read it from $MAINTD_TOKEN.")
+    print(token)
+    print()
+    print("Paste these lines into config.toml (the token's sha256, not the token):")
+    print(token_block(args.name, args.role, digest))
     return EX_OK
+
+
+def token_block(name: str, role: str, digest: str) -> str:
+    """The ``[[admin.tokens]]`` lines for a token, by its sha256 alone."""
+    # A JSON string is a TOML basic string: quotes and backslashes in a name come out escaped.
+    return f"[[admin.tokens]]\nname = {json.dumps(name)}\nrole = {json.dumps(role)}\nsha256 = {json.dumps(digest)}"
 
 
 if __name__ == "__main__":

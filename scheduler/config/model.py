@@ -24,6 +24,7 @@ from maintd.jobs.mail import SmtpSettings
 from maintd.jobs.registry import TaskLookupError, TaskSpec, resolve_task
 from maintd.scheduler.config.alerts import AlertsConfig, alerts_problems
 from maintd.scheduler.config.errors import ConfigError
+from maintd.scheduler.config.import_paths import add_import_paths
 from maintd.scheduler.config.lenient import DEFAULT_HOST, DEFAULT_PORT, default_config_path
 from maintd.scheduler.config.types import Duration, Network, Section, TimeZone, positive
 from maintd.scheduler.schedules import Schedule, ScheduleError, parse_schedule, parse_timezone
@@ -72,6 +73,9 @@ class SchedulerConfig(Section):
     # Runs in progress on one replica at once, fires claimed ahead included: fires beyond
     # wait for a free slot on any replica (scheduler/engine/capacity.py).
     max_running: int = Field(500, ge=1, le=100_000)
+    # Directories (relative to the config file) put first on sys.path before any task is
+    # imported: where an operator's own task modules live (see import_paths.py).
+    import_paths: list[str] = []
 
     _positive = field_validator("lease", "misfire_grace")(positive)
 
@@ -214,6 +218,8 @@ def parse_config(raw: Mapping[str, Any], *, path: Path | None = None, environ: M
         doc = _Document.model_validate(raw)
     except ValidationError as exc:
         problems += _describe(exc)
+    # Before any job's task is imported: an operator's own modules may live there.
+    problems += add_import_paths(raw.get("scheduler"), path)
     # Jobs are checked one by one, even when another section is wrong, so that
     # one round of fixes is enough.
     default_zone = doc.scheduler.timezone if doc else ZoneInfo("UTC")
