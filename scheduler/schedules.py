@@ -218,22 +218,28 @@ def _next_offset_change(zone: ZoneInfo, start: int, end: int, offset: int) -> in
     if _KNOWN_CHANGES[0] <= start and end <= _KNOWN_CHANGES[1]:
         # Looked up: a fire time is found with one probe per day otherwise, and a
         # listing of 10,000 monthly jobs' next fires took seconds.
-        changes = _offset_changes(zone)
-        index = bisect.bisect_right(changes, start)
-        return changes[index] if index < len(changes) and changes[index] <= end else None
+        for chunk in range(start // _CHUNK, (end - 1) // _CHUNK + 1):
+            changes = _offset_changes(zone, chunk)
+            index = bisect.bisect_right(changes, start)
+            if index < len(changes):
+                return changes[index] if changes[index] <= end else None
+        return None
     return _probe_offset_change(zone, start, end, offset)
 
 
-# The span whose offset changes are listed once per zone (1970 to 2200).
+# The span whose offset changes are listed, a chunk at a time, once per zone (1970 to 2200).
 _KNOWN_CHANGES = (0, 7258118400)
+# About a year: `maintd preview` lists the changes of the year it looks at, not of 230 years
+# (84,000 probes, 0.2 s); a daemon lists the years its schedules reach, each once.
+_CHUNK = 2**25
 
 
 @functools.cache
-def _offset_changes(zone: ZoneInfo) -> tuple[int, ...]:
-    """Every instant in the listed span at which the zone's UTC offset changes (a few
-    hundred probes a year, once per zone)."""
+def _offset_changes(zone: ZoneInfo, chunk: int) -> tuple[int, ...]:
+    """Every instant in ``(chunk * _CHUNK, (chunk + 1) * _CHUNK]`` at which the zone's UTC
+    offset changes (a few hundred probes, once per zone and chunk)."""
     changes = []
-    cursor, end = _KNOWN_CHANGES
+    cursor, end = chunk * _CHUNK, (chunk + 1) * _CHUNK
     offset = _utc_offset(zone, cursor)
     while (change := _probe_offset_change(zone, cursor, end, offset)) is not None:
         changes.append(change)
