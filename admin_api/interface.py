@@ -21,34 +21,18 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AwareDatetime, BaseModel, PlainSerializer
 
+# Part of the seam, defined apart so that the CLI reads them without pydantic.
+from maintd.admin_api.statuses import ENDED_STATUSES as ENDED_STATUSES
+from maintd.admin_api.statuses import FAILING_STATUSES as FAILING_STATUSES
+from maintd.admin_api.statuses import JOB_STATES as JOB_STATES
+from maintd.admin_api.statuses import JobState as JobState
+from maintd.admin_api.statuses import job_state as job_state
+
 Role = Literal["viewer", "operator"]
 RunTrigger = Literal["schedule", "manual", "catch_up", "retry"]
 RunStatus = Literal["running", "succeeded", "failed", "cancelled", "timed_out", "lost", "skipped", "missed"]
 # Times go out as ISO 8601 with a numeric offset ("+00:00", never "Z"), as the contract says.
 Timestamp = Annotated[AwareDatetime, PlainSerializer(lambda value: value.isoformat(), return_type=str)]
-ENDED_STATUSES: frozenset[str] = frozenset(
-    {"succeeded", "failed", "cancelled", "timed_out", "lost", "skipped", "missed"}
-)
-# A job whose last run ended so is failing.
-FAILING_STATUSES: frozenset[str] = frozenset({"failed", "timed_out", "lost"})
-JobState = Literal["ok", "running", "failing", "overdue", "paused"]
-JOB_STATES: tuple[JobState, ...] = ("ok", "running", "failing", "overdue", "paused")
-
-
-def job_state(*, paused: bool, running: bool, overdue: bool | None, last_status: str | None) -> JobState:
-    """A job's state in one word, the first that holds of: ``overdue`` (its dead man's
-    switch fired: it needs someone, paused or not), ``paused``, ``running`` (anywhere in
-    the cluster), ``failing`` (its last run failed, timed out or was lost), ``ok``.
-    The one definition: the API's ``state`` and ``maintd jobs`` both use it."""
-    if overdue:
-        return "overdue"
-    if paused:
-        return "paused"
-    if running:
-        return "running"
-    if last_status in FAILING_STATUSES:
-        return "failing"
-    return "ok"
 
 
 @dataclass(frozen=True)

@@ -80,8 +80,9 @@ from maintd.jobs.context import JobContext
 from maintd.jobs.registry import NoParams, task
 from maintd.scheduler.config.model import parse_config
 from maintd.scheduler.engine import Engine
+from maintd.scheduler.engine.trigger import ScheduleTrigger
 from maintd.scheduler.logs import configure_logging
-from maintd.scheduler.schedules import ScheduleTrigger, parse_schedule
+from maintd.scheduler.schedules import parse_schedule
 from maintd.scheduler.store.migrate import apply_migrations
 from maintd.scheduler.store.records import Run
 from maintd.scheduler.store.run_store import Claim, RunStore, create_pool

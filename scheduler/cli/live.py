@@ -22,15 +22,6 @@ from maintd.scheduler.cli.render import (
     use_colour,
 )
 
-EXIT_STATUS_HELP = """\
-exit status:
-  0    the run succeeded
-  1    the run failed, timed out, was cancelled or lost; or the request was refused
-  69   the daemon cannot be reached
-  124  --timeout passed first (the run goes on; `maintd cancel RUN` stops it)
-  130  interrupted by Ctrl-C (the run goes on; `maintd cancel RUN` stops it)
-"""
-
 
 class LiveLine:
     """The progress of a run on ``stream``: rewritten in place on a terminal, else one line per change."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, TextIO
 
-from maintd.admin_api.interface import JobState, job_state
+from maintd.admin_api.statuses import JobState, job_state
 from maintd.jobs.durations import format_duration, format_duration_or_dash
 
 # ANSI SGR codes; used only when colour is on.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,30 +23,23 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from maintd.jobs.mail import SmtpSettings
 from maintd.jobs.registry import TaskLookupError, TaskSpec, resolve_task
 from maintd.scheduler.config.alerts import AlertsConfig, alerts_problems
+from maintd.scheduler.config.errors import ConfigError
+from maintd.scheduler.config.import_paths import add_import_paths
+from maintd.scheduler.config.lenient import DEFAULT_HOST, DEFAULT_PORT, default_config_path
 from maintd.scheduler.config.types import Duration, Network, Section, TimeZone, positive
 from maintd.scheduler.schedules import Schedule, ScheduleError, parse_schedule, parse_timezone
 
 T = TypeVar("T")
 
-DEFAULT_CONFIG_PATH = Path("config.toml")
-CONFIG_ENV = "MAINTD_CONFIG"
 DSN_ENV = "MAINTD_DATABASE_DSN"
 EMBEDDED = "embedded"
 # A job id is a URL path segment and a metric label: keep it plain.
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
-class ConfigError(Exception):
-    """The config cannot be used; ``problems`` holds one line per problem."""
-
-    def __init__(self, problems: Iterable[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
-
-
 class ServerConfig(Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)  # 0 lets the OS pick (tests)
+    host: str = DEFAULT_HOST
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)  # 0 lets the OS pick (tests)
     # Peers whose X-Forwarded-For/-Proto are believed (the client address in the audit log
     # and in the failed-authentication count). Nobody by default: behind no proxy, a
     # local client would otherwise choose the address recorded for it.
@@ -80,6 +73,9 @@ class SchedulerConfig(Section):
     # Runs in progress on one replica at once, fires claimed ahead included: fires beyond
     # wait for a free slot on any replica (scheduler/engine/capacity.py).
     max_running: int = Field(500, ge=1, le=100_000)
+    # Directories (relative to the config file) put first on sys.path before any task is
+    # imported: where an operator's own task modules live (see import_paths.py).
+    import_paths: list[str] = []
 
     _positive = field_validator("lease", "misfire_grace")(positive)
 
@@ -194,10 +190,6 @@ class Config:
         return {job.id: job.alert_after_failures for job in self.jobs.values() if job.alert_after_failures}
 
 
-def default_config_path() -> Path:
-    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
-
-
 def load_config(path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
     """Read, parse and validate a config file; raise :class:`ConfigError` listing every problem."""
     path = Path(path) if path is not None else default_config_path()
@@ -226,6 +218,8 @@ def parse_config(raw: Mapping[str, Any], *, path: Path | None = None, environ: M
         doc = _Document.model_validate(raw)
     except ValidationError as exc:
         problems += _describe(exc)
+    # Before any job's task is imported: an operator's own modules may live there.
+    problems += add_import_paths(raw.get("scheduler"), path)
     # Jobs are checked one by one, even when another section is wrong, so that
     # one round of fixes is enough.
     default_zone = doc.scheduler.timezone if doc else ZoneInfo("UTC")

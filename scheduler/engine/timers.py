@@ -18,7 +18,7 @@ from apscheduler.triggers.date import DateTrigger
 
 from maintd.scheduler.config.model import JobConfig
 from maintd.scheduler.engine.fire_executor import FireExecutor, fire_placeholder
-from maintd.scheduler.schedules import ScheduleTrigger
+from maintd.scheduler.engine.trigger import ScheduleTrigger
 from maintd.scheduler.store.records import Run
 
 _EXECUTOR = "maintd"

@@ -142,12 +142,16 @@ def test_preview_rejects_a_bad_expression(repo_root: Path) -> None:
     assert result.stderr.strip() == "maintd preview: invalid cron expression '61 * * * *': minute must be 0-59"
 
 
-def test_token_prints_lines_to_paste(repo_root: Path) -> None:
-    result = maintd("token", "--name", "alice", "--role", "viewer", repo_root=repo_root)
+def test_token_prints_the_secret_apart_from_the_lines_to_paste(repo_root: Path) -> None:
+    result = maintd("token", "--name", 'al"ice', "--role", "viewer", repo_root=repo_root)
     assert result.returncode == 0
-    token = result.stdout.splitlines()[1].removeprefix("# ")
-    entry = tomllib.loads(result.stdout)["admin"]["tokens"][0]
-    assert entry == {"name": "alice", "role": "viewer", "sha256": hashlib.sha256(token.encode()).hexdigest()}
+    intro, token, blank, paste, *block = result.stdout.splitlines()
+    assert "$MAINTD_TOKEN" in intro and blank == "" and paste.startswith("Paste these lines into config.toml")
+    # What the README says to paste holds the token's sha256 and never the token.
+    assert block[0] == "[[admin.tokens]]" and len(block) == 4
+    assert token not in "\n".join(block)
+    entry = tomllib.loads("\n".join(block))["admin"]["tokens"][0]
+    assert entry == {"name": 'al"ice', "role": "viewer", "sha256": hashlib.sha256(token.encode()).hexdigest()}
     assert maintd("token", repo_root=repo_root).stdout != result.stdout  # fresh every time
 
 

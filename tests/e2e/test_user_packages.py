@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import maintd_command, run_env
+from tests.e2e.conftest import check_config, maintd_command, run_env
 
 pytestmark = pytest.mark.e2e
 
@@ -112,3 +112,62 @@ def test_maintd_never_loads_a_module_under_its_old_name(application: Path, repo_
     )  # fmt: skip
     # Only the application's own modules go by those names.
     assert loaded.stdout.split() == ["['jobs',", "'jobs.cleanup',", "'scheduler',", "'scheduler.report']"]
+
+
+PURGE_AUDIT = """
+from pydantic import BaseModel
+
+from maintd import JobContext, task
+
+
+class Params(BaseModel):
+    keep_days: int = 30
+
+
+@task()
+async def purge_audit(ctx: JobContext, params: Params) -> dict:
+    async with ctx.pool.acquire() as conn:
+        return {"module": __name__, "keep_days": params.keep_days, "answer": await conn.fetchval("SELECT 42")}
+"""
+
+MYPKG_JOB = """
+[jobs.purge_audit]
+task = "mypkg.maintenance:purge_audit"
+schedule = "@yearly"
+[jobs.purge_audit.params]
+keep_days = 7
+"""
+
+
+def test_import_paths_make_the_operators_own_package_importable(
+    start_daemon: Any, db_dsn: str, tmp_path: Path, repo_root: Path
+) -> None:
+    """mypkg lives beside the config, not on the daemon's path nor in its working directory."""
+    (tmp_path / "app" / "mypkg").mkdir(parents=True)
+    (tmp_path / "app" / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "app" / "mypkg" / "maintenance.py").write_text(PURGE_AUDIT)
+    daemon = start_daemon(MYPKG_JOB, dsn=db_dsn, scheduler_toml='shutdown_grace = "5s"\nimport_paths = ["app"]\n')
+    with daemon.operator() as http:
+        run_id = http.post("/admin/trigger/purge_audit").json()["run_id"]
+    run = daemon.follow(run_id)
+    assert run["status"] == "succeeded", run["error"]
+    assert run["result"] == {"module": "mypkg.maintenance", "keep_days": 7, "answer": 42}
+
+    config = tmp_path / f"config-{daemon.url.rsplit(':', 1)[1]}.toml"
+    checked = check_config(config, repo_root)
+    assert checked.returncode == 0, checked.stderr
+    once = subprocess.run(
+        [*maintd_command(), "run-job", "purge_audit", "--config", str(config), "--json"],
+        env=run_env(repo_root), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert once.returncode == 0, once.stderr
+    assert '"module": "mypkg.maintenance"' in once.stdout
+
+    # Without the key the package is not found: the daemon's cwd is not where the config is.
+    config.write_text(config.read_text().replace('import_paths = ["app"]\n', ""))
+    unset = check_config(config, repo_root)
+    assert unset.returncode == 78 and "No module named 'mypkg'" in unset.stderr
+    config.write_text(config.read_text().replace("[scheduler]\n", '[scheduler]\nimport_paths = ["app", "lib"]\n'))
+    missing = check_config(config, repo_root)
+    assert missing.returncode == 78
+    assert missing.stderr.splitlines() == [f"scheduler.import_paths[1]: no such directory: {tmp_path / 'lib'}"]

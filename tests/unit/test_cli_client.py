@@ -2,37 +2,40 @@
 
 from __future__ import annotations
 
-import httpx
+from typing import Any
+
 import pytest
 
-from maintd.scheduler.cli import client
+from maintd.scheduler.cli import listing
 
 pytestmark = pytest.mark.unit
 
 
-def _daemon(jobs: list[str], asked: list[dict[str, str]]) -> httpx.Client:
-    def answer(request: httpx.Request) -> httpx.Response:
-        params = dict(request.url.params)
-        asked.append(params)
-        offset, limit = int(params.get("offset", 0)), int(params.get("limit", len(jobs)))
-        return httpx.Response(200, json=[{"id": job_id} for job_id in jobs[offset : offset + limit]])
+class FakeDaemon:
+    """The API's ``GET /admin/jobs`` over a list of job ids, noting the query of each call."""
 
-    return httpx.Client(transport=httpx.MockTransport(answer), base_url="http://maintd")
+    def __init__(self, jobs: list[str]) -> None:
+        self.jobs = jobs
+        self.asked: list[dict[str, Any]] = []
+
+    def call(self, method: str, path: str, *, params: dict[str, Any]) -> list[dict[str, str]]:
+        assert (method, path) == ("GET", "/admin/jobs")
+        self.asked.append(params)
+        offset, limit = params.get("offset", 0), params.get("limit", len(self.jobs))
+        return [{"id": job_id} for job_id in self.jobs[offset : offset + limit]]
 
 
-@pytest.mark.parametrize("count", [0, 1, client.JOBS_PAGE - 1, client.JOBS_PAGE, 2 * client.JOBS_PAGE + 3])
+@pytest.mark.parametrize("count", [0, 1, listing.JOBS_PAGE - 1, listing.JOBS_PAGE, 2 * listing.JOBS_PAGE + 3])
 def test_every_job_a_page_at_a_time(count: int) -> None:
-    jobs, asked = [f"job_{n}" for n in range(count)], []
-    with _daemon(jobs, asked) as http:
-        listed = client.fetch_jobs(http, state=None, limit=None, offset=0)
-    assert [job["id"] for job in listed] == jobs
-    assert all(int(params["limit"]) == client.JOBS_PAGE for params in asked)
-    assert len(asked) == count // client.JOBS_PAGE + 1
+    daemon = FakeDaemon([f"job_{n}" for n in range(count)])
+    listed = listing.fetch_jobs(daemon, state=None, limit=None, offset=0)  # type: ignore[arg-type]
+    assert [job["id"] for job in listed] == daemon.jobs
+    assert all(params["limit"] == listing.JOBS_PAGE for params in daemon.asked)
+    assert len(daemon.asked) == count // listing.JOBS_PAGE + 1
 
 
 def test_a_state_and_a_limit_are_passed_on() -> None:
-    asked: list[dict[str, str]] = []
-    with _daemon(["a", "b", "c"], asked) as http:
-        listed = client.fetch_jobs(http, state="failing", limit=2, offset=1)
+    daemon = FakeDaemon(["a", "b", "c"])
+    listed = listing.fetch_jobs(daemon, state="failing", limit=2, offset=1)  # type: ignore[arg-type]
     assert [job["id"] for job in listed] == ["b", "c"]
-    assert asked == [{"state": "failing", "limit": "2", "offset": "1"}]
+    assert daemon.asked == [{"state": "failing", "limit": 2, "offset": 1}]

@@ -18,11 +18,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
+from maintd.scheduler.engine.trigger import ScheduleTrigger
 from maintd.scheduler.schedules import (
     CronSchedule,
     IntervalSchedule,
     ScheduleError,
-    ScheduleTrigger,
     parse_schedule,
     parse_timezone,
     preview,
