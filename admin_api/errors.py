@@ -14,11 +14,12 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from maintd.admin_api.interface import AdminError, Conflict, NotFound, Unavailable
+from maintd.admin_api.interface import AdminError, Conflict, NotFound, Unavailable, Unprocessable
 
 STATUS_OF: dict[type[AdminError], int] = {
     NotFound: status.HTTP_404_NOT_FOUND,
     Conflict: status.HTTP_409_CONFLICT,
+    Unprocessable: status.HTTP_422_UNPROCESSABLE_CONTENT,
     Unavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
@@ -37,7 +38,9 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 async def _admin_error(request: Request, exc: Exception) -> JSONResponse:
     # Starlette picks the handler by the exception's MRO, so exc is one of STATUS_OF's keys or a subclass.
     code = next(code for cls, code in STATUS_OF.items() if isinstance(exc, cls))
-    return JSONResponse({"detail": str(exc)}, status_code=code)
+    # A 422 names the fields at fault as FastAPI's own validation errors do.
+    detail = exc.errors if isinstance(exc, Unprocessable) else str(exc)
+    return JSONResponse({"detail": detail}, status_code=code)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

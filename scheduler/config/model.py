@@ -88,6 +88,8 @@ class TokenConfig(Section):
 
 class AdminConfig(Section):
     tokens: list[TokenConfig] = []
+    # A manual trigger, rerun or replay must say why (kept on the run and in the audit log).
+    require_reason: bool = False
 
 
 class JobTable(Section):

@@ -23,12 +23,16 @@ from maintd.admin_api.interface import (
     JobNotFound,
     JobOut,
     JobState,
+    ReplayIn,
+    ReplayOut,
+    RerunIn,
     RunEnded,
     RunLogLine,
     RunLogsOut,
     RunNotFound,
     RunOut,
     SchedulingSuspended,
+    TriggerIn,
     TriggerOut,
 )
 from tests.asgi import asgi_get
@@ -94,6 +98,10 @@ class FakeEngine:
     # Why the engine starts no run for now (SchedulingSuspended), if it does not.
     suspended: str | None = None
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # What the requests with a body asked (the body as parsed, the Idempotency-Key).
+    requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # Idempotency keys seen: key -> the run its first request started.
+    keys: dict[str, int] = field(default_factory=dict)
 
     def _job(self, job_id: str) -> JobOut:
         if job_id not in self.jobs:
@@ -123,7 +131,29 @@ class FakeEngine:
     async def get_job(self, job_id: str) -> JobOut:
         return self._job(job_id)
 
-    async def trigger(self, job_id: str, actor: Actor) -> TriggerOut:
+    async def trigger(
+        self, job_id: str, actor: Actor, request: TriggerIn | None = None, *, idempotency_key: str | None = None
+    ) -> TriggerOut:
+        self.requests.append(("trigger", {"request": request, "idempotency_key": idempotency_key}))
+        if idempotency_key is not None and idempotency_key in self.keys:
+            run_id = self.keys[idempotency_key]
+            return TriggerOut(job_id=job_id, run_id=run_id, status=self.runs[run_id].status, repeated=True)
+        started = await self._start(job_id, actor, dry_run=bool(request and request.dry_run))
+        if idempotency_key is not None:
+            self.keys[idempotency_key] = started.run_id
+        return started
+
+    async def rerun(self, run_id: int, actor: Actor, request: RerunIn | None = None) -> TriggerOut:
+        self.requests.append(("rerun", {"run_id": run_id, "request": request}))
+        return await self._start(self._run(run_id).job_id, actor, dry_run=bool(request and request.dry_run))
+
+    async def replay(self, job_id: str, actor: Actor, request: ReplayIn) -> ReplayOut:
+        self._job(job_id)
+        self._record("replay", job_id, actor)
+        fires = [run.scheduled_for for run in self.runs.values() if run.job_id == job_id and run.status == "failed"]
+        return ReplayOut(job_id=job_id, fires=[f for f in fires if f is not None], dry_run=request.dry_run)
+
+    async def _start(self, job_id: str, actor: Actor, *, dry_run: bool) -> TriggerOut:
         current = self._job(job_id)
         if self.suspended is not None:
             raise SchedulingSuspended(self.suspended)
@@ -273,6 +303,7 @@ MUTATIONS = [
     ("POST", "/admin/jobs/cleanup/pause"),
     ("POST", "/admin/jobs/cleanup/resume"),
     ("POST", "/admin/runs/2/cancel"),
+    ("POST", "/admin/runs/1/rerun"),
 ]
 
 
@@ -604,6 +635,8 @@ class TestOpenAPI:
         "/admin/runs/{run_id}": {"get"},
         "/admin/runs/{run_id}/cancel": {"post"},
         "/admin/runs/{run_id}/logs": {"get"},
+        "/admin/runs/{run_id}/rerun": {"post"},
+        "/admin/jobs/{job_id}/replay": {"post"},
         "/admin/audit": {"get"},
     }
 
