@@ -229,8 +229,9 @@ class Runs:
         duration = (active.outcome.finished_at - started_at).total_seconds() if started_at else 0.0
         series.runs[status].inc()
         series.run_duration.observe(duration)
-        if status == "succeeded" and not run.dry_run:  # a dry run changed nothing: no success
-            series.last_success.set(active.outcome.finished_at.timestamp())
+        if status == "succeeded":
+            if not run.dry_run:  # a dry run changed nothing: no success
+                series.last_success.set(active.outcome.finished_at.timestamp())
             log.info("run_succeeded", duration_s=round(duration, 3), result=result)
         else:
             self.last_failure = (job.id, active.outcome.finished_at)

@@ -250,21 +250,23 @@ async def test_two_requests_with_one_key_at_once_on_two_replicas_start_one_run(
 ) -> None:
     first = await start_engine(config(gate))
     body = TriggerIn(params={"label": "race"})
-    blocker = await asyncpg.connect(db_dsn)
+    blocker, watcher = await asyncpg.connect(db_dsn), await asyncpg.connect(db_dsn)
     try:
         # Hold every new run back: replica A takes the key and waits at its claim with the
-        # key's row uncommitted; replica B then waits for A's key row. Both are seen waiting.
+        # key's row uncommitted; replica B then waits for A's key row. Both are seen waiting
+        # (from a connection of its own: a transaction sees pg_stat_activity as it first read it).
         transaction = blocker.transaction()
         await transaction.start()
         await blocker.execute("LOCK TABLE maintd.runs IN SHARE MODE")
         on_a = asyncio.create_task(first.admin.trigger("gated", OPS, body, idempotency_key="race"))
-        await waiting_on_a_lock(blocker, "INSERT INTO maintd.runs")
+        await waiting_on_a_lock(watcher, "INSERT INTO maintd.runs")
         on_b = asyncio.create_task(second_replica.admin.trigger("gated", OPS, body, idempotency_key="race"))
-        await waiting_on_a_lock(blocker, "INSERT INTO maintd.idempotency_keys")
+        await waiting_on_a_lock(watcher, "INSERT INTO maintd.idempotency_keys")
         await transaction.rollback()
         a, b = await asyncio.gather(on_a, on_b)
     finally:
         await blocker.close()
+        await watcher.close()
     assert a.run_id == b.run_id and (a.repeated, b.repeated) == (False, True)
     runs = await store.list_runs(job_id="gated", status=None, limit=10)
     assert [run.id for run in runs] == [a.run_id] and runs[0].node == "node-a"
