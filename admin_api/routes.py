@@ -95,6 +95,9 @@ def admin_router(guard: Guard) -> APIRouter:
     # Every mutation names a job or run (404); trigger and cancel can also conflict (409).
     mutating = responses(403, 404)
     conflicting = responses(403, 404, 409)
+    # A body that is not even text (invalid UTF-8) is refused as FastAPI reads it, before
+    # any other check: 400.
+    with_body = responses(400)
 
     @router.get("/jobs")
     async def list_jobs(
@@ -112,7 +115,7 @@ def admin_router(guard: Guard) -> APIRouter:
     @router.post(
         "/trigger/{job_id}",
         status_code=http_status.HTTP_202_ACCEPTED,
-        responses={**conflicting, 200: {"model": TriggerOut, "description": "The run of an earlier request with "
+        responses={**conflicting, **with_body, 200: {"model": TriggerOut, "description": "The run of an earlier request with "
                                         "the same Idempotency-Key and body"}},
     )  # fmt: skip
     async def trigger(
@@ -131,7 +134,8 @@ def admin_router(guard: Guard) -> APIRouter:
         return started
 
     @router.post("/jobs/{job_id}/replay", status_code=http_status.HTTP_202_ACCEPTED,
-                 responses={**mutating, 200: {"model": ReplayOut, "description": "dry_run: the fires it would run"}})  # fmt: skip
+                 responses={**mutating, **with_body,
+                            200: {"model": ReplayOut, "description": "dry_run: the fires it would run"}})  # fmt: skip
     async def replay(job_id: JobId, actor: Replaying, engine: Engine, response: Response, body: ReplayIn) -> ReplayOut:
         """Run, one after another on this replica, each fire from ``from`` to ``to`` that was
         missed, skipped, or failed and never succeeded (at most 1,000); ``dry_run``: only list them."""
@@ -171,7 +175,9 @@ def admin_router(guard: Guard) -> APIRouter:
         """Ask the replica running it to cancel the run; 409 when it has already ended."""
         return await engine.cancel_run(run_id, actor)
 
-    @router.post("/runs/{run_id}/rerun", status_code=http_status.HTTP_202_ACCEPTED, responses=conflicting)
+    @router.post(
+        "/runs/{run_id}/rerun", status_code=http_status.HTTP_202_ACCEPTED, responses={**conflicting, **with_body}
+    )
     async def rerun(
         run_id: RunId, actor: Rerunning, engine: Engine, body: Annotated[RerunIn | None, Body()] = None
     ) -> TriggerOut:
