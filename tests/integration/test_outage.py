@@ -36,6 +36,14 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+def missed_once_half_an_hour_ago() -> tuple[str, datetime]:
+    """An hourly schedule and a registration 61 minutes ago, on the real clock, with one
+    fire in between, about 30 minutes ago, and the next one about 30 minutes ahead
+    (``@hourly`` had two fires in that window, or one due now, in the minute after the hour)."""
+    now = datetime.now(UTC)
+    return f"{(now.minute + 30) % 60} * * * *", now - timedelta(minutes=61)
+
+
 class Outage(RunStore):
     """The run store, unreachable while ``down`` is set (every call is refused, as by a
     stopped server); it also tells the test which fires were claimed ahead."""
@@ -146,10 +154,11 @@ async def test_a_catch_up_is_not_judged_by_a_run_whose_owner_has_not_settled_it_
     store: RunStore, start_engine: StartEngine
 ) -> None:
     # lease 3 s: owners beat every second; a row silent for 1.5 s is one whose owner may be away.
-    config = make_config({"tick": sql_job(schedule="@hourly")}, scheduler={"lease": "3s"})
+    schedule, registered = missed_once_half_an_hour_ago()
+    config = make_config({"tick": sql_job(schedule=schedule)}, scheduler={"lease": "3s"})
     # Down for an hour, and the job's last run ended during a database outage on node-a,
     # which could not write its outcome yet: its row still says running, beaten 2 s ago.
-    await store.register_jobs(["tick"], datetime.now(UTC) - timedelta(minutes=61))
+    await store.register_jobs(["tick"], registered)
     stale = await store.pool.fetchval(
         """INSERT INTO maintd.runs (job_id, trigger, status, scheduled_for, exclusive, started_at, heartbeat_at, node)
            VALUES ('tick', 'manual', 'running', now(), true, now(), now() - interval '2 s', 'node-a') RETURNING id"""
@@ -165,8 +174,9 @@ async def test_a_catch_up_is_not_judged_by_a_run_whose_owner_has_not_settled_it_
 
 
 async def test_a_catch_up_behind_a_live_run_is_skipped_naming_it(store: RunStore, start_engine: StartEngine) -> None:
-    config = make_config({"tick": sql_job(schedule="@hourly")}, scheduler={"lease": "3s"})
-    await store.register_jobs(["tick"], datetime.now(UTC) - timedelta(minutes=61))
+    schedule, registered = missed_once_half_an_hour_ago()
+    config = make_config({"tick": sql_job(schedule=schedule)}, scheduler={"lease": "3s"})
+    await store.register_jobs(["tick"], registered)
     busy = await store.claim_run(
         Claim("tick", "manual", datetime.now(UTC), 1, True, datetime.now(UTC), "ops", "node-a", True)
     )
@@ -182,8 +192,9 @@ async def test_a_catch_up_behind_a_live_run_is_skipped_naming_it(store: RunStore
 async def test_a_paused_jobs_fire_is_skipped_as_paused_and_a_busy_one_as_busy(
     store: RunStore, start_engine: StartEngine
 ) -> None:
-    config = make_config({"tick": sql_job(schedule="@hourly")}, scheduler={"lease": "3s"})
-    await store.register_jobs(["tick"], datetime.now(UTC) - timedelta(minutes=61))
+    schedule, registered = missed_once_half_an_hour_ago()
+    config = make_config({"tick": sql_job(schedule=schedule)}, scheduler={"lease": "3s"})
+    await store.register_jobs(["tick"], registered)
     await store.pool.execute("UPDATE maintd.job_state SET paused = true WHERE job_id = 'tick'")
     engine = await start_engine(config, node="node-b")
     await asyncio.wait_for(engine.idle(), 5)
