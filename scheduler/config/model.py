@@ -88,6 +88,10 @@ class TokenConfig(Section):
 
 class AdminConfig(Section):
     tokens: list[TokenConfig] = []
+    # A web console session ends this long after its sign-in (admin_api/console/sessions.py).
+    session_ttl: Duration = timedelta(hours=12)
+
+    _ttl_positive = field_validator("session_ttl")(positive)
 
 
 class JobTable(Section):

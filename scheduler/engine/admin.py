@@ -188,7 +188,7 @@ class EngineAdmin:
         if run is None:
             busy = await self.store.running_run_of_job(job.id)
             raise JobBusy(job.id, busy.id if busy else None)
-        await self.store.add_audit(NewAuditEntry(now, actor.name, "trigger", job.id, actor.client, {"run_id": run.id}))
+        await self.store.add_audit(NewAuditEntry.by(actor, now, "trigger", job.id, {"run_id": run.id}))
         self._runs.start_manual(job, run)
         return TriggerOut(job_id=job.id, run_id=run.id, status=run.status)
 
@@ -202,9 +202,7 @@ class EngineAdmin:
         self._job(job_id)
         now = self.clock()
         action = "pause" if paused else "resume"
-        await self.store.set_paused(
-            job_id, paused, now, actor.name, NewAuditEntry(now, actor.name, action, job_id, actor.client)
-        )
+        await self.store.set_paused(job_id, paused, now, actor.name, NewAuditEntry.by(actor, now, action, job_id))
         self._state.log.info(f"job_{action}d", job_id=job_id, by=actor.name)
         return await self.get_job(job_id)
 
@@ -232,7 +230,7 @@ class EngineAdmin:
             ended = await self.get_run(run_id)
             raise RunEnded(run_id, ended.status)
         await self.store.add_audit(
-            NewAuditEntry(self.clock(), actor.name, "cancel", f"run:{run_id}", actor.client, {"job_id": run.job_id})
+            NewAuditEntry.by(actor, self.clock(), "cancel", f"run:{run_id}", {"job_id": run.job_id})
         )
         self._cancel_requested(run_id, actor.name)
         return run_out(run)
@@ -242,7 +240,7 @@ class EngineAdmin:
 
     async def record_denied(self, actor: Actor, action: str, target: str) -> None:
         detail = {"outcome": "denied", "reason": f"role {actor.role}; {action} needs the operator role"}
-        await self.store.add_audit(NewAuditEntry(self.clock(), actor.name, action, target, actor.client, detail))
+        await self.store.add_audit(NewAuditEntry.by(actor, self.clock(), action, target, detail))
 
     async def readiness(self) -> list[str]:
         reasons = []
