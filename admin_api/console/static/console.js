@@ -50,7 +50,11 @@
     if (zone) document.cookie = "maintd_tz=" + zone + "; path=/ui; SameSite=Strict";
   } catch (e) { /* the calendar then counts days in the daemon's zone */ }
 
-  document.addEventListener("DOMContentLoaded", function () { localize(document); tick(); });
+  document.addEventListener("DOMContentLoaded", function () {
+    localize(document); tick();
+    // The calendar's newest days are on the right: on a narrow screen, show them first.
+    document.querySelectorAll(".calendar-wrap").forEach(function (el) { el.scrollLeft = el.scrollWidth; });
+  });
   document.addEventListener("htmx:afterSettle", function (event) { localize(event.target); tick(); });
   // Out-of-band log lines land outside the swapped element.
   document.addEventListener("htmx:oobAfterSwap", function (event) {
