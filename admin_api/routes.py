@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi import status as http_status
 
-from maintd.admin_api import health
+from maintd.admin_api import api_docs, health
 from maintd.admin_api.auth import Guard
 from maintd.admin_api.errors import responses
 from maintd.admin_api.interface import (
@@ -144,5 +144,6 @@ def admin_router(guard: Guard) -> APIRouter:
 
 
 def build_routers(guard: Guard) -> list[APIRouter]:
-    """Every router of the API: the open health routes and the admin routes admitted by ``guard``."""
-    return [health.router, admin_router(guard)]
+    """Every router of the API: the open health routes, the API's documentation, and the
+    admin routes admitted by ``guard``."""
+    return [health.router, api_docs.router, admin_router(guard)]

@@ -82,7 +82,14 @@ def create_app(config: Config, *, systemd: ServiceNotifier | None = None) -> Fas
                         # stopped with the scheduler, after STOPPING=1 told systemd.
                         await notifier.stop()
 
-    app = FastAPI(title="maintd", summary="Scheduler daemon for periodic maintenance jobs", lifespan=lifespan)
+    # /docs is served from the package's own assets (admin_api.api_docs), never a CDN.
+    app = FastAPI(
+        title="maintd",
+        summary="Scheduler daemon for periodic maintenance jobs",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.metrics_registry = metrics.registry
     install_error_handlers(app)
     tokens = TokenTable(_token_entries(config))

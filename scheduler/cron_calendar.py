@@ -2,9 +2,9 @@
 
 cronsim finds the next match by stepping a day at a time through days that do
 not match: about 0.3 ms to find the next five fires of a monthly job, so a
-listing of 10,000 such jobs took 3 s (bench/idle.py). Where the expression uses
-only plain values (no ``L``, ``W`` or ``#``), its parsed sets give the matching
-days of a month directly. The rules are cronsim's: day-of-month and day-of-week
+listing of 10,000 such jobs took 3 s (bench/idle.py). An expression of plain
+values (maintd's schedules reject ``L``, ``W`` and ``#``) gives the matching days
+of a month directly from its parsed sets; anything else is left to cronsim. The rules are cronsim's: day-of-month and day-of-week
 both restricted match either (Debian cron), otherwise both must match; the
 search ends 50 years on, as cronsim's does. tests/unit/test_cron_calendar.py
 compares both on thousands of expressions.
