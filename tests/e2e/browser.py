@@ -3,8 +3,8 @@
 Debian's ``chromium`` package (Playwright's own browser download cannot be reached
 everywhere): ``$MAINTD_CHROMIUM``, else ``chromium`` on the path. Without one the
 tests skip, saying so, unless ``MAINTD_REQUIRE_BROWSER=1`` (CI sets it), which makes
-a missing browser a failure. One browser per test session; a fresh context (cookies,
-time zone) per test.
+a missing browser a failure. One browser for the module of browser tests; a fresh
+context (cookies, time zone) per test.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while it is open, Playwright's loop runs in the test thread,
+# where other modules' tests call asyncio.run (tests/blocking.py is what these tests use).
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     path = chromium_path()
     if path is None:
