@@ -9,14 +9,15 @@ reads right without JavaScript too.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
+from maintd.admin_api.console.interface import CalendarCell, Fire
 from maintd.admin_api.console.schedule_words import describe_schedule
 from maintd.admin_api.console.sessions import Signed
 from maintd.jobs.durations import format_duration_or_dash
@@ -27,7 +28,7 @@ STATUS_GLYPH = {
     "succeeded": "✓",
     "running": "▶",
     "failed": "✕",
-    "timed_out": "⧗",
+    "timed_out": "◔",
     "lost": "?",
     "cancelled": "⊘",
     "skipped": "–",
@@ -51,6 +52,37 @@ def _countdown(value: datetime | None) -> Markup:
     return Markup('<span class="countdown" data-until="{}"></span>').format(value.astimezone(UTC).isoformat())
 
 
+def _strip(fires: list[Fire]) -> Markup:
+    """A job's strip, oldest first: built here rather than by a template loop, which took
+    a third of the overview's time (3,000 cells a page)."""
+    if not fires:
+        return Markup('<span class="sub">no fires yet</span>')
+    cells = []
+    for fire in reversed(fires):
+        word = fire.status.replace("_", " ")
+        other = fire.trigger != "schedule"
+        at = fire.at.astimezone(UTC) if fire.at else None
+        when = f' <time datetime="{at.isoformat()}">{at:%Y-%m-%d %H:%M:%S} UTC</time>' if at else ""
+        how = f" ({fire.trigger.replace('_', ' ')})" if other else ""
+        cells.append(
+            f'<li><a class="cell st-{escape(fire.status)}{" tr-other" if other else ""}" href="/ui/runs/{fire.id}">'
+            f'<span class="sr">{escape(word)}{escape(how)}{when}</span></a></li>'
+        )
+    return Markup(f'<ol class="strip" aria-label="last {len(fires)} fires, oldest first">{"".join(cells)}</ol>')
+
+
+def _calendar_cell(cell: CalendarCell | None, job_id: str, day: date) -> Markup:
+    """One calendar cell (3,000 a page: built here, as the strip is)."""
+    if cell is None:
+        return Markup('<td class="none"></td>')
+    plural = "" if cell.records == 1 else "s"
+    return Markup(
+        f'<td><a class="cell st-{escape(cell.worst)}" href="/ui/jobs/{escape(job_id)}?day={day.isoformat()}">'
+        f'<span class="sr">{escape(job_id)} {day.isoformat()}: {escape(cell.worst.replace("_", " "))}, '
+        f"{cell.records} record{plural}</span></a></td>"
+    )
+
+
 def _pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
 
@@ -69,7 +101,9 @@ def _environment() -> Environment:
         time=_time,
         countdown=_countdown,
         pretty_json=_pretty_json,
+        strip=_strip,
     )
+    env.globals.update(calendar_cell=_calendar_cell)
     env.globals.update(STATUS_GLYPH=STATUS_GLYPH)
     return env
 

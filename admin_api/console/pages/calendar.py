@@ -18,7 +18,7 @@ from maintd.admin_api.console.zones import browser_zone
 
 DAYS = 30
 # Jobs per page, as on the overview.
-PAGE_SIZE = 100
+PAGE_SIZE = 50
 
 
 def router(access: Access) -> APIRouter:

@@ -17,3 +17,9 @@ CREATE TABLE maintd.console_sessions (
     expires_at   timestamptz NOT NULL
 );
 CREATE INDEX console_sessions_expires_at ON maintd.console_sessions (expires_at);
+
+-- The console's calendar reads, for a page of jobs, each one's records of the last 30
+-- days: one range of this index per job, answered from the index alone. Without it,
+-- the whole month of every job was read and filtered (74 ms with 1 M runs, 20 ms with it).
+CREATE INDEX runs_job_happened ON maintd.runs (job_id, (coalesce(started_at, scheduled_for)))
+    INCLUDE (status, started_at, scheduled_for);
