@@ -11,7 +11,7 @@ and a query parameter the route does not declare is refused (:mod:`admin_api.str
 # Viewer/operator aliases, which are local to admin_router, at definition time.
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
 from fastapi import status as http_status
 
 from maintd.admin_api import api_docs, health
@@ -23,9 +23,13 @@ from maintd.admin_api.interface import (
     AuditOut,
     JobOut,
     JobState,
+    ReplayIn,
+    ReplayOut,
+    RerunIn,
     RunLogsOut,
     RunOut,
     RunStatus,
+    TriggerIn,
     TriggerOut,
 )
 from maintd.admin_api.safe_input import NO_NUL, reject_unsafe_strings
@@ -51,6 +55,17 @@ LogLimit = Annotated[int, Query(ge=1, le=1000, description="At most this many li
 JobLimit = Annotated[int | None, Query(ge=1, le=1000, description="At most this many jobs (default: all).")]
 JobOffset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Skip this many jobs first (of those in `state`).")]
 JobStateFilter = Annotated[JobState | None, Query(description="Only jobs in this state (the job object's `state`).")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x20-\x7e]+$",
+        description="1-200 printable ASCII characters: the same key and body within 24 h answer the first "
+        "request's run (200); the same key with another body is a 422. Per principal and job.",
+    ),
+]
 
 
 def admin_router(guard: Guard) -> APIRouter:
@@ -63,6 +78,8 @@ def admin_router(guard: Guard) -> APIRouter:
     Pausing = Annotated[Actor, Depends(guard.operator("pause"))]
     Resuming = Annotated[Actor, Depends(guard.operator("resume"))]
     Cancelling = Annotated[Actor, Depends(guard.operator("cancel"))]
+    Rerunning = Annotated[Actor, Depends(guard.operator("rerun"))]
+    Replaying = Annotated[Actor, Depends(guard.operator("replay"))]
 
     # Every status a route can answer is declared, so clients (and the schema fuzzing
     # in tests/integration/test_api_fuzzing.py) can rely on the schema: 401 no valid
@@ -78,6 +95,9 @@ def admin_router(guard: Guard) -> APIRouter:
     # Every mutation names a job or run (404); trigger and cancel can also conflict (409).
     mutating = responses(403, 404)
     conflicting = responses(403, 404, 409)
+    # A body that is not even text (invalid UTF-8) is refused as FastAPI reads it, before
+    # any other check: 400.
+    with_body = responses(400)
 
     @router.get("/jobs")
     async def list_jobs(
@@ -92,10 +112,37 @@ def admin_router(guard: Guard) -> APIRouter:
         """One job with its next fire times and last run."""
         return await engine.get_job(job_id)
 
-    @router.post("/trigger/{job_id}", status_code=http_status.HTTP_202_ACCEPTED, responses=conflicting)
-    async def trigger(job_id: JobId, actor: Triggering, engine: Engine) -> TriggerOut:
-        """Start a run now; 409 when the job forbids overlap and a run is in progress anywhere."""
-        return await engine.trigger(job_id, actor)
+    @router.post(
+        "/trigger/{job_id}",
+        status_code=http_status.HTTP_202_ACCEPTED,
+        responses={**conflicting, **with_body, 200: {"model": TriggerOut, "description": "The run of an earlier request with "
+                                        "the same Idempotency-Key and body"}},
+    )  # fmt: skip
+    async def trigger(
+        job_id: JobId,
+        actor: Triggering,
+        engine: Engine,
+        response: Response,
+        body: Annotated[TriggerIn | None, Body()] = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> TriggerOut:
+        """Start a run now, optionally with params for this run, a reason, as a dry run;
+        409 when the job forbids overlap and a run is in progress anywhere."""
+        started = await engine.trigger(job_id, actor, body, idempotency_key=idempotency_key)
+        if started.repeated:
+            response.status_code = http_status.HTTP_200_OK
+        return started
+
+    @router.post("/jobs/{job_id}/replay", status_code=http_status.HTTP_202_ACCEPTED,
+                 responses={**mutating, **with_body,
+                            200: {"model": ReplayOut, "description": "dry_run: the fires it would run"}})  # fmt: skip
+    async def replay(job_id: JobId, actor: Replaying, engine: Engine, response: Response, body: ReplayIn) -> ReplayOut:
+        """Run, one after another on this replica, each fire from ``from`` to ``to`` that was
+        missed, skipped, or failed and never succeeded (at most 1,000); ``dry_run``: only list them."""
+        replay = await engine.replay(job_id, actor, body)
+        if replay.dry_run:
+            response.status_code = http_status.HTTP_200_OK
+        return replay
 
     @router.post("/jobs/{job_id}/pause", responses=mutating)
     async def pause(job_id: JobId, actor: Pausing, engine: Engine) -> JobOut:
@@ -127,6 +174,16 @@ def admin_router(guard: Guard) -> APIRouter:
     async def cancel_run(run_id: RunId, actor: Cancelling, engine: Engine) -> RunOut:
         """Ask the replica running it to cancel the run; 409 when it has already ended."""
         return await engine.cancel_run(run_id, actor)
+
+    @router.post(
+        "/runs/{run_id}/rerun", status_code=http_status.HTTP_202_ACCEPTED, responses={**conflicting, **with_body}
+    )
+    async def rerun(
+        run_id: RunId, actor: Rerunning, engine: Engine, body: Annotated[RerunIn | None, Body()] = None
+    ) -> TriggerOut:
+        """Start a manual run now as the run was asked for (its overrides over the current
+        config, its dry run and reason unless the body says otherwise); 409 as a trigger."""
+        return await engine.rerun(run_id, actor, body)
 
     @router.get("/runs/{run_id}/logs", responses=responses(404))
     async def get_run_logs(

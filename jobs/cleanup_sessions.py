@@ -14,6 +14,7 @@ zone: UTC on maintd's pool.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -46,11 +47,15 @@ class CleanupTargetError(Exception):
         self.problem = problem
 
 
-@task("cleanup_sessions")
+# How big the batches are may change for one run; which table and column never (an
+# operator would otherwise delete from any table as the daemon's database user).
+@task("cleanup_sessions", overridable=("batch_size", "max_statement"), dry_run=True)
 async def cleanup_sessions(ctx: JobContext, params: CleanupParams) -> dict[str, Any]:
     """Delete the rows of ``table`` that expired before the run started, in short batches."""
     cutoff = ctx.now()
     table, expires = quote(params.table), quote(params.expires_column)
+    if ctx.dry_run:
+        return await _count_expired(ctx, params, table, expires, cutoff)
 
     async def progress(tally: Tally) -> None:
         await ctx.report_progress(deleted=tally.deleted, batches=tally.batches)
@@ -77,6 +82,25 @@ async def cleanup_sessions(ctx: JobContext, params: CleanupParams) -> dict[str, 
         "table": table,
         "cutoff": cutoff.isoformat(),
         **tally.summary(),
+        "batch_size": params.batch_size,
+        "max_statement_ms": round(params.max_statement.total_seconds() * 1000, 1),
+        "indexed": indexed,
+    }
+
+
+async def _count_expired(
+    ctx: JobContext, params: CleanupParams, table: str, expires: str, cutoff: datetime
+) -> dict[str, Any]:
+    """A dry run: count what the cleanup would delete, with the same cutoff; delete nothing."""
+    async with ctx.pool.acquire() as conn:
+        indexed = await _check_target(conn, params, table)
+        would_delete = await conn.fetchval(Q["cleanup_count_expired"].format(table=table, expires=expires), cutoff)
+    ctx.log.info("cleanup_dry_run", table=table, cutoff=cutoff.isoformat(), would_delete=would_delete)
+    return {
+        "dry_run": True,
+        "would_delete": would_delete,
+        "table": table,
+        "cutoff": cutoff.isoformat(),
         "batch_size": params.batch_size,
         "max_statement_ms": round(params.max_statement.total_seconds() * 1000, 1),
         "indexed": indexed,

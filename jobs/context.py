@@ -35,8 +35,11 @@ class JobContext:
     log: Any  # structlog BoundLogger with job_id and run_id bound
     now: Callable[[], datetime]
     timezone: ZoneInfo = ZoneInfo("UTC")  # the job's: where its days start and end
-    trigger: str = "manual"  # schedule, manual, catch_up or retry
+    trigger: str = "manual"  # schedule, manual, catch_up, retry or replay
     attempt: int = 1
+    # Asked by an operator (a task declared with @task(dry_run=True) only): do the reading,
+    # change nothing, and return what the run would have done.
+    dry_run: bool = False
     smtp: Any = None  # jobs.mail.SmtpSettings from [smtp], or None when not configured
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     # The daemon's check of its lease on this run, by its own clock (no database round

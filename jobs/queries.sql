@@ -4,36 +4,39 @@
 
 -- name: report_runs_by_job
 -- Per job, its runs of the period [$1, $2) (by start; unrun fires by when they were
--- due) counted by status, and the longest; the report's own run $3 left out.
+-- due) counted by status, and the longest; the report's own run $3 and dry runs (listed
+-- apart, report_dry_runs) left out.
 SELECT job_id, jsonb_object_agg(status, runs) AS counts, max(longest_s) AS longest_s
 FROM (
     SELECT job_id, status, count(*)::int AS runs,
            max(extract(epoch FROM finished_at - started_at))::float8 AS longest_s
     FROM maintd.runs
     WHERE coalesce(started_at, scheduled_for) >= $1 AND coalesce(started_at, scheduled_for) < $2 AND id <> $3
+      AND NOT dry_run
     GROUP BY job_id, status
 ) per_status
 GROUP BY job_id
 ORDER BY job_id;
 
 -- name: report_failures
--- The failed, timed-out and lost runs of the period [$1, $2), newest first, at most $3,
--- each with the number there were in all.
+-- The failed, timed-out and lost runs of the period [$1, $2) (not dry runs), newest
+-- first, at most $3, each with the number there were in all.
 SELECT id, job_id, status, trigger, attempt, node, started_at,
        extract(epoch FROM finished_at - started_at)::float8 AS duration_s, error,
        count(*) OVER ()::int AS total
 FROM maintd.runs
-WHERE status IN ('failed', 'timed_out', 'lost')
+WHERE status IN ('failed', 'timed_out', 'lost') AND NOT dry_run
   AND coalesce(started_at, scheduled_for) >= $1 AND coalesce(started_at, scheduled_for) < $2
 ORDER BY started_at DESC, id DESC
 LIMIT $3;
 
 -- name: report_longest_runs
--- The $3 longest runs that started and ended in the period [$1, $2), whatever their outcome.
+-- The $3 longest runs (not dry runs) that started and ended in the period [$1, $2),
+-- whatever their outcome.
 SELECT id, job_id, status, trigger, attempt, node, started_at,
        extract(epoch FROM finished_at - started_at)::float8 AS duration_s, error
 FROM maintd.runs
-WHERE started_at IS NOT NULL AND finished_at IS NOT NULL
+WHERE started_at IS NOT NULL AND finished_at IS NOT NULL AND NOT dry_run
   AND coalesce(started_at, scheduled_for) >= $1 AND coalesce(started_at, scheduled_for) < $2
 ORDER BY finished_at - started_at DESC, id
 LIMIT $3;
@@ -55,7 +58,7 @@ ORDER BY job_id, status, first;
 WITH seen AS (
     SELECT job_id, count(*) FILTER (WHERE status <> 'running')::int AS ended
     FROM maintd.runs
-    WHERE (coalesce(started_at, scheduled_for) >= $1 OR status = 'running') AND id <> $2
+    WHERE (coalesce(started_at, scheduled_for) >= $1 OR status = 'running') AND id <> $2 AND NOT dry_run
     GROUP BY job_id
 )
 SELECT seen.job_id, seen.ended,
@@ -68,7 +71,7 @@ FROM seen
 LEFT JOIN maintd.job_state s USING (job_id)
 LEFT JOIN LATERAL (
     SELECT r.id, r.finished_at FROM maintd.runs r
-    WHERE r.job_id = seen.job_id AND r.status = 'succeeded'
+    WHERE r.job_id = seen.job_id AND r.status = 'succeeded' AND NOT r.dry_run
     ORDER BY r.id DESC LIMIT 1
 ) ok ON true
 LEFT JOIN LATERAL (
@@ -77,6 +80,7 @@ LEFT JOIN LATERAL (
            (array_agg(r.error ORDER BY r.id DESC))[1] AS last_error
     FROM maintd.runs r
     WHERE r.job_id = seen.job_id AND r.status IN ('failed', 'timed_out', 'lost') AND r.id > coalesce(ok.id, 0)
+      AND NOT r.dry_run
 ) bad ON true
 LEFT JOIN LATERAL (
     SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY gap) AS usual_interval
@@ -95,6 +99,19 @@ LEFT JOIN LATERAL (
     ORDER BY r.started_at LIMIT 1
 ) busy ON true
 ORDER BY seen.job_id;
+
+-- name: report_dry_runs
+-- Per job, its dry runs of the period [$1, $2) by status: they changed nothing, so they
+-- are no success (nor failure) in the report's figures and are listed apart.
+SELECT job_id, jsonb_object_agg(status, runs) AS counts
+FROM (
+    SELECT job_id, status, count(*)::int AS runs
+    FROM maintd.runs
+    WHERE dry_run AND coalesce(started_at, scheduled_for) >= $1 AND coalesce(started_at, scheduled_for) < $2
+    GROUP BY job_id, status
+) per_status
+GROUP BY job_id
+ORDER BY job_id;
 
 -- name: report_unsent_deliveries
 -- Reports of job $1 for the $3 days before $2 never confirmed sent: refused, or claimed
@@ -124,7 +141,7 @@ SELECT count(*) FROM {table} WHERE {created} >= $1::timestamptz AND {created} < 
 SELECT sum((result->>'deleted')::bigint)::bigint
 FROM maintd.runs
 WHERE coalesce(started_at, scheduled_for) >= $1 AND coalesce(started_at, scheduled_for) < $2
-  AND result->>'table' = $3 AND jsonb_typeof(result->'deleted') = 'number';
+  AND result->>'table' = $3 AND jsonb_typeof(result->'deleted') = 'number' AND NOT dry_run;
 
 -- name: claim_report_delivery
 -- Claim the report of job $1 for day $2 (period [$3, $4)) for run $5 at $6: insert it as
@@ -185,6 +202,11 @@ SELECT t.oid AS table_oid, current_setting('search_path') AS search_path,
 FROM (SELECT to_regclass($1) AS oid) t
 LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped;
 
+-- name: cleanup_count_expired
+-- A dry run: how many rows of {table} (a quoted name) the cleanup would delete, those
+-- with {expires} before the cutoff $1 (NULL never expires), read through the expiry index.
+SELECT count(*) FROM {table} WHERE {expires} < $1::timestamptz;
+
 -- batched deletes (jobs/batched_delete.py): cleanup_sessions, prune_history
 
 -- name: batch_next_bound
@@ -243,7 +265,7 @@ CROSS JOIN LATERAL (
     SELECT (SELECT r.id FROM maintd.runs r WHERE r.job_id = j.job_id AND r.trigger IN ('schedule', 'catch_up')
             ORDER BY r.scheduled_for DESC LIMIT 1)
     UNION
-    SELECT (SELECT r.id FROM maintd.runs r WHERE r.job_id = j.job_id AND r.status = 'succeeded'
+    SELECT (SELECT r.id FROM maintd.runs r WHERE r.job_id = j.job_id AND r.status = 'succeeded' AND NOT r.dry_run
             ORDER BY r.id DESC LIMIT 1)
 ) AS kept(id)
 WHERE kept.id IS NOT NULL;

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,14 +39,24 @@ class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# A task's check of params for a dry run: why they cannot run dry (None: they can).
+DryRunCheck = Callable[[Any], str | None]
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task the daemon can run: its name, function and params model."""
+    """A task the daemon can run: its name, function and params model, and what an
+    operator may ask of it at trigger time: which params to override (``overridable``),
+    and whether it can run dry (``dry_run``: it honours ``ctx.dry_run``;
+    ``dry_run_check``: why given params cannot, checked before the run starts)."""
 
     name: str
     func: TaskFunc
     params_model: type[BaseModel]
     description: str
+    overridable: frozenset[str] = frozenset()
+    dry_run: bool = False
+    dry_run_check: DryRunCheck | None = None
 
     async def __call__(self, ctx: JobContext, params: BaseModel) -> Any:
         return await self.func(ctx, params)
@@ -61,11 +71,21 @@ class TaskLookupError(LookupError):
         self.reason = reason
 
 
-def task(name: str | None = None) -> Callable[[TaskFunc], TaskFunc]:
+def task(
+    name: str | None = None,
+    *,
+    overridable: Iterable[str] = (),
+    dry_run: bool = False,
+    dry_run_check: DryRunCheck | None = None,
+) -> Callable[[TaskFunc], TaskFunc]:
     """Mark an async function ``(ctx, params)`` as a maintd task.
 
     The params model is the annotation of the ``params`` argument (a pydantic
-    model); a function without one takes no params.
+    model); a function without one takes no params. ``overridable``: the params an
+    operator may change for one run at trigger time (none by default: a param such
+    as a table name or a statement is the config's alone). ``dry_run=True``: the
+    task honours ``ctx.dry_run`` (does the work's reading, changes nothing, returns
+    what it would do); ``dry_run_check(params)`` says why params cannot run dry.
     """
 
     def mark(func: TaskFunc) -> TaskFunc:
@@ -75,11 +95,19 @@ def task(name: str | None = None) -> Callable[[TaskFunc], TaskFunc]:
         model = hints.get("params", NoParams)
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise TypeError(f"task {func.__qualname__}: params must be annotated with a pydantic model")
+        unknown = sorted(set(overridable) - set(model.model_fields))
+        if unknown:
+            raise TypeError(f"task {func.__qualname__}: overridable names no field of its params: {unknown}")
+        if dry_run_check is not None and not dry_run:
+            raise TypeError(f"task {func.__qualname__}: dry_run_check without dry_run=True")
         spec = TaskSpec(
             name=name or func.__name__,
             func=func,
             params_model=model,
             description=inspect.getdoc(func) or "",
+            overridable=frozenset(overridable),
+            dry_run=dry_run,
+            dry_run_check=dry_run_check,
         )
         setattr(func, _MARK, spec)
         if func.__module__ in _BUILTIN_MODULES:

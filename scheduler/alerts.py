@@ -247,6 +247,8 @@ class Alerter:
             # A success needs nothing: the failure count restarts from the runs
             # themselves, and an overdue episode ends because the last success changed.
             return
+        if run.dry_run:  # asked to change nothing: its outcome is the operator's to read, not news
+            return
         self._spawn(self._alert_run(run), name=f"alert:run:{run.id}")
 
     async def job_overdue(self, job_id: str, last_success: datetime | None, window: timedelta, now: datetime) -> None:

@@ -43,13 +43,22 @@ import asyncpg
 from maintd.admin_api.interface import AuditOut, RunLogLine
 from maintd.scheduler.run_logs import LogBatch
 from maintd.scheduler.store.records import Run, run_from_row
-from maintd.scheduler.store.run_store import Claim, ClaimBlockers, NewAuditEntry, RunStore
+from maintd.scheduler.store.run_store import (
+    Claim,
+    ClaimBlockers,
+    EarlierRequest,
+    IdempotencyKey,
+    NewAuditEntry,
+    RunStore,
+)
 
 Clock = Callable[[], datetime]
 FireKey = tuple[str, datetime, int]
 
 CANCEL_CHANNEL = "maintd_cancel"
-_TRIGGERS = frozenset({"schedule", "manual", "catch_up", "retry"})
+_TRIGGERS = frozenset({"schedule", "manual", "catch_up", "retry", "replay"})
+# Triggers whose rows hold no fire key (runs_fire_key): manual runs and replays.
+_UNKEYED = frozenset({"manual", "replay"})
 _STATUSES = frozenset({"running", "succeeded", "failed", "cancelled", "timed_out", "lost", "skipped", "missed"})
 # Nodes silent this long are forgotten by the next node heartbeat.
 _FORGET_NODES_AFTER = timedelta(days=1)
@@ -84,11 +93,28 @@ class StoredRun:
     cancel_requested_by: str | None = None
     log_lines_dropped: int = 0
     late_outcome: str | None = None
+    params: str | None = None
+    overrides: str | None = None
+    reason: str | None = None
+    dry_run: bool = False
+    rerun_of: int | None = None
 
     @property
     def fire_key(self) -> FireKey | None:
-        """The key of ``runs_fire_key`` (manual runs have none)."""
-        return None if self.trigger == "manual" else (self.job_id, self.scheduled_for, self.attempt)
+        """The key of ``runs_fire_key`` (manual runs and replays have none)."""
+        return None if self.trigger in _UNKEYED else (self.job_id, self.scheduled_for, self.attempt)
+
+    @property
+    def replay_key(self) -> tuple[str, datetime] | None:
+        """The key of ``runs_replay_once``: a replay running or succeeded."""
+        if self.trigger == "replay" and self.status in ("running", "succeeded"):
+            return (self.job_id, self.scheduled_for)
+        return None
+
+    @property
+    def success(self) -> bool:
+        """A success as the dead-man's switch, alerts, replay and the report count it: not a dry run."""
+        return self.status == "succeeded" and not self.dry_run
 
     @property
     def holds_job(self) -> bool:
@@ -97,7 +123,7 @@ class StoredRun:
 
     def out(self) -> Run:
         row = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-        for column in ("result", "progress", "late_outcome"):
+        for column in ("result", "progress", "late_outcome", "params", "overrides"):
             row[column] = _from_jsonb(row[column])
         return run_from_row(row)
 
@@ -202,6 +228,9 @@ class MemoryStore(RunStore):
         self._audit_ids = 0
         self._fire_keys: dict[FireKey, int] = {}
         self._holding: dict[str, int] = {}  # job_id -> its running exclusive run
+        self._replay_keys: dict[tuple[str, datetime], int] = {}
+        # maintd.idempotency_keys: (principal, job_id, key) -> (body sha256, run id, created at)
+        self.idempotency_keys: dict[tuple[str, str, str], tuple[str, int | None, datetime]] = {}
 
     def called(self, method: str) -> list[dict[str, Any]]:
         """The arguments of each call of ``method``, oldest first."""
@@ -221,6 +250,8 @@ class MemoryStore(RunStore):
             return None
         if row.holds_job and row.job_id in self._holding:
             return None
+        if (replay := row.replay_key) is not None and replay in self._replay_keys:
+            return None
         self._put(row)
         return row
 
@@ -230,6 +261,10 @@ class MemoryStore(RunStore):
             del self._holding[row.job_id]
         if row.holds_job:
             self._holding[row.job_id] = row.id
+        if old is not None and (replay := old.replay_key) is not None and row.replay_key is None:
+            del self._replay_keys[replay]
+        if (replay := row.replay_key) is not None:
+            self._replay_keys[replay] = row.id
         if (key := row.fire_key) is not None:
             self._fire_keys[key] = row.id
         self.runs[row.id] = row
@@ -272,10 +307,14 @@ class MemoryStore(RunStore):
         return connection
 
     @_recorded
-    async def claim_run(self, claim: Claim) -> Run | None:
+    async def claim_run(self, claim: Claim, *, via: Any = None) -> Run | None:
         if not claim.ignore_pause and self._paused(claim.job_id):
             return None
-        row = self._insert(
+        row = self._insert(**self._claimed(claim))
+        return row.out() if row else None
+
+    def _claimed(self, claim: Claim) -> dict[str, Any]:
+        return dict(
             job_id=claim.job_id,
             trigger=claim.trigger,
             status="running",
@@ -286,8 +325,70 @@ class MemoryStore(RunStore):
             heartbeat_at=self._now(),
             triggered_by=claim.triggered_by,
             node=claim.node,
+            params=_to_jsonb(claim.params),
+            overrides=_to_jsonb(claim.overrides),
+            reason=claim.reason,
+            dry_run=claim.dry_run,
+            rerun_of=claim.rerun_of,
         )
+
+    @_recorded
+    async def claim_keyed_run(
+        self, claim: Claim, key: IdempotencyKey, at: datetime, window: timedelta
+    ) -> Run | EarlierRequest | None:
+        index = (key.principal, key.job_id, key.key)
+        earlier = self.idempotency_keys.get(index)
+        if earlier is not None and not earlier[2] <= _utc(at) - window:
+            return EarlierRequest(earlier[0], earlier[1])
+        run = await self.claim_run(claim)
+        if run is not None:  # else the transaction rolls back: the key stays as it was
+            self.idempotency_keys[index] = (key.body_sha256, run.id, _utc(at))
+        return run
+
+    # -- replays -----------------------------------------------------------------
+
+    def _covered(self, job_id: str, fire: datetime) -> bool:
+        """A fire that succeeded, or whose replay runs or succeeded: nothing to replay."""
+        return any(
+            row.job_id == job_id
+            and row.scheduled_for == fire
+            and row.trigger != "manual"
+            and (row.success or (row.status == "running" and row.trigger != "replay") or row.replay_key is not None)
+            for row in self.runs.values()
+        )
+
+    @_recorded
+    async def replayable_fires(self, job_id: str, since: datetime, until: datetime, limit: int) -> list[datetime]:
+        since, until = _utc(since), _utc(until)
+        fires = {
+            row.scheduled_for
+            for row in self.runs.values()
+            if row.job_id == job_id and row.trigger not in _UNKEYED and since <= row.scheduled_for <= until
+        }
+        return _limited(sorted(fire for fire in fires if not self._covered(job_id, fire)), limit)
+
+    @_recorded
+    async def claim_replay(self, claim: Claim) -> Run | None:
+        fire = _utc(claim.scheduled_for)
+        if any(
+            row.job_id == claim.job_id and row.scheduled_for == fire and row.trigger not in _UNKEYED and row.success
+            for row in self.runs.values()
+        ):
+            return None
+        row = self._insert(**{**self._claimed(claim), "trigger": "replay", "attempt": 1, "rerun_of": None})
         return row.out() if row else None
+
+    @_recorded
+    async def replay_blockers(self, job_id: str, fire: datetime) -> tuple[bool, int | None]:
+        fire = _utc(fire)
+        covered = any(
+            row.job_id == job_id
+            and row.scheduled_for == fire
+            and row.trigger != "manual"
+            and (row.success or (row.trigger == "replay" and row.status == "running"))
+            for row in self.runs.values()
+        )
+        return covered, self._holding.get(job_id)
 
     @_recorded
     async def claim_fires(
@@ -408,18 +509,19 @@ class MemoryStore(RunStore):
 
     @_recorded
     async def finish_runs(
-        self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None]]
+        self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None, dict[str, Any] | None]]
     ) -> list[Run]:
         _not_empty(outcomes)
         given = {outcome[0]: outcome for outcome in reversed(outcomes)}  # the first outcome given for a run
         changes = []
         for row in self._by_ids([outcome[0] for outcome in outcomes]):
-            _, status, at, result, error, started_at = given[row.id]
+            _, status, at, result, error, started_at, params = given[row.id]
             result_json = _to_jsonb(result)
+            params_json = row.params if row.params is not None else _to_jsonb(params)
             if row.status == "running":
                 started = row.started_at or _utc_or_none(started_at)
                 change = {"status": status, "finished_at": _utc_or_none(at), "result": result_json, "error": error}
-                changes.append((row, {**change, "started_at": started, "late_outcome": None}))
+                changes.append((row, {**change, "started_at": started, "late_outcome": None, "params": params_json}))
             elif row.status in ("lost", "missed") and row.late_outcome is None:
                 late = {
                     "status": status,
@@ -427,7 +529,7 @@ class MemoryStore(RunStore):
                     "error": error,
                     "result": _from_jsonb(result_json),
                 }
-                changes.append((row, {"late_outcome": _to_jsonb(late)}))
+                changes.append((row, {"late_outcome": _to_jsonb(late), "params": params_json}))
         return [row.out() for row in self._update(changes)]
 
     @_recorded
@@ -536,7 +638,7 @@ class MemoryStore(RunStore):
     async def last_successes(self, job_ids: Sequence[str]) -> dict[str, datetime]:
         newest: dict[str, datetime] = {}
         for row in self.runs.values():  # by id: the newest success is written last
-            if row.job_id in job_ids and row.status == "succeeded" and row.finished_at is not None:
+            if row.job_id in job_ids and row.success and row.finished_at is not None:
                 newest[row.job_id] = row.finished_at
         return newest
 
@@ -546,7 +648,7 @@ class MemoryStore(RunStore):
     ) -> tuple[dict[str, datetime], int, list[int]]:
         newest: dict[str, datetime] = {}
         for row in sorted(self.runs.values(), key=lambda row: row.id):
-            if (row.id >= from_id or row.id in running) and row.status == "succeeded" and row.finished_at is not None:
+            if (row.id >= from_id or row.id in running) and row.success and row.finished_at is not None:
                 newest[row.job_id] = row.finished_at
         return newest, max(self.runs, default=0) + 1, sorted(row.id for row in self._running())
 
@@ -560,6 +662,8 @@ class MemoryStore(RunStore):
             and row.status in ("failed", "timed_out", "lost")
             and row.finished_at is not None
             and row.finished_at > since
+            and not row.dry_run
+            and row.trigger != "replay"
             and (row.job_id, row.scheduled_for, row.attempt + 1) not in self._fire_keys
         ]
 
@@ -587,7 +691,11 @@ class MemoryStore(RunStore):
 
     @_recorded
     async def last_statuses(self, job_ids: Sequence[str]) -> dict[str, str]:
-        return {job_id: run.status for job_id, run in (await self.last_runs(job_ids)).items()}
+        newest: dict[str, str] = {}
+        for row in sorted(self.runs.values(), key=lambda row: row.id):
+            if row.job_id in job_ids and not row.dry_run:
+                newest[row.job_id] = row.status
+        return newest
 
     @_recorded
     async def running_counts(self) -> dict[str, int]:
@@ -659,7 +767,10 @@ class MemoryStore(RunStore):
         ended = [
             (row.finished_at, row.id, row.status)
             for row in self.runs.values()
-            if row.job_id == job_id and row.finished_at is not None and (row.finished_at, row.id) <= upto
+            if row.job_id == job_id
+            and row.finished_at is not None
+            and (row.finished_at, row.id) <= upto
+            and not row.dry_run
         ]
         successes = [(at, id_) for at, id_, status in ended if status == "succeeded"]
         last_success = max(successes, default=None)
@@ -684,7 +795,7 @@ class MemoryStore(RunStore):
         successes = [
             row.finished_at
             for row in self.runs.values()
-            if row.job_id == job_id and row.status == "succeeded" and row.finished_at is not None
+            if row.job_id == job_id and row.success and row.finished_at is not None
         ]
         after_success = max(successes, default=None)
         sent = self.alert_state.get((job_id, "overdue"))

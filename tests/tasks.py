@@ -162,3 +162,19 @@ GATES: dict[str, asyncio.Event] = {}
 async def wait_at_gate(ctx: JobContext, params: GateParams) -> None:
     """Hold a slot of the replica until the test opens ``GATES[gate]``."""
     await GATES.setdefault(params.gate, asyncio.Event()).wait()
+
+
+class DryGateParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gate: str
+    # What a run may change for itself: a label it returns.
+    label: str = "configured"
+    limit: int = 10
+
+
+@task(overridable=("label", "limit"), dry_run=True)
+async def dry_gate(ctx: JobContext, params: DryGateParams) -> dict[str, object]:
+    """Wait at ``GATES[gate]`` like ``wait_at_gate``, then say how it ran: its label and whether dry."""
+    await GATES.setdefault(params.gate, asyncio.Event()).wait()
+    return {"label": params.label, "limit": params.limit, "dry_run": ctx.dry_run, "for": ctx.scheduled_for.isoformat()}

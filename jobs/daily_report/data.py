@@ -203,6 +203,8 @@ class ReportData:
     unrun: Sequence[UnrunFires]
     attention: Sequence[Attention]
     sessions: SessionStats | None = None
+    # Runs that were asked to change nothing: no success or failure in the figures above.
+    dry_runs: Sequence[JobRuns] = ()
 
     def total(self, *statuses: str) -> int:
         """Runs of all jobs with any of ``statuses``, or all runs without any."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from maintd.jobs.daily_report.data import STATUSES, Attention, ReportData, UnrunFires
+from maintd.jobs.daily_report.data import STATUSES, Attention, JobRuns, ReportData, UnrunFires
 from maintd.jobs.durations import format_duration, format_duration_or_dash
 
 _env = Environment(
@@ -162,6 +162,11 @@ class _View:
         when = f"at {first}" if fires.first == fires.last else f"from {first} to {last}"
         # The engine's reasons start with the status, which the line already says.
         return f"{what} {when}: {fires.reason.removeprefix(fires.status + ': ')}"
+
+    def dry_runs(self, runs: JobRuns) -> str:
+        """``2 dry runs: 1 ok, 1 failed``: the outcomes of the runs that changed nothing."""
+        outcomes = ", ".join(f"{n} {STATUS_LABELS.get(status, status)}" for status, n in sorted(runs.counts.items()))
+        return f"{plural(runs.total, 'dry run')}: {outcomes}"
 
     def session_counts(self) -> list[tuple[str, str]]:
         sessions = self.data.sessions

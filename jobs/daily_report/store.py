@@ -35,6 +35,12 @@ async def runs_by_job(conn: Executor, period: ReportPeriod, own_run_id: int) -> 
     return [JobRuns(row["job_id"], row["counts"], row["longest_s"]) for row in rows]
 
 
+async def dry_runs_by_job(conn: Executor, period: ReportPeriod) -> list[JobRuns]:
+    """Each job's dry runs of the period by status (kept out of ``runs_by_job``)."""
+    rows = await conn.fetch(Q["report_dry_runs"], period.start, period.end)
+    return [JobRuns(row["job_id"], row["counts"], None) for row in rows]
+
+
 async def failures(conn: Executor, period: ReportPeriod, limit: int) -> tuple[list[RunLine], int]:
     """The newest failures, at most ``limit``, and how many there were in all."""
     rows = await conn.fetch(Q["report_failures"], period.start, period.end, limit)

@@ -80,10 +80,12 @@ class DailyReportParams(BaseModel):
         return self
 
 
-@task("daily_report")
+# The recipients are the config's alone (an operator would otherwise mail the run history
+# anywhere); how the report is titled and what period it covers may change for one run.
+@task("daily_report", overridable=("subject", "period"), dry_run=True)
 async def daily_report(ctx: JobContext, params: DailyReportParams) -> dict[str, Any]:
     """Mail a report of the previous day's runs to the admins, once per day."""
-    if ctx.smtp is None:
+    if ctx.smtp is None and not ctx.dry_run:
         raise MailNotConfigured(ctx.job_id)
     now = ctx.now()
     # The fire time, not the clock, picks the day: a retry after midnight, or a catch-up
@@ -91,6 +93,19 @@ async def daily_report(ctx: JobContext, params: DailyReportParams) -> dict[str, 
     period = report_period(params.period, ctx.scheduled_for, ctx.timezone)
     data = await _gather(ctx, params, period, now)
     rendered = render_report(data)
+    if ctx.dry_run:
+        # What would be sent, as it would be sent; the day is neither claimed nor marked.
+        ctx.log.info("daily_report_dry_run", report_date=period.report_date.isoformat(), subject=rendered.subject)
+        return {
+            "dry_run": True,
+            "sent": False,
+            "report_date": period.report_date.isoformat(),
+            "period": [period.start.isoformat(), period.end.isoformat()],
+            "recipients": len(params.to),
+            "subject": rendered.subject,
+            "text": rendered.text,
+        }
+    assert ctx.smtp is not None
     message = build_message(
         sender=ctx.smtp.from_address,
         to=params.to,
@@ -141,6 +156,7 @@ async def _gather(ctx: JobContext, params: DailyReportParams, period: ReportPeri
     """Read everything the report shows; the run history in one consistent snapshot."""
     async with ctx.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         jobs = await store.runs_by_job(conn, period, ctx.run_id)
+        dry_runs = await store.dry_runs_by_job(conn, period)
         failures, failures_total = await store.failures(conn, period, MAX_FAILURES_LISTED)
         longest = await store.longest_runs(conn, period, LONGEST_RUNS_LISTED)
         unrun = await store.unrun_fires(conn, period)
@@ -177,6 +193,7 @@ async def _gather(ctx: JobContext, params: DailyReportParams, period: ReportPeri
         unrun=unrun,
         attention=attention_items(health, unsent, ctx.job_id, now),
         sessions=sessions,
+        dry_runs=dry_runs,
     )
 
 

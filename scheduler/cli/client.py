@@ -1,6 +1,7 @@
 """The admin commands: clients of a running daemon's API and nothing more.
 
-``jobs``, ``runs``, ``trigger``, ``logs``, ``cancel``, ``pause``, ``resume``. They
+``jobs``, ``runs``, ``trigger``, ``rerun``, ``replay``, ``logs``, ``cancel``, ``pause``,
+``resume``. They
 need a URL and a token (``target``), never validate the config's jobs nor import
 a task. This module only declares them; each command's handler lives in the
 module of its concern (``listing``, ``trigger``, ``logs``, ``actions``), named by
@@ -60,7 +61,40 @@ def add_client_commands(command: AddCommand, with_config: Callable[[argparse.Arg
     runs.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     trigger = client("trigger", "maintd.scheduler.cli.trigger:trigger", "run a job now")
     trigger.add_argument("job_id", metavar="JOB")
+    trigger.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        type=key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a param for this run only (the task must let it change); a VALUE that parses as JSON is "
+        "taken as JSON, else as a string; repeat for several",
+    )
+    trigger.add_argument(
+        "--params-json", type=json_object, metavar="JSON", help="params for this run as a JSON object (--param on top)"
+    )
+    trigger.add_argument("--idempotency-key", metavar="KEY", help="the same key and request within 24 h: the same run")
+    add_request_arguments(trigger)
     add_follow_arguments(trigger)
+    rerun = client(
+        "rerun", "maintd.scheduler.cli.trigger:rerun", "run a job again as a run was asked for (its params, dry run)"
+    )
+    rerun.add_argument("run_id", metavar="RUN", type=int)
+    rerun.add_argument("--reason", help="why (default: the run's)")
+    rerun.add_argument(
+        "--dry-run", action=argparse.BooleanOptionalAction, default=None, help="a dry run or not (default: as the run)"
+    )
+    add_follow_arguments(rerun)
+    replay = client(
+        "replay",
+        "maintd.scheduler.cli.replay:replay",
+        "run again, one after another, a job's fires in a range that were missed, skipped or never succeeded",
+    )
+    replay.add_argument("job_id", metavar="JOB")
+    replay.add_argument("--from", dest="since", required=True, metavar="ISO8601", help="first fire time (included)")
+    replay.add_argument("--to", dest="until", required=True, metavar="ISO8601", help="last fire time (included)")
+    add_request_arguments(replay, dry_run_help="only list the fires it would run")
     cancel = client("cancel", "maintd.scheduler.cli.actions:cancel", "cancel a run in progress")
     cancel.add_argument("run_id", metavar="RUN", type=int)
     pause = client("pause", "maintd.scheduler.cli.actions:pause", "pause a job's schedule on every replica")
@@ -71,6 +105,41 @@ def add_client_commands(command: AddCommand, with_config: Callable[[argparse.Arg
     )
     logs.add_argument("run_id", metavar="RUN", type=int)
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until the run ends")
+
+
+def add_request_arguments(
+    sub: argparse.ArgumentParser, dry_run_help: str = "ask the task to change nothing and say what it would do"
+) -> None:
+    """``--reason`` and ``--dry-run``: what a command that starts runs may say about them."""
+    sub.add_argument("--reason", help="why: kept on the run and in the audit log (at most 500 characters)")
+    sub.add_argument("--dry-run", action="store_true", help=dry_run_help)
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    """An argparse type: ``KEY=VALUE``, VALUE as JSON when it parses (``500``, ``true``,
+    ``["a"]``), else as the string it is (``50ms``, ``sessions``)."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """An argparse type: a JSON object."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"batch_size\": 500}'")
+    return value
 
 
 def add_follow_arguments(sub: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or EX_OK)
@@ -36,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: every command declared, none of their modules imported."""
     parser = argparse.ArgumentParser(prog="maintd", description="Scheduler daemon for periodic maintenance jobs.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

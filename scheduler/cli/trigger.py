@@ -1,7 +1,7 @@
-"""``maintd trigger``: start a run now and, with ``--wait`` or ``--logs``, follow it to its end.
+"""``maintd trigger`` and ``maintd rerun``: start a run now and, with ``--wait`` or ``--logs``, follow it to its end.
 
 :func:`follow_run` is for any command that starts a run and answers with its
-``run_id`` (``maintd trigger``, and ``rerun`` alike).
+``run_id``: ``maintd trigger`` and ``maintd rerun``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,31 @@ POLL_S = 0.5
 
 
 def trigger(args: argparse.Namespace, api: ApiClient) -> int:
-    started = api.call("POST", f"/admin/trigger/{args.job_id}")
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
+    started = api.call("POST", f"/admin/trigger/{args.job_id}", json_body=trigger_body(args), headers=headers)
+    return follow_run(args, api, started)
+
+
+def trigger_body(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The trigger's body from the options given; None (no body: the job as configured) without any."""
+    params = {**(args.params_json or {}), **dict(args.params)}
+    body: dict[str, Any] = {}
+    if params:
+        body["params"] = params
+    if args.reason is not None:
+        body["reason"] = args.reason
+    if args.dry_run:
+        body["dry_run"] = True
+    return body or None
+
+
+def rerun(args: argparse.Namespace, api: ApiClient) -> int:
+    body: dict[str, Any] = {}
+    if args.reason is not None:
+        body["reason"] = args.reason
+    if args.dry_run is not None:
+        body["dry_run"] = args.dry_run
+    started = api.call("POST", f"/admin/runs/{args.run_id}/rerun", json_body=body or None)
     return follow_run(args, api, started)
 
 

@@ -88,6 +88,9 @@ class TokenConfig(Section):
 
 class AdminConfig(Section):
     tokens: list[TokenConfig] = []
+    # A manual trigger, rerun or replay must say why (kept on the run and in the audit log).
+    require_reason: bool = False
+
     # A web console session ends this long after its sign-in (admin_api/console/sessions.py).
     session_ttl: Duration = timedelta(hours=12)
 

@@ -5,31 +5,40 @@ through the run store, and starts a triggered run with the engine's runs."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from maintd.admin_api.interface import (
     Actor,
     AuditOut,
+    IdempotencyKeyReused,
     JobBusy,
     JobNotFound,
     JobOut,
     JobState,
+    ReasonRequired,
+    ReplayIn,
+    ReplayOut,
+    RerunIn,
     RunEnded,
     RunLogsOut,
     RunNotFound,
     RunOut,
     SchedulingSuspended,
+    TooManyFires,
+    TriggerIn,
     TriggerOut,
     job_state,
 )
 from maintd.scheduler.config.model import JobConfig
+from maintd.scheduler.engine.manual_runs import ManualRequest, check_request
+from maintd.scheduler.engine.replays import MAX_REPLAY_FIRES, Replays
 from maintd.scheduler.engine.runs import Runs
 from maintd.scheduler.engine.state import EngineState
 from maintd.scheduler.run_logs import RUN_LOGS
 from maintd.scheduler.schedules import Schedule
-from maintd.scheduler.store.records import run_out
-from maintd.scheduler.store.run_store import Claim, NewAuditEntry, RunStore
+from maintd.scheduler.store.records import Run, run_out
+from maintd.scheduler.store.run_store import Claim, EarlierRequest, IdempotencyKey, NewAuditEntry, RunStore
 
 # A readiness check (and the clock check) waits this long for the database.
 READINESS_TIMEOUT_S = 2.0
@@ -37,6 +46,8 @@ READINESS_TIMEOUT_S = 2.0
 DATABASE_NOT_ANSWERING = "database: not answering"
 # Fire times listed on a job object.
 UPCOMING = 5
+# How long an Idempotency-Key names its first request's run.
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
 class EngineAdmin:
@@ -56,6 +67,7 @@ class EngineAdmin:
         self._runs = runs
         self._running = running
         self._cancel_requested = cancel_requested
+        self._replays = Replays(state, runs)
         # Each job's upcoming fire times, under the schedule they were computed for.
         self._upcoming_cache: dict[str, tuple[Schedule, list[datetime]]] = {}
 
@@ -167,30 +179,107 @@ class EngineAdmin:
             )
         return outs
 
-    async def trigger(self, job_id: str, actor: Actor) -> TriggerOut:
+    async def trigger(
+        self, job_id: str, actor: Actor, request: TriggerIn | None = None, *, idempotency_key: str | None = None
+    ) -> TriggerOut:
         job = self._job(job_id)
+        request = request or TriggerIn()
+        asked = check_request(
+            job, request.params, dry_run=request.dry_run, reason=request.reason,
+            require_reason=self._state.require_reason,
+        )  # fmt: skip
+        key = None
+        if idempotency_key is not None:
+            key = IdempotencyKey(actor.name, job.id, idempotency_key, request.sha256())
+        run = await self._claim_manual(job, actor, asked, key=key)
+        if isinstance(run, EarlierRequest):
+            assert key is not None, "only a keyed claim meets an earlier request"
+            if run.body_sha256 != key.body_sha256:
+                raise IdempotencyKeyReused(key.key, run.run_id)
+            return await self._repeated(job, run)
+        detail: dict[str, Any] = {"run_id": run.id, **_asked_detail(asked)}
+        if idempotency_key is not None:
+            detail["idempotency_key"] = idempotency_key
+        await self.store.add_audit(NewAuditEntry.by(actor, run.started_at or self.clock(), "trigger", job.id, detail))
+        self._runs.start_manual(job, run)
+        return TriggerOut(job_id=job.id, run_id=run.id, status=run.status)
+
+    async def _claim_manual(
+        self, job: JobConfig, actor: Actor, asked: ManualRequest, *, key: IdempotencyKey | None = None,
+        rerun_of: int | None = None,
+    ) -> Run | EarlierRequest:  # fmt: skip
+        """Claim a manual run as asked (under ``key``, when given): JobBusy when an
+        exclusive run of the job is in progress, SchedulingSuspended when this replica
+        starts none; the key's earlier request when it was used."""
         if (suspended := self._state.clock_guard.reason()) is not None:
             raise SchedulingSuspended(suspended)
         now = self.clock()
-        run = await self.store.claim_run(
-            Claim(
-                job_id=job.id,
-                trigger="manual",
-                scheduled_for=now,
-                attempt=1,
-                exclusive=job.overlap == "forbid",
-                started_at=now,
-                triggered_by=actor.name,
-                node=self._state.node,
-                ignore_pause=True,
-            )
-        )
+        claim = Claim(
+            job_id=job.id, trigger="manual", scheduled_for=now, attempt=1, exclusive=job.overlap == "forbid",
+            started_at=now, triggered_by=actor.name, node=self._state.node, ignore_pause=True,
+            params=asked.params, overrides=asked.overrides, reason=asked.reason, dry_run=asked.dry_run,
+            rerun_of=rerun_of,
+        )  # fmt: skip
+        if key is None:
+            run = await self.store.claim_run(claim)
+        else:
+            got = await self.store.claim_keyed_run(claim, key, now, IDEMPOTENCY_WINDOW)
+            if isinstance(got, EarlierRequest):
+                return got
+            run = got
         if run is None:
             busy = await self.store.running_run_of_job(job.id)
             raise JobBusy(job.id, busy.id if busy else None)
-        await self.store.add_audit(NewAuditEntry.by(actor, now, "trigger", job.id, {"run_id": run.id}))
+        return run
+
+    async def _repeated(self, job: JobConfig, earlier: EarlierRequest) -> TriggerOut:
+        """The answer to a request repeated under its Idempotency-Key: the first one's run as it is now."""
+        assert earlier.run_id is not None, "a key is committed with its run"
+        run = await self.store.get_run(earlier.run_id)
+        if run is None:  # pruned: older than any retention allows a key to be
+            raise RunNotFound(earlier.run_id)
+        return TriggerOut(job_id=job.id, run_id=run.id, status=run.status, repeated=True)
+
+    async def rerun(self, run_id: int, actor: Actor, request: RerunIn | None = None) -> TriggerOut:
+        original = await self.store.get_run(run_id)
+        if original is None:
+            raise RunNotFound(run_id)
+        job = self._job(original.job_id)
+        request = request or RerunIn()
+        asked = check_request(
+            job, original.overrides or {},
+            dry_run=original.dry_run if request.dry_run is None else request.dry_run,
+            reason=request.reason if request.reason is not None else original.reason,
+            require_reason=self._state.require_reason,
+        )  # fmt: skip
+        run = await self._claim_manual(job, actor, asked, rerun_of=run_id)
+        assert isinstance(run, Run)
+        await self.store.add_audit(
+            NewAuditEntry.by(actor, run.started_at or self.clock(), "rerun", f"run:{run_id}",
+                             {"job_id": job.id, "run_id": run.id, **_asked_detail(asked)})
+        )  # fmt: skip
         self._runs.start_manual(job, run)
         return TriggerOut(job_id=job.id, run_id=run.id, status=run.status)
+
+    async def replay(self, job_id: str, actor: Actor, request: ReplayIn) -> ReplayOut:
+        job = self._job(job_id)
+        if self._state.require_reason and not (request.reason and request.reason.strip()):
+            raise ReasonRequired()
+        fires = await self._replays.fires(job, request.from_, request.to)
+        if len(fires) > MAX_REPLAY_FIRES:
+            raise TooManyFires(MAX_REPLAY_FIRES)
+        if not request.dry_run and fires:
+            if (suspended := self._state.clock_guard.reason()) is not None:
+                raise SchedulingSuspended(suspended)
+            self._replays.start(job, fires, actor.name, request.reason)
+        detail: dict[str, Any] = {
+            "from": request.from_.isoformat(), "to": request.to.isoformat(), "fires": len(fires),
+            "dry_run": request.dry_run,
+        }  # fmt: skip
+        if request.reason is not None:
+            detail["reason"] = request.reason
+        await self.store.add_audit(NewAuditEntry.by(actor, self.clock(), "replay", job.id, detail))
+        return ReplayOut(job_id=job.id, fires=fires, dry_run=request.dry_run)
 
     async def pause(self, job_id: str, actor: Actor) -> JobOut:
         return await self._set_paused(job_id, True, actor)
@@ -256,3 +345,15 @@ class EngineAdmin:
             self._state.failures.failed("readiness_database_failed", error=f"{type(exc).__name__}: {exc}")
         self._state.metrics.ready.set(0 if reasons else 1)
         return reasons
+
+
+def _asked_detail(asked: ManualRequest) -> dict[str, Any]:
+    """What an operator asked of a run, for its audit row: only what differs from a plain trigger."""
+    detail: dict[str, Any] = {}
+    if asked.reason is not None:
+        detail["reason"] = asked.reason
+    if asked.overrides:
+        detail["params"] = asked.overrides
+    if asked.dry_run:
+        detail["dry_run"] = True
+    return detail

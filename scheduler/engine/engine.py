@@ -83,6 +83,7 @@ class Engine:
             log=self.log, failures=FailureLog(self.log), lease=config.scheduler.lease,
             # While this replica's clock is off the database's, it takes no part in scheduling.
             clock_guard=clock_guard or SkewGuard(config.scheduler.max_clock_skew, clock=clock, log=self.log),
+            require_reason=config.admin.require_reason,
         )  # fmt: skip
         state.clock_guard.listen(self._on_clock_change)
         self.alerter = Alerter(
@@ -302,6 +303,7 @@ class Engine:
             self.timers.remove(state.jobs[job_id])
         state.jobs = dict(config.jobs)
         state.smtp = config.smtp
+        state.require_reason = config.admin.require_reason
         self.alerter.config, self.alerter.smtp = config.alerts, config.smtp
         self.alerter.after_failures = config.alert_thresholds
         for job_id in [*diff.added, *diff.changed]:

@@ -254,6 +254,8 @@ class FireClaims:
         settle_by = loop.time() + state.lease.total_seconds() + interval
         # A retry of a manual run runs though the job is paused, as the manual run did.
         ignore_pause = retry_of is not None and retry_of.trigger == "manual"
+        # A retry of a run given params by hand runs with them; any other takes the config's.
+        asked = retry_of is not None and bool(retry_of.overrides)
         conflicts, announced = 0, False
         while state.accepting and state.scheduling():
             run = await state.store.claim_run(
@@ -262,6 +264,9 @@ class FireClaims:
                     exclusive=job.overlap == "forbid", started_at=state.clock(),
                     triggered_by=f"retry of run {retry_of.id}" if retry_of else None,
                     node=state.node, ignore_pause=ignore_pause,
+                    params=retry_of.params if asked and retry_of else None,
+                    overrides=retry_of.overrides if asked and retry_of else None,
+                    reason=retry_of.reason if retry_of else None,
                 )
             )  # fmt: skip
             if run is not None:

@@ -29,8 +29,10 @@ class Retries:
         self._retrying: tuple[Mapping[str, JobConfig], list[str]] | None = None
 
     def after_failure(self, job: JobConfig, run: Run) -> None:
-        """A run failed or timed out: its next attempt fires after the backoff, if it has one left."""
-        if run.attempt > job.retries:
+        """A run failed or timed out: its next attempt fires after the backoff, if it has one left.
+        A dry run or a replay is not retried: the operator asks again (a replayed fire that
+        failed stays replayable)."""
+        if run.attempt > job.retries or run.dry_run or run.trigger == "replay":
             return
         base = min(RETRY_BASE * 2 ** (run.attempt - 1), RETRY_CAP)
         delay = base * random.Random(run.id).uniform(0.5, 1.5)

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from pydantic import BaseModel
 
 from maintd.jobs.context import JobCancelled, JobContext, LeaseLost
 from maintd.jobs.durations import format_duration
@@ -123,6 +124,7 @@ class Runs:
             timezone=job.timezone,
             trigger=run.trigger,
             attempt=run.attempt,
+            dry_run=run.dry_run,
             smtp=state.smtp,
             check_lease=self._check_lease,
             _progress=functools.partial(self._publish_progress, run.id),
@@ -149,10 +151,12 @@ class Runs:
         active.started_at = now
         self.start_fire(active)
 
-    def start_manual(self, job: JobConfig, run: Run) -> None:
+    def start_manual(self, job: JobConfig, run: Run) -> ActiveRun:
+        """A run an operator started (trigger, rerun, replay); its task ends once its outcome is recorded."""
         active = self.prepare(job, run)
         active.series.running.inc()
         self._launch(active)
+        return active
 
     def _launch(self, active: ActiveRun) -> None:
         self._check_lease()  # a lease that ran out unseen ends with the runs it covered, not with this one
@@ -195,7 +199,7 @@ class Runs:
         timeout = job.timeout.total_seconds() if job.timeout else None
         try:
             async with asyncio.timeout(timeout) as deadline:
-                result = await job.task(active.ctx, job.params)
+                result = await job.task(active.ctx, _params(active))
         except (asyncio.CancelledError, JobCancelled) as exc:
             if (task := asyncio.current_task()) is not None:
                 task.uncancel()
@@ -226,7 +230,8 @@ class Runs:
         series.runs[status].inc()
         series.run_duration.observe(duration)
         if status == "succeeded":
-            series.last_success.set(active.outcome.finished_at.timestamp())
+            if not run.dry_run:  # a dry run changed nothing: no success
+                series.last_success.set(active.outcome.finished_at.timestamp())
             log.info("run_succeeded", duration_s=round(duration, 3), result=result)
         else:
             self.last_failure = (job.id, active.outcome.finished_at)
@@ -333,9 +338,11 @@ class Runs:
         for active in ended:
             outcome = active.outcome
             assert outcome is not None
+            # A run claimed with its params keeps them; a fire records its config's.
+            params = None if active.run.params is not None else active.job.params.model_dump(mode="json")
             outcomes.append(
                 (active.run.id, outcome.status, outcome.finished_at, outcome.result, outcome.error,
-                 active.started_at)
+                 active.started_at, params)
             )  # fmt: skip
         recorded = {run.id: run for run in await store.finish_runs(outcomes)}
         return [recorded.get(run_id) for run_id in run_ids]
@@ -359,3 +366,12 @@ class Runs:
         closing, self._logs_to_close = self._logs_to_close, set()
         failed = self._state.failures.failed
         await RUN_LOGS.flush(closing, self._state.store.write_runs_logs, close=True, failed=failed)
+
+
+def _params(active: ActiveRun) -> BaseModel:
+    """The params the run runs with: those its claim recorded (a manual run's overrides,
+    validated again by the task's model, as the config may have changed since), else the
+    job's as configured."""
+    if active.run.params is None:
+        return active.job.params
+    return active.job.task.params_model.model_validate(active.run.params)

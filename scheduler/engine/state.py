@@ -62,6 +62,8 @@ class EngineState:
     lease: timedelta
     # False before the start and from the stop on: no new fire is claimed.
     accepting: bool = False
+    # [admin] require_reason: a trigger, rerun or replay without a reason is refused.
+    require_reason: bool = False
     tasks: Tasks = field(default_factory=Tasks)
 
     @property

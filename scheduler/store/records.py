@@ -55,6 +55,13 @@ class Run:
     triggered_by: str | None = None
     progress: dict[str, Any] | None = None
     late_outcome: LateOutcome | None = None
+    # What an operator asked of the run (see migration 0008): the params it ran with
+    # (JSON, as the config spells them), why, whether dry, and the run it re-runs.
+    params: dict[str, Any] | None = None
+    overrides: dict[str, Any] | None = None
+    reason: str | None = None
+    dry_run: bool = False
+    rerun_of: int | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -80,6 +87,11 @@ def run_from_row(row: asyncpg.Record | Mapping[str, Any]) -> Run:
         triggered_by=row["triggered_by"],
         progress=row["progress"],
         late_outcome=LateOutcome.from_json(late) if late is not None else None,
+        params=row["params"],
+        overrides=row["overrides"],
+        reason=row["reason"],
+        dry_run=row["dry_run"],
+        rerun_of=row["rerun_of"],
     )
 
 

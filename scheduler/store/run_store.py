@@ -61,6 +61,31 @@ class Claim:
     triggered_by: str | None
     node: str
     ignore_pause: bool
+    # What an operator asked of the run: the params it runs with (None: written with its
+    # outcome, from the config), the overrides among them, why, dry, the run it re-runs.
+    params: dict[str, Any] | None = None
+    overrides: dict[str, Any] | None = None
+    reason: str | None = None
+    dry_run: bool = False
+    rerun_of: int | None = None
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """An ``Idempotency-Key`` as a request uses it: whose, for which job, and its body's hash."""
+
+    principal: str
+    job_id: str
+    key: str
+    body_sha256: str
+
+
+@dataclass(frozen=True)
+class EarlierRequest:
+    """The request that used an idempotency key first: its body's hash and its run."""
+
+    body_sha256: str
+    run_id: int | None
 
 
 @dataclass(frozen=True)
@@ -99,8 +124,8 @@ class RunStore:
         await init_connection(conn)
         return conn
 
-    async def claim_run(self, claim: Claim) -> Run | None:
-        row = await self.pool.fetchrow(
+    async def claim_run(self, claim: Claim, *, via: asyncpg.Connection | None = None) -> Run | None:
+        row = await (via or self.pool).fetchrow(
             Q["claim_run"],
             claim.job_id,
             claim.trigger,
@@ -111,8 +136,35 @@ class RunStore:
             claim.triggered_by,
             claim.node,
             claim.ignore_pause,
+            claim.params,
+            claim.overrides,
+            claim.reason,
+            claim.dry_run,
+            claim.rerun_of,
         )
         return run_from_row(row) if row else None
+
+    async def claim_keyed_run(
+        self, claim: Claim, key: IdempotencyKey, at: datetime, window: timedelta
+    ) -> Run | EarlierRequest | None:
+        """Claim a manual run under an idempotency key, in one transaction: the key is taken
+        first (a request with the same key in flight elsewhere is waited for), then the
+        run is claimed and the key names it. The key's earlier request when it was used
+        within ``window`` (nothing claimed); None when the claim inserted nothing, and then
+        the key stays unused (the transaction rolls back)."""
+        args = (key.principal, key.job_id, key.key)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                if await conn.fetchrow(Q["claim_idempotency_key"], *args, key.body_sha256, at, window) is None:
+                    row = await conn.fetchrow(Q["idempotency_key"], *args)
+                    return EarlierRequest(row["body_sha256"], row["run_id"])
+                run = await self.claim_run(claim, via=conn)
+                if run is None:
+                    raise _NothingClaimed
+                await conn.execute(Q["set_idempotency_run"], *args, run.id)
+                return run
+        except _NothingClaimed:
+            return None
 
     async def claim_fires(
         self, fires: Sequence[tuple[str, datetime, bool]], started_at: datetime, node: str
@@ -207,13 +259,15 @@ class RunStore:
         return run_from_row(row) if row else None
 
     async def finish_runs(
-        self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None]]
+        self, outcomes: Sequence[tuple[int, str, datetime, Any, str | None, datetime | None, dict[str, Any] | None]]
     ) -> list[Run]:
-        """finish_run for many (run id, status, finished at, result, error, started at) at once;
-        returns the runs updated."""
-        ids, statuses, times, results, errors, started = (list(column) for column in zip(*outcomes, strict=True))
+        """finish_run for many (run id, status, finished at, result, error, started at, params
+        it ran with) at once; returns the runs updated."""
+        ids, statuses, times, results, errors, started, params = (
+            list(column) for column in zip(*outcomes, strict=True)
+        )
         async with self._line.use() as conn:
-            rows = await conn.fetch(Q["finish_runs"], ids, statuses, times, results, errors, started)
+            rows = await conn.fetch(Q["finish_runs"], ids, statuses, times, results, errors, started, params)
         return [run_from_row(row) for row in rows]
 
     async def set_progress(self, run_id: int, progress: dict[str, Any]) -> bool:
@@ -300,6 +354,34 @@ class RunStore:
         async with asyncio.timeout(timeout):
             return await self.pool.fetchval(Q["ping"])
 
+    # -- replays (scheduler/engine/replays.py) -----------------------------
+
+    async def replayable_fires(self, job_id: str, since: datetime, until: datetime, limit: int) -> list[datetime]:
+        """The job's fires from ``since`` to ``until`` (included) that a replay runs, oldest first, at most ``limit``."""
+        rows = await self.pool.fetch(Q["replayable_fires"], job_id, since, until, limit)
+        return [row["scheduled_for"] for row in rows]
+
+    async def claim_replay(self, claim: Claim) -> Run | None:
+        """Claim a replay of the fire ``claim.scheduled_for``; None: see :meth:`replay_blockers`."""
+        row = await self.pool.fetchrow(
+            Q["claim_replay"],
+            claim.job_id,
+            claim.scheduled_for,
+            claim.exclusive,
+            claim.started_at,
+            claim.triggered_by,
+            claim.node,
+            claim.params,
+            claim.reason,
+        )
+        return run_from_row(row) if row else None
+
+    async def replay_blockers(self, job_id: str, fire: datetime) -> tuple[bool, int | None]:
+        """Why a replay of the fire was not claimed: whether the fire is covered (nothing to
+        replay), and the job's exclusive run in progress, if any."""
+        row = await self.pool.fetchrow(Q["replay_blockers"], job_id, fire)
+        return row["covered"], row["running_id"]
+
     # -- alerts (scheduler/alerts.py) ------------------------------------
 
     async def failure_streak(self, job_id: str, run_id: int, finished_at: datetime) -> int:
@@ -352,6 +434,10 @@ class RunStore:
     async def run_log_lines(self, run_id: int, after_seq: int, limit: int) -> list[RunLogLine]:
         rows = await self.pool.fetch(Q["run_log_lines"], run_id, after_seq, limit)
         return [RunLogLine(**dict(row)) for row in rows]
+
+
+class _NothingClaimed(Exception):
+    """Rolls a keyed claim's transaction back: a refused request does not use its key."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from maintd.admin_api.auth import new_token
 from tests.conftest import _admin, _with_database
@@ -46,6 +47,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_TOKEN, OPERATOR_SHA = new_token()
 VIEWER_TOKEN, VIEWER_SHA = new_token()
 MODES = {"operator": OPERATOR_TOKEN, "viewer": VIEWER_TOKEN, "none": None}
+
+# Operations whose body is checked against the job it names, beyond what a schema can say.
+JUDGED_BY_THE_ENGINE = {
+    "POST /admin/trigger/{job_id}",
+    "POST /admin/runs/{run_id}/rerun",
+    "POST /admin/jobs/{job_id}/replay",
+}
 
 # Cases sent per mode and operation (printed with the wall time at the end of the module).
 CASES: Counter[tuple[str, str]] = Counter()
@@ -110,7 +118,13 @@ def call_and_validate(case: Any, mode: str) -> None:
     elif case.headers:
         case.headers = {k: v for k, v in case.headers.items() if k.lower() != "authorization"}
     CASES[(mode, case.operation.label)] += 1
-    case.call_and_validate(headers=headers)
+    excluded = []
+    if case.operation.label in JUDGED_BY_THE_ENGINE:
+        # A body the schema allows may still ask what the job cannot do: a param its task does
+        # not let change, a dry run it cannot do, a range of more than 1,000 fires. A 422 is the
+        # answer (every other check still holds: no 500, the 422's body as the schema says).
+        excluded.append(positive_data_acceptance)
+    case.call_and_validate(headers=headers, excluded_checks=excluded)
 
 
 @st.composite
@@ -147,7 +161,7 @@ def strategies(operation: Any) -> list[st.SearchStrategy[Any]]:
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_operation_conforms_to_the_schema(api_schema: Any, mode: str) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert len(operations) == 13
+    assert len(operations) == 15
     for operation in operations:
         for strategy in strategies(operation):
 

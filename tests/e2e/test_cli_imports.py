@@ -44,7 +44,7 @@ def imported(repo_root: Path, *argv: str) -> tuple[int, set[str]]:
 @pytest.mark.parametrize(
     "argv",
     [["--help"], ["jobs", "--help"], ["trigger", "--help"], ["run", "--help"], ["preview", "*/5 * * * *"],
-     ["preview", "--help"]],
+     ["preview", "--help"], ["rerun", "--help"], ["replay", "--help"]],
 )  # fmt: skip
 def test_help_and_preview_load_none_of_the_daemon(repo_root: Path, argv: list[str]) -> None:
     status, modules = imported(repo_root, *argv)
@@ -52,7 +52,12 @@ def test_help_and_preview_load_none_of_the_daemon(repo_root: Path, argv: list[st
     assert modules.isdisjoint(DAEMON_ONLY), sorted(modules & set(DAEMON_ONLY))
 
 
-@pytest.mark.parametrize("command", ["jobs", "runs", "trigger nightly", "logs 1", "cancel 1", "pause a", "resume a"])
+@pytest.mark.parametrize(
+    "command",
+    ["jobs", "runs", "trigger nightly", "logs 1", "cancel 1", "pause a", "resume a",
+     "trigger nightly --param batch_size=500 --reason why --dry-run --idempotency-key k", "rerun 1 --no-dry-run",
+     "replay nightly --from 2026-05-01T00:00:00+00:00 --to 2026-05-08T00:00:00+00:00 --dry-run"],
+)  # fmt: skip
 def test_admin_commands_load_none_of_the_daemon(repo_root: Path, tmp_path: Path, command: str) -> None:
     # A config the daemon would refuse (its task cannot be imported here), and nobody listening:
     # the command gets as far as the connection.

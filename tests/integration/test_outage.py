@@ -158,7 +158,7 @@ async def test_a_catch_up_is_not_judged_by_a_run_whose_owner_has_not_settled_it_
     await asyncio.sleep(0.5)  # what a replica that judged by the row would have recorded by now
     assert [run.status for run in await engine.admin.list_runs(job_id="tick", status=None, limit=10)] == ["running"]
     # node-a is back and writes how its run ended: the catch-up runs.
-    await store.finish_runs([(stale, "succeeded", datetime.now(UTC), None, None, None)])
+    await store.finish_runs([(stale, "succeeded", datetime.now(UTC), None, None, None, None)])
     await asyncio.wait_for(engine.idle(), 5)
     runs = await engine.admin.list_runs(job_id="tick", status=None, limit=10)
     assert [(run.trigger, run.status) for run in runs if run.id != stale] == [("catch_up", "succeeded")]

@@ -286,6 +286,7 @@ def test_params_read_back_from_their_json_the_same() -> None:
         "runs": "90d",
         "audit": "forever",
         "report_deliveries": "365d",
+        "idempotency_keys": "1d",
         "console_sessions": "1d",
     }
     assert PruneParams.model_validate(params.model_dump(mode="json")) == params

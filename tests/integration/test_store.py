@@ -119,14 +119,14 @@ async def test_a_reaped_run_keeps_its_record_and_its_owners_outcome_comes_beside
     [reaped] = await store.reap_lost_runs(timedelta(seconds=30))
     assert reaped.status == ("lost" if started else "missed")
     ended = datetime(2026, 5, 1, 0, 5, tzinfo=UTC)
-    [recorded] = await store.finish_runs([(run.id, "succeeded", ended, {"ok": True}, None, FIRE)])
+    [recorded] = await store.finish_runs([(run.id, "succeeded", ended, {"ok": True}, None, FIRE, None)])
     assert (recorded.status, recorded.finished_at, recorded.error) == (reaped.status, reaped.finished_at, reaped.error)
     assert recorded.result is None and recorded.started_at == reaped.started_at
     assert recorded.late_outcome is not None
     assert (recorded.late_outcome.status, recorded.late_outcome.finished_at) == ("succeeded", ended)
     assert recorded.late_outcome.result == {"ok": True}
     # The first late outcome stands, and nothing else is written over the record.
-    assert await store.finish_runs([(run.id, "failed", ended, None, "boom", FIRE)]) == []
+    assert await store.finish_runs([(run.id, "failed", ended, None, "boom", FIRE, None)]) == []
     assert await store.finish_run(run.id, "skipped", ended, None, "a late reload") is None
     assert await store.set_progress(run.id, {"deleted": 1}) is False
     assert (await store.get_run(run.id)) == recorded

@@ -23,7 +23,15 @@ import pytest
 from maintd.admin_api.interface import AuditOut
 from maintd.scheduler.run_logs import DROPPED_EVENT, LogBatch, LogLine
 from maintd.scheduler.store.records import LateOutcome, Run
-from maintd.scheduler.store.run_store import Claim, ClaimBlockers, NewAuditEntry, RunStore, create_pool
+from maintd.scheduler.store.run_store import (
+    Claim,
+    ClaimBlockers,
+    EarlierRequest,
+    IdempotencyKey,
+    NewAuditEntry,
+    RunStore,
+    create_pool,
+)
 from tests.memory_store import MemoryStore
 
 pytestmark = pytest.mark.integration
@@ -342,14 +350,21 @@ async def test_finish_runs_records_outcomes_and_starts_a_run_never_marked_starte
     assert await store.set_progress(started.id, {"deleted": 5}) is True
     recorded = await store.finish_runs(
         [
-            (ahead.id, "cancelled", LATER + timedelta(minutes=1), None, "cancelled by ops", LATER),
-            (started.id, "succeeded", ENDED, {"deleted": 10}, None, ENDED),
-            (42, "succeeded", ENDED, None, None, None),
+            (ahead.id, "cancelled", LATER + timedelta(minutes=1), None, "cancelled by ops", LATER, None),
+            (started.id, "succeeded", ENDED, {"deleted": 10}, None, ENDED, {"batch_size": 10}),
+            (42, "succeeded", ENDED, None, None, None, None),
         ]
     )
     by_id = {run.id: run for run in recorded}
     assert by_id == {
-        started.id: running(1, status="succeeded", finished_at=ENDED, result={"deleted": 10}, progress={"deleted": 5}),
+        started.id: running(
+            1,
+            status="succeeded",
+            finished_at=ENDED,
+            result={"deleted": 10},
+            progress={"deleted": 5},
+            params={"batch_size": 10},
+        ),
         ahead.id: running(
             2,
             scheduled_for=LATER,
@@ -359,7 +374,7 @@ async def test_finish_runs_records_outcomes_and_starts_a_run_never_marked_starte
             error="cancelled by ops",
         ),
     }
-    assert await store.finish_runs([(started.id, "failed", LATER, None, "late", None)]) == []
+    assert await store.finish_runs([(started.id, "failed", LATER, None, "late", None, None)]) == []
 
 
 @pytest.mark.parametrize("started", [False, True], ids=["claimed ahead, reaped missed", "started, reaped lost"])
@@ -383,11 +398,11 @@ async def test_a_reaped_run_keeps_its_record_and_the_first_late_outcome_beside_i
         else f"missed: node node-a claimed this fire ahead and stopped heartbeating before it was due (last at {pg_text(last)})"
     )
     assert reaped.error == expected_error
-    [recorded] = await store.finish_runs([(run.id, "succeeded", ENDED, {"ok": [1]}, None, FIRE)])
+    [recorded] = await store.finish_runs([(run.id, "succeeded", ENDED, {"ok": [1]}, None, FIRE, None)])
     assert dump(recorded, "late_outcome") == dump(reaped, "late_outcome")
     assert recorded.late_outcome is not None
     assert recorded.late_outcome == LateOutcome(status="succeeded", finished_at=ENDED, result={"ok": [1]})
-    assert await store.finish_runs([(run.id, "failed", ENDED, None, "boom", FIRE)]) == []
+    assert await store.finish_runs([(run.id, "failed", ENDED, None, "boom", FIRE, None)]) == []
     assert await store.finish_run(run.id, "skipped", ENDED, None, "late") is None
     assert await store.set_progress(run.id, {"deleted": 1}) is False
     assert await store.get_run(run.id) == recorded
@@ -752,3 +767,136 @@ async def test_logs_of_an_unknown_run_are_refused_whole(backend: Backend) -> Non
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         await store.write_runs_logs([(run.id, LogBatch([line(1)])), (99, LogBatch([line(1)]))])
     assert await store.run_log_lines(run.id, 0, 10) == []
+
+
+# -- operator requests: params, dry runs, idempotency keys, replays ------------------------
+
+
+def manual(**fields: Any) -> Claim:
+    return dataclasses.replace(claim(trigger="manual", ignore_pause=True, triggered_by="ops"), **fields)
+
+
+async def test_a_manual_claim_keeps_what_the_operator_asked(backend: Backend) -> None:
+    store = backend.store
+    run = await store.claim_run(
+        manual(params={"batch_size": 500}, overrides={"batch_size": 500}, reason="lock storm", dry_run=True)
+    )
+    assert run is not None
+    assert (run.params, run.overrides, run.reason, run.dry_run, run.rerun_of) == (
+        {"batch_size": 500},
+        {"batch_size": 500},
+        "lock storm",
+        True,
+        None,
+    )
+    again = await store.claim_run(manual(exclusive=False, rerun_of=run.id))
+    assert again is not None and again.rerun_of == run.id and again.dry_run is False
+
+
+async def test_a_dry_run_is_no_success_and_no_last_status(backend: Backend) -> None:
+    store = backend.store
+    real = await store.claim_run(claim())
+    assert real is not None
+    await store.finish_runs([(real.id, "failed", ENDED, None, "boom", None, None)])
+    dry = await store.claim_run(manual(dry_run=True, started_at=LATER))
+    assert dry is not None
+    [ended] = await store.finish_runs([(dry.id, "succeeded", LATER, {"dry_run": True}, None, None, None)])
+    assert ended.dry_run is True
+    assert await store.last_successes(["nightly"]) == {}
+    successes, _, _ = await store.successes_since(0)
+    assert successes == {}
+    assert await store.last_statuses(["nightly"]) == {"nightly": "failed"}
+    assert await store.failure_streak("nightly", real.id, ENDED) == 1
+    # A dry run that failed is not retried.
+    dry_failed = await store.claim_run(manual(dry_run=True, exclusive=False))
+    assert dry_failed is not None
+    await store.finish_runs([(dry_failed.id, "failed", LATER, None, "boom", None, None)])
+    assert [run.id for run in await store.runs_to_retry(["nightly"], FIRE)] == [real.id]
+
+
+async def test_an_idempotency_key_names_the_first_requests_run_for_its_window(backend: Backend) -> None:
+    store = backend.store
+    key = IdempotencyKey("ops", "nightly", "k-1", "a" * 64)
+    first = await store.claim_keyed_run(manual(), key, STARTED, timedelta(hours=24))
+    assert isinstance(first, Run)
+    # Same key, later, on any body: the earlier request is answered, nothing is claimed.
+    repeated = await store.claim_keyed_run(
+        manual(exclusive=False), key, STARTED + timedelta(hours=23), timedelta(hours=24)
+    )
+    assert repeated == EarlierRequest("a" * 64, first.id)
+    other = dataclasses.replace(key, body_sha256="b" * 64)
+    assert await store.claim_keyed_run(manual(exclusive=False), other, LATER, timedelta(hours=24)) == EarlierRequest(
+        "a" * 64, first.id
+    )
+    # Another principal, or another job, has keys of its own.
+    theirs = await store.claim_keyed_run(
+        manual(exclusive=False), dataclasses.replace(key, principal="dev"), STARTED, timedelta(hours=24)
+    )
+    assert isinstance(theirs, Run) and theirs.id != first.id
+    # Past its window the key is taken afresh.
+    fresh = await store.claim_keyed_run(manual(exclusive=False), other, LATER + timedelta(hours=1), timedelta(hours=24))
+    assert isinstance(fresh, Run) and fresh.id not in (first.id, theirs.id)
+
+
+async def test_a_refused_claim_does_not_use_its_key(backend: Backend) -> None:
+    store = backend.store
+    busy = await store.claim_run(claim())
+    assert busy is not None
+    key = IdempotencyKey("ops", "nightly", "k-2", "a" * 64)
+    assert await store.claim_keyed_run(manual(), key, STARTED, timedelta(hours=24)) is None
+    await store.finish_runs([(busy.id, "succeeded", ENDED, None, None, None, None)])
+    run = await store.claim_keyed_run(manual(), key, ENDED, timedelta(hours=24))
+    assert isinstance(run, Run)
+
+
+async def test_replayable_fires_are_those_recorded_that_never_succeeded(backend: Backend) -> None:
+    store = backend.store
+    day = timedelta(days=1)
+    fires = [FIRE + n * day for n in range(5)]
+    # 0 missed, 1 succeeded, 2 failed then its retry failed, 3 skipped and caught up, 4 missed
+    await store.record_unrun_fire("nightly", "schedule", "missed", fires[0], 1, fires[0], "missed: down", "n")
+    for fire, status in ((fires[1], "succeeded"), (fires[2], "failed")):
+        run = await store.claim_run(claim(fire=fire, exclusive=False))
+        assert run is not None
+        await store.finish_runs([(run.id, status, fire + (ENDED - FIRE), None, None, None, None)])
+    retry = await store.claim_run(claim(fire=fires[2], attempt=2, trigger="retry", exclusive=False))
+    assert retry is not None
+    await store.finish_runs([(retry.id, "failed", fires[2] + day / 2, None, "boom", None, None)])
+    await store.record_unrun_fire("nightly", "schedule", "skipped", fires[3], 1, fires[3], "skipped: paused", "n")
+    caught = await store.claim_run(claim(fire=fires[3], attempt=2, trigger="catch_up", exclusive=False))
+    assert caught is not None
+    await store.finish_runs([(caught.id, "succeeded", fires[3] + day / 2, None, None, None, None)])
+    await store.record_unrun_fire("nightly", "schedule", "missed", fires[4], 1, fires[4], "missed: down", "n")
+    # A manual run at a fire's time is no fire.
+    assert await store.claim_run(manual(scheduled_for=fires[1] + timedelta(hours=1), exclusive=False)) is not None
+
+    assert await store.replayable_fires("nightly", fires[0], fires[4], 1001) == [fires[0], fires[2], fires[4]]
+    assert await store.replayable_fires("nightly", fires[1], fires[3], 1001) == [fires[2]]
+    assert await store.replayable_fires("nightly", fires[0], fires[4], 2) == [fires[0], fires[2]]
+
+    replay = await store.claim_replay(
+        manual(trigger="replay", scheduled_for=fires[0], params={"x": 1}, reason="outage", exclusive=True)
+    )
+    assert replay is not None and (replay.trigger, replay.scheduled_for, replay.params) == (
+        "replay",
+        fires[0],
+        {"x": 1},
+    )
+    # Running: covered, so neither listed nor claimed twice.
+    assert await store.replayable_fires("nightly", fires[0], fires[4], 1001) == [fires[2], fires[4]]
+    assert await store.claim_replay(manual(trigger="replay", scheduled_for=fires[0], exclusive=False)) is None
+    assert await store.replay_blockers("nightly", fires[0]) == (True, replay.id)
+    # Another fire waits for the exclusive run in progress.
+    assert await store.claim_replay(manual(trigger="replay", scheduled_for=fires[2], exclusive=True)) is None
+    assert await store.replay_blockers("nightly", fires[2]) == (False, replay.id)
+    await store.finish_runs([(replay.id, "failed", LATER, None, "boom", None, None)])
+    # A replay that failed leaves its fire replayable; one that succeeded covers it.
+    assert await store.replayable_fires("nightly", fires[0], fires[0], 1001) == [fires[0]]
+    again = await store.claim_replay(manual(trigger="replay", scheduled_for=fires[0], exclusive=True))
+    assert again is not None
+    await store.finish_runs([(again.id, "succeeded", LATER, None, None, None, None)])
+    assert await store.replayable_fires("nightly", fires[0], fires[4], 1001) == [fires[2], fires[4]]
+    assert await store.claim_replay(manual(trigger="replay", scheduled_for=fires[0], exclusive=True)) is None
+    assert await store.replay_blockers("nightly", fires[0]) == (True, None)
+    # A fire's own claims are untouched by its replays (the fire key leaves them out).
+    assert await store.claim_run(claim(fire=fires[0], attempt=2, trigger="catch_up")) is not None

@@ -1,6 +1,7 @@
 """The admin HTTP API against an in-memory engine: routes, auth per route, errors, health, metrics."""
 
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,12 +24,17 @@ from maintd.admin_api.interface import (
     JobNotFound,
     JobOut,
     JobState,
+    ParamsRefused,
+    ReplayIn,
+    ReplayOut,
+    RerunIn,
     RunEnded,
     RunLogLine,
     RunLogsOut,
     RunNotFound,
     RunOut,
     SchedulingSuspended,
+    TriggerIn,
     TriggerOut,
 )
 from tests.asgi import asgi_get
@@ -94,6 +100,10 @@ class FakeEngine:
     # Why the engine starts no run for now (SchedulingSuspended), if it does not.
     suspended: str | None = None
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # What the requests with a body asked (the body as parsed, the Idempotency-Key).
+    requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # Idempotency keys seen: key -> the run its first request started.
+    keys: dict[str, int] = field(default_factory=dict)
 
     def _job(self, job_id: str) -> JobOut:
         if job_id not in self.jobs:
@@ -123,7 +133,29 @@ class FakeEngine:
     async def get_job(self, job_id: str) -> JobOut:
         return self._job(job_id)
 
-    async def trigger(self, job_id: str, actor: Actor) -> TriggerOut:
+    async def trigger(
+        self, job_id: str, actor: Actor, request: TriggerIn | None = None, *, idempotency_key: str | None = None
+    ) -> TriggerOut:
+        self.requests.append(("trigger", {"request": request, "idempotency_key": idempotency_key}))
+        if idempotency_key is not None and idempotency_key in self.keys:
+            run_id = self.keys[idempotency_key]
+            return TriggerOut(job_id=job_id, run_id=run_id, status=self.runs[run_id].status, repeated=True)
+        started = await self._start(job_id, actor, dry_run=bool(request and request.dry_run))
+        if idempotency_key is not None:
+            self.keys[idempotency_key] = started.run_id
+        return started
+
+    async def rerun(self, run_id: int, actor: Actor, request: RerunIn | None = None) -> TriggerOut:
+        self.requests.append(("rerun", {"run_id": run_id, "request": request}))
+        return await self._start(self._run(run_id).job_id, actor, dry_run=bool(request and request.dry_run))
+
+    async def replay(self, job_id: str, actor: Actor, request: ReplayIn) -> ReplayOut:
+        self._job(job_id)
+        self._record("replay", job_id, actor)
+        fires = [run.scheduled_for for run in self.runs.values() if run.job_id == job_id and run.status == "failed"]
+        return ReplayOut(job_id=job_id, fires=[f for f in fires if f is not None], dry_run=request.dry_run)
+
+    async def _start(self, job_id: str, actor: Actor, *, dry_run: bool) -> TriggerOut:
         current = self._job(job_id)
         if self.suspended is not None:
             raise SchedulingSuspended(self.suspended)
@@ -273,6 +305,7 @@ MUTATIONS = [
     ("POST", "/admin/jobs/cleanup/pause"),
     ("POST", "/admin/jobs/cleanup/resume"),
     ("POST", "/admin/runs/2/cancel"),
+    ("POST", "/admin/runs/1/rerun"),
 ]
 
 
@@ -377,6 +410,109 @@ class TestJobs:
         response = await operator.request(method, path)
         assert response.status_code == 404
         assert response.json() == {"detail": "no job 'nope'"}
+
+
+class TestOperatorRequests:
+    async def test_trigger_passes_its_body_and_idempotency_key_to_the_engine(
+        self, operator: httpx.AsyncClient, engine: FakeEngine
+    ) -> None:
+        body = {"params": {"batch_size": 500}, "reason": "lock storm", "dry_run": True}
+        response = await operator.post("/admin/trigger/cleanup", json=body, headers={"Idempotency-Key": "k 1"})
+        assert response.status_code == 202
+        [(_, asked)] = engine.requests
+        assert asked["idempotency_key"] == "k 1"
+        assert asked["request"] == TriggerIn(params={"batch_size": 500}, reason="lock storm", dry_run=True)
+
+    async def test_no_body_is_todays_trigger(self, operator: httpx.AsyncClient, engine: FakeEngine) -> None:
+        assert (await operator.post("/admin/trigger/report")).status_code == 409  # run 2 is running
+        assert (await operator.post("/admin/trigger/cleanup")).status_code == 202
+        assert [asked["request"] for _, asked in engine.requests] == [None, None]
+
+    async def test_a_repeated_key_answers_200_with_the_first_run(self, operator: httpx.AsyncClient) -> None:
+        first = await operator.post("/admin/trigger/cleanup", headers={"Idempotency-Key": "k"})
+        again = await operator.post("/admin/trigger/cleanup", headers={"Idempotency-Key": "k"})
+        assert (first.status_code, again.status_code) == (202, 200)
+        assert again.json() == first.json() == {"job_id": "cleanup", "run_id": 4, "status": "running"}
+
+    @pytest.mark.parametrize(
+        ("body", "loc"),
+        [
+            ({"reason": "x" * 501}, ["body", "reason"]),
+            ({"params": {"table": "a\u0000b"}}, ["body", "params"]),
+            ({"params": {"batch_size": float("nan")}}, ["body", "params"]),
+            ({"reason": "a\u0000"}, ["body", "reason"]),
+            ({"dry_run": "maybe"}, ["body", "dry_run"]),
+            ({"params": [1]}, ["body", "params"]),
+            ({"colour": "red"}, ["body", "colour"]),
+        ],
+    )
+    async def test_a_bad_body_is_a_422_naming_the_field(
+        self, operator: httpx.AsyncClient, engine: FakeEngine, body: dict[str, Any], loc: list[str]
+    ) -> None:
+        response = await operator.post(
+            "/admin/trigger/cleanup", content=json.dumps(body), headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422
+        assert [error["loc"][: len(loc)] for error in response.json()["detail"]] == [loc]
+        assert engine.requests == []
+
+    @pytest.mark.parametrize("key", ["", "x" * 201, "caf\u00e9", "tab\there"])
+    async def test_an_idempotency_key_must_be_1_to_200_printable_ascii_characters(
+        self, operator: httpx.AsyncClient, engine: FakeEngine, key: str
+    ) -> None:
+        response = await operator.post("/admin/trigger/cleanup", headers={"Idempotency-Key": key.encode("utf-8")})
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+        assert engine.requests == []
+
+    async def test_an_engine_422_names_the_param(self, operator: httpx.AsyncClient, engine: FakeEngine) -> None:
+        async def refuse(*args: Any, **kwargs: Any) -> TriggerOut:
+            raise ParamsRefused("cleanup", [(("batch_size",), "must be at least 1", "value_error")])
+
+        engine.trigger = refuse  # type: ignore[method-assign]
+        response = await operator.post("/admin/trigger/cleanup", json={"params": {"batch_size": 0}})
+        assert response.status_code == 422
+        assert response.json() == {
+            "detail": [
+                {
+                    "type": "value_error",
+                    "loc": ["body", "params", "batch_size"],
+                    "msg": "params.batch_size: must be at least 1",
+                }
+            ]
+        }
+
+    async def test_rerun_is_202_with_the_new_run(self, operator: httpx.AsyncClient, engine: FakeEngine) -> None:
+        response = await operator.post("/admin/runs/1/rerun", json={"reason": "again", "dry_run": True})
+        assert response.status_code == 202 and response.json()["run_id"] == 4
+        assert engine.requests == [("rerun", {"run_id": 1, "request": RerunIn(reason="again", dry_run=True)})]
+        assert (await operator.post("/admin/runs/99/rerun")).status_code == 404
+
+    async def test_replay_answers_202_with_its_fires_and_200_for_a_dry_run(self, operator: httpx.AsyncClient) -> None:
+        body = {"from": "2025-03-29T00:00:00+00:00", "to": "2025-03-31T00:00:00+00:00"}
+        started = await operator.post("/admin/jobs/cleanup/replay", json=body)
+        listed = await operator.post("/admin/jobs/cleanup/replay", json={**body, "dry_run": True})
+        assert (started.status_code, listed.status_code) == (202, 200)
+        assert started.json() == {"job_id": "cleanup", "fires": [NOW.isoformat()], "dry_run": False}
+        assert listed.json()["dry_run"] is True
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {},
+            {"from": "2025-03-29T00:00:00+00:00"},
+            {"from": "2025-03-29T00:00:00", "to": "2025-03-30T00:00:00"},
+            {"from": "2025-03-31T00:00:00+00:00", "to": "2025-03-30T00:00:00+00:00"},
+        ],
+        ids=["empty", "no to", "no offset", "to before from"],
+    )
+    async def test_a_bad_replay_range_is_a_422(self, operator: httpx.AsyncClient, body: dict[str, Any]) -> None:
+        assert (await operator.post("/admin/jobs/cleanup/replay", json=body)).status_code == 422
+
+    async def test_a_viewer_may_not_replay_and_is_audited(self, viewer: httpx.AsyncClient, engine: FakeEngine) -> None:
+        body = {"from": "2025-03-29T00:00:00+00:00", "to": "2025-03-31T00:00:00+00:00"}
+        assert (await viewer.post("/admin/jobs/cleanup/replay", json=body)).status_code == 403
+        assert [(entry.action, entry.target) for entry in engine.audit] == [("replay", "cleanup")]
 
 
 class TestRuns:
@@ -604,6 +740,8 @@ class TestOpenAPI:
         "/admin/runs/{run_id}": {"get"},
         "/admin/runs/{run_id}/cancel": {"post"},
         "/admin/runs/{run_id}/logs": {"get"},
+        "/admin/runs/{run_id}/rerun": {"post"},
+        "/admin/jobs/{job_id}/replay": {"post"},
         "/admin/audit": {"get"},
     }
 

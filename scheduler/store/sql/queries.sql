@@ -1,10 +1,11 @@
 -- name: claim_run
 -- Claim a run of a job: insert it as running unless another replica holds the same
 -- fire key, an exclusive run of the job is in progress, or (for fires) the job is paused.
--- Returns the new run, or no row.
-INSERT INTO maintd.runs (job_id, trigger, status, scheduled_for, attempt, exclusive,
-                         started_at, heartbeat_at, triggered_by, node)
-SELECT $1, $2, 'running', $3, $4, $5, $6, now(), $7, $8
+-- $10-$14: what an operator asked of it (effective params, overrides, reason, dry run,
+-- the run it re-runs). Returns the new run, or no row.
+INSERT INTO maintd.runs (job_id, trigger, status, scheduled_for, attempt, exclusive, started_at, heartbeat_at,
+                         triggered_by, node, params, overrides, reason, dry_run, rerun_of)
+SELECT $1, $2, 'running', $3, $4, $5, $6, now(), $7, $8, $10, $11, $12, $13, $14
 WHERE $9::boolean OR NOT EXISTS (SELECT 1 FROM maintd.job_state s WHERE s.job_id = $1 AND s.paused)
 ON CONFLICT DO NOTHING
 RETURNING *;
@@ -27,7 +28,7 @@ RETURNING *;
 SELECT r.job_id, r.scheduled_for FROM maintd.runs r
 JOIN unnest($1::text[], $2::timestamptz[]) AS f(job_id, scheduled_for)
   ON r.job_id = f.job_id AND r.scheduled_for = f.scheduled_for
-WHERE r.attempt = 1 AND r.trigger <> 'manual';
+WHERE r.attempt = 1 AND r.trigger NOT IN ('manual', 'replay');
 
 -- name: running_run_of_job
 -- The exclusive run of a job in progress, if any.
@@ -38,7 +39,7 @@ SELECT * FROM maintd.runs WHERE job_id = $1 AND status = 'running' AND exclusive
 -- it now: the row holding the key (none for a manual claim, $2 NULL), whether the job
 -- is paused, and the exclusive run in progress with how long its owner has been silent.
 SELECT (SELECT id FROM maintd.runs
-        WHERE job_id = $1 AND scheduled_for = $2 AND attempt = $3 AND trigger <> 'manual') AS fire_run_id,
+        WHERE job_id = $1 AND scheduled_for = $2 AND attempt = $3 AND trigger NOT IN ('manual', 'replay')) AS fire_run_id,
        coalesce((SELECT paused FROM maintd.job_state WHERE job_id = $1), false) AS paused,
        r.id AS running_id,
        extract(epoch FROM now() - r.heartbeat_at)::float8 AS running_silent_s
@@ -73,7 +74,8 @@ RETURNING *;
 
 -- name: finish_runs
 -- Record how the runs that ended together ended, in one statement. A running run gets
--- its outcome as its status, and its start where mark_started was not sent (a run
+-- its outcome as its status, the params it ran with where its claim did not write them
+-- (fires: their config's), and its start where mark_started was not sent (a run
 -- claimed ahead that ended in its first step) or did not get through. A run declared
 -- lost, or a fire recorded missed, keeps that record for good: its owner's outcome came
 -- after its lease and is kept beside it as late_outcome (once: the first one stands).
@@ -83,10 +85,11 @@ SET status = CASE WHEN r.status = 'running' THEN f.status ELSE r.status END,
     result = CASE WHEN r.status = 'running' THEN f.result ELSE r.result END,
     error = CASE WHEN r.status = 'running' THEN f.error ELSE r.error END,
     started_at = CASE WHEN r.status = 'running' THEN coalesce(r.started_at, f.started_at) ELSE r.started_at END,
+    params = coalesce(r.params, f.params),
     late_outcome = CASE WHEN r.status = 'running' THEN NULL ELSE jsonb_build_object(
         'status', f.status, 'finished_at', f.finished_at, 'error', f.error, 'result', f.result) END
-FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::jsonb[], $5::text[], $6::timestamptz[])
-     AS f(id, status, finished_at, result, error, started_at)
+FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::jsonb[], $5::text[], $6::timestamptz[], $7::jsonb[])
+     AS f(id, status, finished_at, result, error, started_at, params)
 WHERE r.id = f.id AND (r.status = 'running' OR (r.status IN ('lost', 'missed') AND r.late_outcome IS NULL))
 RETURNING r.*;
 
@@ -154,15 +157,17 @@ FROM asked;
 
 -- name: runs_to_retry
 -- Failed, timed-out or lost runs of the given jobs, ended since $2, whose next
--- attempt no replica has claimed yet.
+-- attempt no replica has claimed yet. Dry runs and replays are not retried (the
+-- operator asks again; a replayed fire that failed stays replayable).
 SELECT r.* FROM maintd.runs r
 WHERE r.job_id = ANY($1::text[])
   AND r.status IN ('failed', 'timed_out', 'lost')
   AND r.finished_at > $2
+  AND NOT r.dry_run AND r.trigger <> 'replay'
   AND NOT EXISTS (
       SELECT 1 FROM maintd.runs n
       WHERE n.job_id = r.job_id AND n.scheduled_for = r.scheduled_for
-        AND n.attempt = r.attempt + 1 AND n.trigger <> 'manual'
+        AND n.attempt = r.attempt + 1 AND n.trigger NOT IN ('manual', 'replay')
   );
 
 -- name: get_run
@@ -185,11 +190,12 @@ CROSS JOIN LATERAL (
 ) r;
 
 -- name: last_statuses
--- The status of the newest run of each of the given jobs (one index lookup per job).
+-- The status of the newest run of each of the given jobs (one index lookup per job),
+-- dry runs left out: one neither makes a job failing nor ok.
 SELECT j.job_id, r.status
 FROM unnest($1::text[]) AS j(job_id)
 CROSS JOIN LATERAL (
-    SELECT status FROM maintd.runs WHERE job_id = j.job_id ORDER BY id DESC LIMIT 1
+    SELECT status FROM maintd.runs WHERE job_id = j.job_id AND NOT dry_run ORDER BY id DESC LIMIT 1
 ) r;
 
 -- name: running_counts
@@ -277,17 +283,18 @@ DELETE FROM maintd.nodes WHERE node = $1;
 -- name: failure_streak
 -- Alerts (scheduler/alerts.py). How many runs of job $1 in a row, up to run $2 (ended
 -- at $3) included, ended without success: failed, timed_out, lost or cancelled since
--- the latest success. Fires that did not run (skipped, missed) neither count nor break
--- the streak. Runs are ordered by when they ended: a lost run ends when it is reaped.
+-- the latest success. Fires that did not run (skipped, missed) and dry runs neither
+-- count nor break the streak. Runs are ordered by when they ended: a lost run ends when
+-- it is reaped.
 WITH last_success AS (
     SELECT finished_at, id FROM maintd.runs
-    WHERE job_id = $1 AND status = 'succeeded' AND (finished_at, id) <= ($3::timestamptz, $2::bigint)
+    WHERE job_id = $1 AND status = 'succeeded' AND NOT dry_run AND (finished_at, id) <= ($3::timestamptz, $2::bigint)
     ORDER BY finished_at DESC, id DESC
     LIMIT 1
 )
 SELECT count(*) FROM maintd.runs r
 WHERE r.job_id = $1
-  AND r.status IN ('failed', 'timed_out', 'lost', 'cancelled')
+  AND r.status IN ('failed', 'timed_out', 'lost', 'cancelled') AND NOT r.dry_run
   AND (r.finished_at, r.id) <= ($3::timestamptz, $2::bigint)
   AND NOT EXISTS (SELECT 1 FROM last_success s WHERE (r.finished_at, r.id) <= (s.finished_at, s.id));
 
@@ -304,10 +311,11 @@ RETURNING a.job_id;
 
 -- name: claim_overdue_alert
 -- Claim the overdue alert of job $1 at $2: won (one row, with the job's last success)
--- once per episode, an episode being the time after one last success (or none ever).
+-- once per episode, an episode being the time after one last success (or none ever;
+-- a dry run is none).
 INSERT INTO maintd.alert_state AS a (job_id, kind, last_sent_at, after_success, node)
 SELECT $1, 'overdue', $2, max(finished_at), $3
-FROM maintd.runs WHERE job_id = $1 AND status = 'succeeded'
+FROM maintd.runs WHERE job_id = $1 AND status = 'succeeded' AND NOT dry_run
 ON CONFLICT (job_id, kind) DO UPDATE
 SET last_sent_at = EXCLUDED.last_sent_at, after_success = EXCLUDED.after_success, node = EXCLUDED.node
 WHERE a.after_success IS DISTINCT FROM EXCLUDED.after_success
@@ -350,12 +358,13 @@ LIMIT $3;
 
 -- name: last_successes
 -- When each of the given jobs last succeeded, on any replica (newest first on the
--- (job_id, id) index: the scan stops at the first success).
+-- (job_id, id) index: the scan stops at the first success). A dry run changed nothing:
+-- it is no success for the dead-man's switch.
 SELECT j.job_id, r.finished_at
 FROM unnest($1::text[]) AS j(job_id)
 CROSS JOIN LATERAL (
     SELECT finished_at FROM maintd.runs
-    WHERE job_id = j.job_id AND status = 'succeeded'
+    WHERE job_id = j.job_id AND status = 'succeeded' AND NOT dry_run
     ORDER BY id DESC LIMIT 1
 ) r;
 
@@ -371,6 +380,77 @@ WITH next AS (
 SELECT s.job_id, s.finished_at, next.next_from, next.running FROM next
 LEFT JOIN (
     SELECT DISTINCT ON (job_id) job_id, finished_at FROM maintd.runs
-    WHERE status = 'succeeded' AND (id >= $1 OR id = ANY($2::bigint[]))
+    WHERE status = 'succeeded' AND NOT dry_run AND (id >= $1 OR id = ANY($2::bigint[]))
     ORDER BY job_id, id DESC
 ) s ON true;
+
+-- operator requests (scheduler/engine/admin.py, scheduler/engine/replays.py)
+
+-- name: claim_idempotency_key
+-- Take Idempotency-Key $3 of principal $1 for job $2, for a request whose body has the
+-- sha256 $4, at $5: insert it, or take over the row of a key used longer than $6 ago (it
+-- no longer counts). A request with the same key in flight elsewhere holds the row until
+-- its transaction ends: this waits for it, then finds its row. A row (run_id NULL): the
+-- key is this request's. No row: it is an earlier request's (idempotency_key).
+INSERT INTO maintd.idempotency_keys AS k (principal, job_id, key, body_sha256, run_id, created_at)
+VALUES ($1, $2, $3, $4, NULL, $5)
+ON CONFLICT (principal, job_id, key) DO UPDATE
+SET body_sha256 = EXCLUDED.body_sha256, run_id = NULL, created_at = EXCLUDED.created_at
+WHERE k.created_at <= EXCLUDED.created_at - $6::interval
+RETURNING k.*;
+
+-- name: idempotency_key
+-- Idempotency-Key $3 of principal $1 for job $2: the earlier request's body sha256 and run.
+SELECT * FROM maintd.idempotency_keys WHERE principal = $1 AND job_id = $2 AND key = $3;
+
+-- name: set_idempotency_run
+-- The run that the request holding Idempotency-Key $3 of principal $1 for job $2 started.
+UPDATE maintd.idempotency_keys SET run_id = $4 WHERE principal = $1 AND job_id = $2 AND key = $3;
+
+-- name: replayable_fires
+-- The fires of job $1 from $2 to $3 (both included) a replay runs, oldest first, at most
+-- $4: fire times recorded by a scheduled, catch-up or retry row (run or not) of which no
+-- row, nor any replay's, succeeded (a dry run is no success) or is running.
+SELECT f.scheduled_for
+FROM (
+    SELECT DISTINCT scheduled_for FROM maintd.runs
+    WHERE job_id = $1 AND scheduled_for >= $2 AND scheduled_for <= $3 AND trigger NOT IN ('manual', 'replay')
+) f
+WHERE NOT EXISTS (
+    SELECT 1 FROM maintd.runs r
+    WHERE r.job_id = $1 AND r.scheduled_for = f.scheduled_for AND r.trigger NOT IN ('manual', 'replay')
+      AND ((r.status = 'succeeded' AND NOT r.dry_run) OR r.status = 'running')
+) AND NOT EXISTS (
+    SELECT 1 FROM maintd.runs r
+    WHERE r.job_id = $1 AND r.scheduled_for = f.scheduled_for AND r.trigger = 'replay'
+      AND r.status IN ('running', 'succeeded')
+)
+ORDER BY f.scheduled_for
+LIMIT $4;
+
+-- name: claim_replay
+-- Claim the replay of job $1's fire $2 ($3: exclusive) for node $6 at $4, by $5, with the
+-- params $7 and reason $8: a run with trigger 'replay' and the fire's scheduled_for,
+-- unless the fire succeeded meanwhile, a replay of it runs or succeeded
+-- (runs_replay_once), or an exclusive run of the job is in progress. The job's pause
+-- does not hold: a replay is an operator's request. No row: see replay_blockers.
+INSERT INTO maintd.runs (job_id, trigger, status, scheduled_for, attempt, exclusive, started_at, heartbeat_at,
+                         triggered_by, node, params, reason)
+SELECT $1, 'replay', 'running', $2, 1, $3, $4, now(), $5, $6, $7, $8
+WHERE NOT EXISTS (
+    SELECT 1 FROM maintd.runs r
+    WHERE r.job_id = $1 AND r.scheduled_for = $2 AND r.trigger NOT IN ('manual', 'replay')
+      AND r.status = 'succeeded' AND NOT r.dry_run
+)
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: replay_blockers
+-- Why the replay of job $1's fire $2 was not claimed: covered (it succeeded, or a replay
+-- of it runs or succeeded: nothing to replay), or the job's exclusive run in progress.
+SELECT EXISTS (
+           SELECT 1 FROM maintd.runs r
+           WHERE r.job_id = $1 AND r.scheduled_for = $2 AND r.trigger <> 'manual'
+             AND ((r.status = 'succeeded' AND NOT r.dry_run) OR (r.trigger = 'replay' AND r.status = 'running'))
+       ) AS covered,
+       (SELECT id FROM maintd.runs WHERE job_id = $1 AND status = 'running' AND exclusive) AS running_id;
