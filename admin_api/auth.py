@@ -81,6 +81,17 @@ class TokenTable:
         matches = [entry for known, entry in self._entries if hmac.compare_digest(digest, known)]
         return matches[0] if matches else None
 
+    def names(self) -> list[str]:
+        """The principals configured, in the config's order."""
+        return [entry.name for _, entry in self._entries]
+
+    def entry_for(self, sha256: str) -> TokenEntry | None:
+        """The entry listed under ``sha256`` (hex), or None once a reload has removed it: a
+        console session signed in with a token lives only as long as the token."""
+        digest = bytes.fromhex(sha256)
+        matches = [entry for known, entry in self._entries if hmac.compare_digest(digest, known)]
+        return matches[0] if matches else None
+
 
 class Guard:
     """The FastAPI dependencies that admit a request to the admin routes.

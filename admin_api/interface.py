@@ -42,6 +42,8 @@ from maintd.admin_api.statuses import JobState as JobState
 from maintd.admin_api.statuses import job_state as job_state
 
 Role = Literal["viewer", "operator"]
+# Where an admin action came from: the JSON API, or the web console (kept in the audit log).
+Via = Literal["api", "console"]
 RunTrigger = Literal["schedule", "manual", "catch_up", "retry", "replay"]
 RunStatus = Literal["running", "succeeded", "failed", "cancelled", "timed_out", "lost", "skipped", "missed"]
 # Times go out as ISO 8601 with a numeric offset ("+00:00", never "Z"), as the contract says.
@@ -50,11 +52,12 @@ Timestamp = Annotated[AwareDatetime, PlainSerializer(lambda value: value.isoform
 
 @dataclass(frozen=True)
 class Actor:
-    """Who calls a route: the token's principal and role, and the client address."""
+    """Who calls a route: the token's principal and role, the client address, and through what."""
 
     name: str
     role: Role
     client: str | None = None
+    via: Via = "api"
 
 
 class LateOutcome(BaseModel):

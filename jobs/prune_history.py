@@ -94,6 +94,9 @@ class PruneParams(BatchParams):
     idempotency_keys: Annotated[Retention, History("maintd.idempotency_keys", "created_at")] = Field(
         timedelta(days=1), description="the Idempotency-Keys of manual triggers, by when first used"
     )
+    console_sessions: Annotated[Retention, History("maintd.console_sessions", "expires_at")] = Field(
+        timedelta(days=1), description="web console sign-ins, by when they expired (an expired one is void already)"
+    )
 
 
 # Each table's History and the field of its retention, in PruneParams' order.
@@ -106,7 +109,7 @@ HISTORY = {
 
 @task("prune_history")
 async def prune_history(ctx: JobContext, params: PruneParams) -> dict[str, Any]:
-    """Delete maintd's runs, run logs, audit entries, report deliveries and idempotency keys older than their retention."""
+    """Delete maintd's runs, run logs, audit entries, report deliveries, idempotency keys and console sessions older than their retention."""
     now = ctx.now()
     tables: dict[str, dict[str, Any]] = {}
     async with ctx.pool.acquire() as conn:

@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from maintd.admin_api import build_routers, install_error_handlers
 from maintd.admin_api.auth import Guard, TokenEntry, TokenTable
 from maintd.admin_api.auth_failures import AuthFailures
+from maintd.admin_api.console.routes import STATIC_PATH, console_router, static_files
+from maintd.admin_api.console.sessions import SessionPolicy, Sessions
 from maintd.scheduler.config.model import Config
 from maintd.scheduler.config.reload import ConfigDiff, Reloader, reload_on_sighup
 from maintd.scheduler.engine import Engine
@@ -51,11 +53,13 @@ def create_app(config: Config, *, systemd: ServiceNotifier | None = None) -> Fas
             gc.collect()
             gc.freeze()
             app.state.engine = engine.admin
+            app.state.console = engine.console
             notifier.start(summary=engine.status_summary, healthy=lambda: engine.running)
 
             async def apply(new: Config, diff: ConfigDiff) -> None:
                 await engine.apply_config(new, diff)
                 tokens.replace(_token_entries(new))
+                sessions.policy.ttl = new.admin.session_ttl
 
             reloader = Reloader(
                 config,
@@ -89,8 +93,13 @@ def create_app(config: Config, *, systemd: ServiceNotifier | None = None) -> Fas
     app.state.metrics_registry = metrics.registry
     install_error_handlers(app)
     tokens = TokenTable(_token_entries(config))
-    for router in build_routers(Guard(tokens, AuthFailures(metrics.auth_failures))):
+    # One throttle for bad API tokens and failed console sign-ins.
+    failures = AuthFailures(metrics.auth_failures)
+    for router in build_routers(Guard(tokens, failures)):
         app.include_router(router)
+    sessions = Sessions(tokens, failures, SessionPolicy(config.admin.session_ttl))
+    app.include_router(console_router(sessions))
+    app.mount(STATIC_PATH, static_files())
     return app
 
 

@@ -8,7 +8,6 @@ of its own, cloned from a template that already holds the migrations.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
@@ -22,6 +21,7 @@ import pytest
 from maintd.scheduler.logs import configure_logging
 from maintd.scheduler.store.migrate import apply_migrations
 from maintd.scheduler.store.run_store import RunStore, create_pool
+from tests.blocking import run_blocking
 
 DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -72,7 +72,7 @@ def private_tmp() -> Iterator[Path]:
 def pg_admin_dsn() -> Iterator[str]:
     """A DSN with the right to create databases."""
     dsn = os.environ.get("MAINTD_TEST_DSN", DEFAULT_TEST_DSN)
-    if asyncio.run(_answers(dsn)):
+    if run_blocking(_answers(dsn)):
         yield dsn
         return
     from maintd.scheduler.store.embedded import EmbeddedPostgres
@@ -90,7 +90,7 @@ def pg_admin_dsn() -> Iterator[str]:
 def template_db(pg_admin_dsn: str) -> Iterator[str]:
     """A database with the migrations applied, cloned by every test."""
     name = f"maintd_tpl_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(pg_admin_dsn, f'CREATE DATABASE "{name}"'))
+    run_blocking(_admin(pg_admin_dsn, f'CREATE DATABASE "{name}"'))
 
     async def migrate() -> None:
         conn = await asyncpg.connect(_with_database(pg_admin_dsn, name))
@@ -99,27 +99,27 @@ def template_db(pg_admin_dsn: str) -> Iterator[str]:
         finally:
             await conn.close()
 
-    asyncio.run(migrate())
+    run_blocking(migrate())
     yield name
-    asyncio.run(_admin(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    run_blocking(_admin(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
 def db_dsn(pg_admin_dsn: str, template_db: str) -> Iterator[str]:
     """A fresh database with the daemon's schema, dropped after the test."""
     name = f"maintd_t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(pg_admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
+    run_blocking(_admin(pg_admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
     yield _with_database(pg_admin_dsn, name)
-    asyncio.run(_admin(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    run_blocking(_admin(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
 def empty_db_dsn(pg_admin_dsn: str) -> Iterator[str]:
     """A fresh database without the daemon's schema."""
     name = f"maintd_e_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(pg_admin_dsn, f'CREATE DATABASE "{name}"'))
+    run_blocking(_admin(pg_admin_dsn, f'CREATE DATABASE "{name}"'))
     yield _with_database(pg_admin_dsn, name)
-    asyncio.run(_admin(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    run_blocking(_admin(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

@@ -91,6 +91,11 @@ class AdminConfig(Section):
     # A manual trigger, rerun or replay must say why (kept on the run and in the audit log).
     require_reason: bool = False
 
+    # A web console session ends this long after its sign-in (admin_api/console/sessions.py).
+    session_ttl: Duration = timedelta(hours=12)
+
+    _ttl_positive = field_validator("session_ttl")(positive)
+
 
 class JobTable(Section):
     """A ``[jobs.<id>]`` table as written; resolved into :class:`JobConfig`."""

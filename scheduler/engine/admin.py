@@ -200,8 +200,7 @@ class EngineAdmin:
         detail: dict[str, Any] = {"run_id": run.id, **_asked_detail(asked)}
         if idempotency_key is not None:
             detail["idempotency_key"] = idempotency_key
-        await self.store.add_audit(NewAuditEntry(run.started_at or self.clock(), actor.name, "trigger", job.id,
-                                                 actor.client, detail))  # fmt: skip
+        await self.store.add_audit(NewAuditEntry.by(actor, run.started_at or self.clock(), "trigger", job.id, detail))
         self._runs.start_manual(job, run)
         return TriggerOut(job_id=job.id, run_id=run.id, status=run.status)
 
@@ -256,8 +255,8 @@ class EngineAdmin:
         run = await self._claim_manual(job, actor, asked, rerun_of=run_id)
         assert isinstance(run, Run)
         await self.store.add_audit(
-            NewAuditEntry(run.started_at or self.clock(), actor.name, "rerun", f"run:{run_id}", actor.client,
-                          {"job_id": job.id, "run_id": run.id, **_asked_detail(asked)})
+            NewAuditEntry.by(actor, run.started_at or self.clock(), "rerun", f"run:{run_id}",
+                             {"job_id": job.id, "run_id": run.id, **_asked_detail(asked)})
         )  # fmt: skip
         self._runs.start_manual(job, run)
         return TriggerOut(job_id=job.id, run_id=run.id, status=run.status)
@@ -279,7 +278,7 @@ class EngineAdmin:
         }  # fmt: skip
         if request.reason is not None:
             detail["reason"] = request.reason
-        await self.store.add_audit(NewAuditEntry(self.clock(), actor.name, "replay", job.id, actor.client, detail))
+        await self.store.add_audit(NewAuditEntry.by(actor, self.clock(), "replay", job.id, detail))
         return ReplayOut(job_id=job.id, fires=fires, dry_run=request.dry_run)
 
     async def pause(self, job_id: str, actor: Actor) -> JobOut:
@@ -292,9 +291,7 @@ class EngineAdmin:
         self._job(job_id)
         now = self.clock()
         action = "pause" if paused else "resume"
-        await self.store.set_paused(
-            job_id, paused, now, actor.name, NewAuditEntry(now, actor.name, action, job_id, actor.client)
-        )
+        await self.store.set_paused(job_id, paused, now, actor.name, NewAuditEntry.by(actor, now, action, job_id))
         self._state.log.info(f"job_{action}d", job_id=job_id, by=actor.name)
         return await self.get_job(job_id)
 
@@ -322,7 +319,7 @@ class EngineAdmin:
             ended = await self.get_run(run_id)
             raise RunEnded(run_id, ended.status)
         await self.store.add_audit(
-            NewAuditEntry(self.clock(), actor.name, "cancel", f"run:{run_id}", actor.client, {"job_id": run.job_id})
+            NewAuditEntry.by(actor, self.clock(), "cancel", f"run:{run_id}", {"job_id": run.job_id})
         )
         self._cancel_requested(run_id, actor.name)
         return run_out(run)
@@ -332,7 +329,7 @@ class EngineAdmin:
 
     async def record_denied(self, actor: Actor, action: str, target: str) -> None:
         detail = {"outcome": "denied", "reason": f"role {actor.role}; {action} needs the operator role"}
-        await self.store.add_audit(NewAuditEntry(self.clock(), actor.name, action, target, actor.client, detail))
+        await self.store.add_audit(NewAuditEntry.by(actor, self.clock(), action, target, detail))
 
     async def readiness(self) -> list[str]:
         reasons = []

@@ -14,7 +14,7 @@ Where each concern lives, in this package:
 - ``retries``, ``overdue``, ``cancels``: retries of failed runs, the dead man's
   switch, cancel requests heard over LISTEN;
 - ``clock_guard``: whether this replica's clock may schedule;
-- ``admin``: the answers to the API.
+- ``admin``: the answers to the API; ``console``: the web console's, beyond them.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from maintd.scheduler.engine.capacity import Capacity
 from maintd.scheduler.engine.catch_up import CLAIM_SETTLE, CatchUp
 from maintd.scheduler.engine.claimed_ahead import ClaimedAhead, FiresAhead, NoClaimAhead
 from maintd.scheduler.engine.clock_guard import ClockGuard, SkewGuard
+from maintd.scheduler.engine.console import EngineConsole
 from maintd.scheduler.engine.failure_log import FailureLog
 from maintd.scheduler.engine.fencing import Fencing
 from maintd.scheduler.engine.fires import FireClaims
@@ -133,6 +134,7 @@ class Engine:
         self.admin = EngineAdmin(
             state, runs=self.runs, running=lambda: self.timers.running, cancel_requested=self._on_cancel_request
         )
+        self.console = EngineConsole(state, default_zone=config.scheduler.timezone)
         self._background: list[asyncio.Task[Any]] = []
         # The moments before the start whose fires the catch-up judges once they settled.
         self._recent_window: tuple[datetime, datetime] = (datetime.min.replace(tzinfo=UTC),) * 2

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from maintd.admin_api.interface import AuditOut, RunLogLine
+from maintd.admin_api.interface import Actor, AuditOut, RunLogLine
 from maintd.scheduler.run_logs import LogBatch
 from maintd.scheduler.store.own_connection import OwnConnection
 from maintd.scheduler.store.records import Run, run_from_row
@@ -451,6 +451,16 @@ class NewAuditEntry:
     target: str
     client: str | None = None
     detail: dict[str, Any] | None = None
+
+    @classmethod
+    def by(
+        cls, actor: Actor, at: datetime, action: str, target: str, detail: dict[str, Any] | None = None
+    ) -> NewAuditEntry:
+        """``actor``'s action: its principal and client, and (in ``detail``) where it came
+        from when that is not the JSON API."""
+        if actor.via != "api":
+            detail = {**(detail or {}), "via": actor.via}
+        return cls(at, actor.name, action, target, actor.client, detail)
 
 
 async def _add_audit(conn: asyncpg.Connection, audit: NewAuditEntry) -> None:

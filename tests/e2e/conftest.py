@@ -197,3 +197,7 @@ def start_daemon(tmp_path: Path, repo_root: Path) -> Iterator[Any]:
     yield start
     for daemon in started:
         daemon.close()
+
+
+# The web console's browser fixtures (tests/e2e/browser.py), offered to every e2e test module.
+from tests.e2e.browser import browser, new_page, screenshots  # noqa: E402, F401

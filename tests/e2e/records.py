@@ -7,7 +7,6 @@ schedule, which is inherent to them.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from tests.blocking import run_blocking
 from tests.e2e.conftest import Daemon
 
 POLL_S = 0.05
@@ -36,7 +36,7 @@ def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
         finally:
             await conn.close()
 
-    return asyncio.run(run())
+    return run_blocking(run())
 
 
 def runs(dsn: str, job_id: str) -> list[asyncpg.Record]:

@@ -287,6 +287,7 @@ def test_params_read_back_from_their_json_the_same() -> None:
         "audit": "forever",
         "report_deliveries": "365d",
         "idempotency_keys": "1d",
+        "console_sessions": "1d",
     }
     assert PruneParams.model_validate(params.model_dump(mode="json")) == params
 
@@ -328,3 +329,20 @@ async def test_each_table_is_walked_on_an_index_of_its_key(pool: asyncpg.Pool) -
             explained = await conn.fetch(f"EXPLAIN {statements.next_bound}", None, NOW, 100, *statements.args)
             plan = "\n".join(row[0] for row in explained)
             assert "Index" in plan and "Sort" not in plan, (history.table, plan)
+
+
+async def test_console_sessions_go_a_day_after_they_expired(pool: asyncpg.Pool) -> None:
+    for n, expires in enumerate((NOW - 3 * DAY, NOW - 2 * DAY, NOW - DAY / 2, NOW + DAY)):
+        await pool.execute(
+            "INSERT INTO maintd.console_sessions (id_sha256, token_sha256, principal, csrf, created_at, expires_at)"
+            " VALUES ($1, 'ab', 'ops', 'x', $2, $3)",
+            bytes([n]),
+            expires - DAY,
+            expires,
+        )
+
+    result, _ = await prune(pool)
+
+    kept = [r[0] for r in await pool.fetch("SELECT expires_at FROM maintd.console_sessions ORDER BY 1")]
+    assert kept == [NOW - DAY / 2, NOW + DAY]
+    assert result["tables"]["console_sessions"]["deleted"] == 2

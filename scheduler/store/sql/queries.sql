@@ -182,10 +182,12 @@ ORDER BY id DESC
 LIMIT $3;
 
 -- name: last_runs
--- The newest run of each of the given jobs.
-SELECT DISTINCT ON (job_id) * FROM maintd.runs
-WHERE job_id = ANY($1::text[])
-ORDER BY job_id, id DESC;
+-- The newest run of each of the given jobs: one index lookup per job (DISTINCT ON read
+-- every run of the jobs, 150 ms for 500 jobs with 1 M runs: bench/console.py).
+SELECT r.* FROM unnest($1::text[]) AS j(job_id)
+CROSS JOIN LATERAL (
+    SELECT * FROM maintd.runs WHERE job_id = j.job_id ORDER BY id DESC LIMIT 1
+) r;
 
 -- name: last_statuses
 -- The status of the newest run of each of the given jobs (one index lookup per job),

@@ -1,0 +1,1 @@
+"""One module per console page: its routes (``GET`` the page, ``POST`` its forms)."""
