@@ -86,6 +86,7 @@ from maintd.jobs.durations import parse_duration
 from maintd.scheduler.cron_calendar import PlainCalendar, plain_calendar
 
 __all__ = [
+    "ALIASES",
     "CronSchedule",
     "IntervalSchedule",
     "Schedule",
@@ -338,7 +339,8 @@ class CronSchedule(Schedule):
                 floor = change + before - 1
 
 
-_ALIASES = {
+# The @aliases, as the five fields they stand for.
+ALIASES = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
     "@monthly": "0 0 1 * *",
@@ -469,9 +471,9 @@ def parse_schedule(expression: str, timezone: str | ZoneInfo = "UTC") -> Schedul
     if text.startswith("@"):
         if text.lower() == "@reboot":
             raise ScheduleError("'@reboot' is not supported: it is not a periodic schedule")
-        fields = _ALIASES.get(text.lower())
+        fields = ALIASES.get(text.lower())
         if fields is None:
-            raise ScheduleError(f"unknown alias {text!r}: expected one of {', '.join(_ALIASES)}")
+            raise ScheduleError(f"unknown alias {text!r}: expected one of {', '.join(ALIASES)}")
         return CronSchedule(expression, zone, fields)
     if text.lower().startswith("every"):
         return IntervalSchedule(expression, zone, _parse_interval(text))

@@ -10,15 +10,8 @@ from __future__ import annotations
 
 import re
 
-_ALIASES = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
+from maintd.scheduler.schedules import ALIASES
+
 _UNITS = {"ms": "millisecond", "s": "second", "m": "minute", "h": "hour", "d": "day"}
 _DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 _DAY_NAMES = {name[:3].lower(): str(number) for number, name in enumerate(_DAYS[:7])}
@@ -37,7 +30,7 @@ def describe_schedule(expression: str) -> str:
     if match := _EVERY.match(text):
         count, unit = int(match[1]), _UNITS[match[2].lower()]
         return f"Every {unit}" if count == 1 else f"Every {count} {unit}s"
-    fields = _ALIASES.get(text.lower(), text).split()
+    fields = ALIASES.get(text.lower(), text).split()
     if len(fields) != 5:
         return text
     minute, hour, dom, month, dow = fields
