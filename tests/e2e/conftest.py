@@ -169,7 +169,7 @@ def launch(
 @pytest.fixture
 def start_daemon(tmp_path: Path, repo_root: Path) -> Iterator[Any]:
     """Start ``maintd run`` on a config whose [jobs] (TOML text) the test gives, and the other keys of
-    [database] and [scheduler] if it gives them."""
+    [server], [database] and [scheduler] if it gives them. The config is ``tmp_path/config-PORT.toml``."""
     started: list[Daemon] = []
 
     def start(
@@ -178,6 +178,7 @@ def start_daemon(tmp_path: Path, repo_root: Path) -> Iterator[Any]:
         dsn: str,
         scheduler_toml: str = 'shutdown_grace = "5s"\n',
         database_toml: str = "",
+        server_toml: str = "",
         env: dict[str, str] | None = None,
     ) -> Daemon:
         port = free_port()
@@ -185,7 +186,7 @@ def start_daemon(tmp_path: Path, repo_root: Path) -> Iterator[Any]:
         viewer_token, viewer_sha = new_token()
         config = tmp_path / f"config-{port}.toml"
         config.write_text(
-            f'[server]\nport = {port}\n[database]\ndsn = "{dsn}"\n{database_toml}[scheduler]\n{scheduler_toml}'
+            f'[server]\nport = {port}\n{server_toml}[database]\ndsn = "{dsn}"\n{database_toml}[scheduler]\n{scheduler_toml}'
             f'[[admin.tokens]]\nname = "ops"\nrole = "operator"\nsha256 = "{operator_sha}"\n'
             f'[[admin.tokens]]\nname = "watcher"\nrole = "viewer"\nsha256 = "{viewer_sha}"\n{jobs_toml}'
         )
