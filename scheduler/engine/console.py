@@ -15,6 +15,8 @@ from maintd.admin_api.console.interface import (
     Fire,
     HistoryQuery,
     NewSession,
+    ParamField,
+    RunOptions,
     SessionRecord,
 )
 from maintd.admin_api.interface import Actor, AuditOut, JobNotFound, RunOut
@@ -57,8 +59,15 @@ class EngineConsole:
     def upcoming(self, job_id: str, count: int) -> list[datetime]:
         return self._job(job_id).schedule.upcoming(self._clock(), count)
 
-    def configured_params(self, job_id: str) -> dict[str, Any]:
-        return self._job(job_id).params.model_dump(mode="json")
+    def run_options(self, job_id: str) -> RunOptions:
+        job = self._job(job_id)
+        spec = job.task
+        schema = spec.params_model.model_json_schema().get("properties", {})
+        fields = tuple(
+            ParamField(name, value, name in spec.overridable, _text_only(schema.get(name, {})))
+            for name, value in job.params.model_dump(mode="json").items()
+        )
+        return RunOptions(fields, dry_run=spec.dry_run, require_reason=self._state.require_reason)
 
     async def open_session(self, session: NewSession, actor: Actor) -> None:
         await self._store.open_session(session)
@@ -94,3 +103,9 @@ class EngineConsole:
         self, *, principal: str | None, action: str | None, job_id: str | None, before_id: int | None, limit: int
     ) -> list[AuditOut]:
         return await self._store.search_audit(principal, action, job_id, before_id, limit)
+
+
+def _text_only(schema: dict[str, Any]) -> bool:
+    """Whether a param's JSON schema takes only a string: what is typed for it is the value
+    (a param that takes a number too, such as ``batch_size = "auto"``, reads the typing as JSON)."""
+    return schema.get("type") == "string"

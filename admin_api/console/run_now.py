@@ -1,0 +1,105 @@
+"""The job page's run-now form: one field per param, a reason, a dry-run switch; read
+into the engine's :class:`~maintd.admin_api.interface.TriggerIn`, and shown again as
+typed beside the engine's refusal.
+
+The console decides nothing about params: a field whose text differs from the
+configured value is sent as an override, and the engine (the task's own model, and
+what the task lets change) accepts or refuses it with the same 422 the JSON API gives.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from maintd.admin_api.console.interface import ParamField, RunOptions
+from maintd.admin_api.interface import TriggerIn, Unprocessable
+
+PARAM_PREFIX = "param."
+
+
+def shown(value: Any) -> str:
+    """A param's value as its field shows it: JSON, except a string that would not read
+    back as JSON, shown bare (``auto`` rather than ``"auto"``)."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _typed_value(param: ParamField | None, text: str) -> Any:
+    if param is not None and param.text_only:
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@dataclass(frozen=True)
+class RunNowForm:
+    """The form as the page shows it: each param's text, the reason, the switch, and the
+    engine's messages by field (``params.batch_size``, ``reason``, ``dry_run``)."""
+
+    typed: dict[str, str]
+    reason: str = ""
+    dry_run: bool = False
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def configured(cls, options: RunOptions) -> RunNowForm:
+        """The form before anything is typed: the configured params."""
+        return cls({param.name: shown(param.value) for param in options.params})
+
+    @classmethod
+    def read(cls, form: dict[str, str], options: RunOptions) -> RunNowForm:
+        """The form as posted (any ``param.*`` field: the engine refuses names it does not know)."""
+        typed = {name[len(PARAM_PREFIX) :]: text for name, text in form.items() if name.startswith(PARAM_PREFIX)}
+        return cls(
+            {**cls.configured(options).typed, **typed}, form.get("reason", "").strip(), form.get("dry_run") == "true"
+        )
+
+    def request(self, options: RunOptions) -> TriggerIn:
+        """The trigger it asks for: only the params whose value differs from the configured
+        one are overrides, so a run left as configured records none. Raises
+        :class:`Unprocessable` for what the request model refuses (a reason too long)."""
+        by_name = {param.name: param for param in options.params}
+        configured = options.configured()
+        overrides = {}
+        for name, text in self.typed.items():
+            value = _typed_value(by_name.get(name), text)
+            if name not in configured or value != configured[name]:
+                overrides[name] = value
+        try:
+            return TriggerIn(params=overrides, reason=self.reason or None, dry_run=self.dry_run)
+        except ValidationError as exc:
+            raise unprocessable(exc) from None
+
+    def refused(self, exc: Unprocessable) -> RunNowForm:
+        """The same form with the engine's messages on their fields."""
+        errors: dict[str, list[str]] = {}
+        for error in exc.errors:
+            loc = [str(part) for part in error["loc"] if part != "body"]
+            # A message on a nested part of a param (an item of a list) goes on the param's field.
+            key = ".".join(loc[:2]) if loc[:1] == ["params"] else ".".join(loc)
+            errors.setdefault(key, []).append(error["msg"])
+        return RunNowForm(self.typed, self.reason, self.dry_run, errors)
+
+
+def unprocessable(exc: ValidationError) -> Unprocessable:
+    """A request model's refusal as the engine's 422: each message names its field."""
+    return Unprocessable(
+        [
+            {
+                "type": error["type"],
+                "loc": ["body", *error["loc"]],
+                "msg": f"{'.'.join(map(str, error['loc']))}: {error['msg']}",
+            }
+            for error in exc.errors(include_url=False)
+        ]
+    )
