@@ -32,6 +32,11 @@ def shown(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _shown_param(param: ParamField) -> str:
+    # A text-only param's field holds the text itself, quotes and all, as it is read back.
+    return param.value if param.text_only and isinstance(param.value, str) else shown(param.value)
+
+
 def _typed_value(param: ParamField | None, text: str) -> Any:
     if param is not None and param.text_only:
         return text
@@ -54,7 +59,7 @@ class RunNowForm:
     @classmethod
     def configured(cls, options: RunOptions) -> RunNowForm:
         """The form before anything is typed: the configured params."""
-        return cls({param.name: shown(param.value) for param in options.params})
+        return cls({param.name: _shown_param(param) for param in options.params})
 
     @classmethod
     def read(cls, form: dict[str, str], options: RunOptions) -> RunNowForm:
