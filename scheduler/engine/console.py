@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from functools import cache
 from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel
 
 from maintd.admin_api.console.interface import (
     CalendarCell,
@@ -62,9 +64,9 @@ class EngineConsole:
     def run_options(self, job_id: str) -> RunOptions:
         job = self._job(job_id)
         spec = job.task
-        schema = spec.params_model.model_json_schema().get("properties", {})
+        text_only = _text_only_params(spec.params_model)
         fields = tuple(
-            ParamField(name, value, name in spec.overridable, _text_only(schema.get(name, {})))
+            ParamField(name, value, name in spec.overridable, name in text_only)
             for name, value in job.params.model_dump(mode="json").items()
         )
         return RunOptions(fields, dry_run=spec.dry_run, require_reason=self._state.require_reason)
@@ -105,7 +107,10 @@ class EngineConsole:
         return await self._store.search_audit(principal, action, job_id, before_id, limit)
 
 
-def _text_only(schema: dict[str, Any]) -> bool:
-    """Whether a param's JSON schema takes only a string: what is typed for it is the value
-    (a param that takes a number too, such as ``batch_size = "auto"``, reads the typing as JSON)."""
-    return schema.get("type") == "string"
+# Per params model, once: its JSON schema takes ~0.6 ms to build, a job page's whole budget is 100.
+@cache
+def _text_only_params(model: type[BaseModel]) -> frozenset[str]:
+    """The params that take only a string: what is typed for them is the value (a param
+    that takes a number too, such as ``batch_size = "auto"``, reads the typing as JSON)."""
+    properties = model.model_json_schema().get("properties", {})
+    return frozenset(name for name, schema in properties.items() if schema.get("type") == "string")
