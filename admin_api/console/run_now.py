@@ -10,6 +10,8 @@ what the task lets change) accepts or refuses it with the same 422 the JSON API 
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,8 @@ from maintd.admin_api.console.interface import ParamField, RunOptions
 from maintd.admin_api.interface import TriggerIn, Unprocessable
 
 PARAM_PREFIX = "param."
+# The Idempotency-Key the JSON API takes: 1-200 printable ASCII characters.
+_KEY = re.compile(r"[\x20-\x7e]{1,200}")
 
 
 def shown(value: Any) -> str:
@@ -48,25 +52,33 @@ def _typed_value(param: ParamField | None, text: str) -> Any:
 
 @dataclass(frozen=True)
 class RunNowForm:
-    """The form as the page shows it: each param's text, the reason, the switch, and the
-    engine's messages by field (``params.batch_size``, ``reason``, ``dry_run``)."""
+    """The form as the page shows it: each param's text, the reason, the switch, the
+    engine's messages by field (``params.batch_size``, ``reason``, ``dry_run``), and the
+    Idempotency-Key of this rendering of the form: a double click, or the form sent
+    again, answers the run the first one started instead of starting another."""
 
     typed: dict[str, str]
     reason: str = ""
     dry_run: bool = False
     errors: dict[str, list[str]] = field(default_factory=dict)
+    key: str | None = None
 
     @classmethod
     def configured(cls, options: RunOptions) -> RunNowForm:
         """The form before anything is typed: the configured params."""
-        return cls({param.name: _shown_param(param) for param in options.params})
+        return cls({param.name: _shown_param(param) for param in options.params}, key=secrets.token_urlsafe(18))
 
     @classmethod
     def read(cls, form: dict[str, str], options: RunOptions) -> RunNowForm:
         """The form as posted (any ``param.*`` field: the engine refuses names it does not know)."""
         typed = {name[len(PARAM_PREFIX) :]: text for name, text in form.items() if name.startswith(PARAM_PREFIX)}
+        key = form.get("key", "")
         return cls(
-            {**cls.configured(options).typed, **typed}, form.get("reason", "").strip(), form.get("dry_run") == "true"
+            {**cls.configured(options).typed, **typed},
+            form.get("reason", "").strip(),
+            form.get("dry_run") == "true",
+            # A key the API would refuse is dropped: the run starts, only without the guard.
+            key=key if _KEY.fullmatch(key) else None,
         )
 
     def request(self, options: RunOptions) -> TriggerIn:
@@ -93,7 +105,8 @@ class RunNowForm:
             # A message on a nested part of a param (an item of a list) goes on the param's field.
             key = ".".join(loc[:2]) if loc[:1] == ["params"] else ".".join(loc)
             errors.setdefault(key, []).append(error["msg"])
-        return RunNowForm(self.typed, self.reason, self.dry_run, errors)
+        # The same key: a refused request does not use it.
+        return RunNowForm(self.typed, self.reason, self.dry_run, errors, self.key)
 
 
 def unprocessable(exc: ValidationError) -> Unprocessable:

@@ -97,8 +97,16 @@ def test_a_viewer_sees_no_controls_and_a_forged_post_is_refused_and_audited(
     assert token is not None
     answer = page.request.post(f"{daemon.url}/ui/jobs/gated/trigger", form={"csrf": token[1]})
     assert answer.status == 403
+    # So are a replay and a re-run (refused before the run is even looked up).
+    for path in ("/ui/jobs/gated/replay", "/ui/runs/1/rerun"):
+        form = {"csrf": token[1], "from": "2026-01-01", "to": "2026-01-02", "confirm": "1"}
+        assert page.request.post(f"{daemon.url}{path}", form=form).status == 403
     assert fetch(db_dsn, "SELECT count(*) FROM maintd.runs")[0][0] == 0
-    assert audit(db_dsn)[-1] == ("watcher", "trigger", "gated", "console")
+    assert audit(db_dsn)[-3:] == [
+        ("watcher", "trigger", "gated", "console"),
+        ("watcher", "replay", "gated", "console"),
+        ("watcher", "rerun", "run:1", "console"),
+    ]
 
     # And an operator's session without the CSRF token (another site's form) changes nothing.
     operator = new_page()
@@ -180,9 +188,15 @@ def test_a_dry_run_from_the_job_page_then_its_re_run(start_daemon: Any, db_dsn: 
     # The sql task runs dry (in a transaction rolled back); its statement is never a run's to change.
     expect(run_now.get_by_label("sql")).to_have_count(0)
     run_now.get_by_label("Dry run").check()
+    form = {name: run_now.locator(f"input[name={name}]").input_value() for name in ("csrf", "key")}
     run_now.get_by_role("button", name="Run now").click()
     expect(page).to_have_url(re.compile(r"/ui/runs/\d+$"))
     first = int(page.url.rsplit("/", 1)[1])
+    # The same form sent again (a double click, a retried post) answers the same run.
+    again = page.request.post(
+        f"{daemon.url}/ui/jobs/nightly/trigger", form={**form, "reason": "", "dry_run": "true"}, max_redirects=0
+    )
+    assert (again.status, again.headers["location"]) == (303, f"/ui/runs/{first}")
     # Once it has ended, the page reloads itself: no cancel, a re-run instead.
     expect(page.locator(".big-status")).to_contain_text("succeeded")
     expect(page.locator(".dry-run")).to_contain_text("yes")
@@ -200,6 +214,7 @@ def test_a_dry_run_from_the_job_page_then_its_re_run(start_daemon: Any, db_dsn: 
         ("trigger", "nightly", "console"),
         ("rerun", f"run:{first}", "console"),
     ]
+    assert fetch(db_dsn, "SELECT count(*) FROM maintd.runs")[0][0] == 2
 
 
 def test_pause_and_resume_from_the_job_page(start_daemon: Any, db_dsn: str, new_page: Any) -> None:

@@ -72,3 +72,13 @@ def test_the_engines_messages_go_on_their_fields_and_the_text_typed_stays() -> N
 @pytest.mark.parametrize(("value", "text"), [(1000, "1000"), ("auto", "auto"), ("500", '"500"'), (None, "null")])
 def test_a_value_is_shown_so_that_it_reads_back_as_itself(value: object, text: str) -> None:
     assert shown(value) == text
+
+
+def test_each_rendering_of_the_form_has_a_key_of_its_own_which_a_refusal_keeps() -> None:
+    first, second = RunNowForm.configured(OPTIONS), RunNowForm.configured(OPTIONS)
+    assert first.key and second.key and first.key != second.key
+    posted = RunNowForm.read({"key": first.key, "param.batch_size": "x"}, OPTIONS)
+    assert posted.refused(Unprocessable([{"loc": ["body", "reason"], "msg": "m", "type": "t"}])).key == first.key
+    # What the API would refuse as a key is not sent.
+    assert RunNowForm.read({"key": "é" * 3}, OPTIONS).key is None
+    assert RunNowForm.read({"key": "k" * 201}, OPTIONS).key is None

@@ -65,7 +65,9 @@ def router(access: Access) -> APIRouter:
         options = engines.console.run_options(job_id)
         form = RunNowForm.read(admitted.form, options)
         try:
-            started = await engines.admin.trigger(job_id, admitted.signed.actor, form.request(options))
+            started = await engines.admin.trigger(
+                job_id, admitted.signed.actor, form.request(options), idempotency_key=form.key
+            )
         except Unprocessable as exc:
             # Nothing ran: the page again, as typed, with the engine's messages on their fields.
             return await job_page_of(
