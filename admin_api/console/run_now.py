@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from maintd.admin_api.console.forms import unprocessable
 from maintd.admin_api.console.interface import ParamField, RunOptions
 from maintd.admin_api.interface import TriggerIn, Unprocessable
 
@@ -107,17 +108,3 @@ class RunNowForm:
             errors.setdefault(key, []).append(error["msg"])
         # The same key: a refused request does not use it.
         return RunNowForm(self.typed, self.reason, self.dry_run, errors, self.key)
-
-
-def unprocessable(exc: ValidationError) -> Unprocessable:
-    """A request model's refusal as the engine's 422: each message names its field."""
-    return Unprocessable(
-        [
-            {
-                "type": error["type"],
-                "loc": ["body", *error["loc"]],
-                "msg": f"{'.'.join(map(str, error['loc']))}: {error['msg']}",
-            }
-            for error in exc.errors(include_url=False)
-        ]
-    )

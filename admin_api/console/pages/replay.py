@@ -19,10 +19,10 @@ from pydantic import ValidationError
 
 from maintd.admin_api.console.access import Access, Mutation
 from maintd.admin_api.console.engines import Engined
+from maintd.admin_api.console.forms import unprocessable
 from maintd.admin_api.console.page_route import PageRoute
 from maintd.admin_api.console.pages.job import JobId
 from maintd.admin_api.console.render import page
-from maintd.admin_api.console.run_now import unprocessable
 from maintd.admin_api.console.zones import browser_zone
 from maintd.admin_api.interface import ReplayIn, Unprocessable
 
@@ -44,13 +44,14 @@ class ReplayForm:
         """The engine's request: a dry run until confirmed. Raises Unprocessable for a bad range."""
         try:
             first, last = date.fromisoformat(self.from_day), date.fromisoformat(self.to_day)
-        except ValueError:
+            after_last = last + timedelta(days=1)
+        except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
             raise Unprocessable(
                 [{"type": "date", "loc": ["body", "from"], "msg": "from, to: pick the first and the last day"}]
             ) from None
         # Inclusive at both ends, as the engine takes them: the last microsecond of `to`'s day.
         start = datetime.combine(first, time(), zone)
-        end = datetime.combine(last + timedelta(days=1), time(), zone) - timedelta(microseconds=1)
+        end = datetime.combine(after_last, time(), zone) - timedelta(microseconds=1)
         try:
             return ReplayIn.model_validate(
                 {"from": start, "to": end, "dry_run": not self.confirmed, "reason": self.reason or None}

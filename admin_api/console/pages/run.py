@@ -13,9 +13,9 @@ from pydantic import ValidationError
 
 from maintd.admin_api.console.access import Access, Mutation
 from maintd.admin_api.console.engines import Engined
+from maintd.admin_api.console.forms import unprocessable
 from maintd.admin_api.console.page_route import PageRoute
 from maintd.admin_api.console.render import page
-from maintd.admin_api.console.run_now import unprocessable
 from maintd.admin_api.interface import ENDED_STATUSES, RerunIn
 
 RunId = Annotated[int, Path(ge=1, le=2**63 - 1)]
