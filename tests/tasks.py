@@ -98,7 +98,8 @@ class GatedProgressParams(BaseModel):
     channel: str = "test_gate"
 
 
-@task()
+# steps may change for one run: the console's run-now form edits it.
+@task(overridable=("steps",))
 async def gated_progress(ctx: JobContext, params: GatedProgressParams) -> dict[str, int]:
     """Report progress ``step=1..steps`` and log each step, then wait for a NOTIFY on ``channel``
     before the next: the test lets the run go on once it has seen the step, so none goes unseen."""

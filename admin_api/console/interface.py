@@ -94,6 +94,32 @@ class CalendarCell:
 
 
 @dataclass(frozen=True)
+class ParamField:
+    """One of a job's params as the run-now form shows it: its configured value (JSON),
+    whether an operator may change it for one run, and whether it is text only (what is
+    typed is the value) or takes JSON (``500`` a number, ``"auto"`` or ``auto`` a string)."""
+
+    name: str
+    value: Any
+    overridable: bool
+    text_only: bool
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the run-now form offers for a job: its params, whether its task runs dry, and
+    whether a reason is required (``[admin] require_reason``)."""
+
+    params: tuple[ParamField, ...]
+    dry_run: bool
+    require_reason: bool
+
+    def configured(self) -> dict[str, Any]:
+        """The params as configured, as JSON values."""
+        return {field.name: field.value for field in self.params}
+
+
+@dataclass(frozen=True)
 class HistoryQuery:
     """A page of one job's runs: filters (None: any) and where the page starts."""
 
@@ -120,8 +146,8 @@ class ConsoleEngine(Protocol):
         """The job's next ``count`` fire times (JobNotFound for an unknown job)."""
         ...
 
-    def configured_params(self, job_id: str) -> dict[str, Any]:
-        """The job's params as configured, as JSON values (JobNotFound for an unknown job)."""
+    def run_options(self, job_id: str) -> RunOptions:
+        """The job's params as configured and what its task lets a run change (JobNotFound for an unknown job)."""
         ...
 
     async def open_session(self, session: NewSession, actor: Actor) -> None:

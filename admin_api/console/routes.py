@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends
 from fastapi.staticfiles import StaticFiles
 
 from maintd.admin_api.console.access import Access
-from maintd.admin_api.console.pages import audit, calendar, job, overview, run, sign_in
+from maintd.admin_api.console.pages import audit, calendar, job, overview, replay, run, sign_in
 from maintd.admin_api.console.sessions import Sessions
 from maintd.admin_api.safe_input import reject_unsafe_strings
 
@@ -22,7 +22,7 @@ def console_router(sessions: Sessions) -> APIRouter:
     """Every page of the console, admitted by ``sessions``."""
     access = Access(sessions)
     router = APIRouter(include_in_schema=False, dependencies=[Depends(reject_unsafe_strings)])
-    for page in (sign_in, overview, job, run, calendar, audit):
+    for page in (sign_in, overview, job, replay, run, calendar, audit):
         router.include_router(page.router(access))
     return router
 

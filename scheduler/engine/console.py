@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from functools import cache
 from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel
 
 from maintd.admin_api.console.interface import (
     CalendarCell,
@@ -15,6 +17,8 @@ from maintd.admin_api.console.interface import (
     Fire,
     HistoryQuery,
     NewSession,
+    ParamField,
+    RunOptions,
     SessionRecord,
 )
 from maintd.admin_api.interface import Actor, AuditOut, JobNotFound, RunOut
@@ -57,8 +61,15 @@ class EngineConsole:
     def upcoming(self, job_id: str, count: int) -> list[datetime]:
         return self._job(job_id).schedule.upcoming(self._clock(), count)
 
-    def configured_params(self, job_id: str) -> dict[str, Any]:
-        return self._job(job_id).params.model_dump(mode="json")
+    def run_options(self, job_id: str) -> RunOptions:
+        job = self._job(job_id)
+        spec = job.task
+        text_only = _text_only_params(spec.params_model)
+        fields = tuple(
+            ParamField(name, value, name in spec.overridable, name in text_only)
+            for name, value in job.params.model_dump(mode="json").items()
+        )
+        return RunOptions(fields, dry_run=spec.dry_run, require_reason=self._state.require_reason)
 
     async def open_session(self, session: NewSession, actor: Actor) -> None:
         await self._store.open_session(session)
@@ -94,3 +105,12 @@ class EngineConsole:
         self, *, principal: str | None, action: str | None, job_id: str | None, before_id: int | None, limit: int
     ) -> list[AuditOut]:
         return await self._store.search_audit(principal, action, job_id, before_id, limit)
+
+
+# Per params model, once: its JSON schema takes ~0.6 ms to build, a job page's whole budget is 100.
+@cache
+def _text_only_params(model: type[BaseModel]) -> frozenset[str]:
+    """The params that take only a string: what is typed for them is the value (a param
+    that takes a number too, such as ``batch_size = "auto"``, reads the typing as JSON)."""
+    properties = model.model_json_schema().get("properties", {})
+    return frozenset(name for name, schema in properties.items() if schema.get("type") == "string")

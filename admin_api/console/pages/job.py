@@ -1,6 +1,7 @@
 """A job's page: settings, next 10 fires, duration chart of its last 100 runs, its
 history filtered by status and trigger (or by a calendar day) and paged, and the
-operator's controls: run now, pause, resume."""
+operator's controls: run now (params for this run, a reason, a dry run), pause, resume,
+and the form that starts a replay (pages/replay.py)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from maintd.admin_api.console.access import Access, Mutation
 from maintd.admin_api.console.charts import duration_chart
-from maintd.admin_api.console.engines import Engined
+from maintd.admin_api.console.engines import Engined, Engines
 from maintd.admin_api.console.interface import HistoryQuery
 from maintd.admin_api.console.page_route import PageRoute
 from maintd.admin_api.console.render import page
+from maintd.admin_api.console.run_now import RunNowForm
+from maintd.admin_api.console.sessions import Signed
 from maintd.admin_api.console.zones import browser_zone
-from maintd.admin_api.interface import RunStatus, RunTrigger
+from maintd.admin_api.interface import RunStatus, RunTrigger, Unprocessable
 from maintd.admin_api.safe_input import NO_NUL
 
 UPCOMING = 10
@@ -42,7 +45,6 @@ def router(access: Access) -> APIRouter:
         before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     ) -> HTMLResponse:
         signed = await access.signed_in(request, engines)
-        job = await engines.admin.get_job(job_id)
         since = until = None
         if day is not None:
             zone = browser_zone(request, engines.console.default_zone())
@@ -53,22 +55,25 @@ def router(access: Access) -> APIRouter:
             trigger=trigger if trigger in get_args(RunTrigger) else None,
             before_id=before, since=since, until=until, limit=HISTORY_PAGE + 1,
         )  # fmt: skip
-        history = await engines.console.job_history(job_id, query)
-        durations = await engines.console.job_durations(job_id, CHART_RUNS)
-        return page(
-            request, "job.html", signed, job=job, upcoming=engines.console.upcoming(job_id, UPCOMING),
-            history=history[:HISTORY_PAGE], older=history[HISTORY_PAGE - 1].id if len(history) > HISTORY_PAGE else None,
-            query=query, day=day, chart=duration_chart(durations, CHART_RUNS),
-            params=engines.console.configured_params(job_id),
-            statuses=get_args(RunStatus), triggers=get_args(RunTrigger),
-        )  # fmt: skip
+        return await job_page_of(request, signed, engines, job_id, query=query, day=day)
 
     @routes.post("/ui/jobs/{job_id}/trigger")
     async def trigger(request: Request, job_id: JobId, engines: Engined) -> Response:
         admitted = await access.mutation(request, engines, "trigger", job_id)
         if not isinstance(admitted, Mutation):
             return admitted
-        started = await engines.admin.trigger(job_id, admitted.signed.actor)
+        options = engines.console.run_options(job_id)
+        form = RunNowForm.read(admitted.form, options)
+        try:
+            started = await engines.admin.trigger(
+                job_id, admitted.signed.actor, form.request(options), idempotency_key=form.key
+            )
+        except Unprocessable as exc:
+            # Nothing ran: the page again, as typed, with the engine's messages on their fields.
+            return await job_page_of(
+                request, admitted.signed, engines, job_id, run_now=form.refused(exc),
+                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            )  # fmt: skip
         return RedirectResponse(f"/ui/runs/{started.run_id}", status_code=status.HTTP_303_SEE_OTHER)
 
     @routes.post("/ui/jobs/{job_id}/pause")
@@ -88,3 +93,22 @@ def router(access: Access) -> APIRouter:
         return RedirectResponse(f"/ui/jobs/{job_id}", status_code=status.HTTP_303_SEE_OTHER)
 
     return routes
+
+
+async def job_page_of(
+    request: Request, signed: Signed, engines: Engines, job_id: str, *, query: HistoryQuery | None = None,
+    day: date | None = None, run_now: RunNowForm | None = None, status_code: int = status.HTTP_200_OK,
+) -> HTMLResponse:  # fmt: skip
+    """The job page: its history as ``query`` asks, its run-now form as ``run_now`` holds it."""
+    query = query or HistoryQuery(limit=HISTORY_PAGE + 1)
+    job = await engines.admin.get_job(job_id)
+    history = await engines.console.job_history(job_id, query)
+    durations = await engines.console.job_durations(job_id, CHART_RUNS)
+    options = engines.console.run_options(job_id)
+    return page(
+        request, "job.html", signed, status=status_code, job=job, upcoming=engines.console.upcoming(job_id, UPCOMING),
+        history=history[:HISTORY_PAGE], older=history[HISTORY_PAGE - 1].id if len(history) > HISTORY_PAGE else None,
+        query=query, day=day, chart=duration_chart(durations, CHART_RUNS),
+        options=options, run_now=run_now or RunNowForm.configured(options),
+        statuses=get_args(RunStatus), triggers=get_args(RunTrigger),
+    )  # fmt: skip

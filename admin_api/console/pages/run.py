@@ -1,6 +1,7 @@
 """A run's page: what it is, its params and times, its progress and log tail kept live
 while it runs (htmx polls ``/live`` every second: the status, the progress, and the
-new log lines appended), its error or result, and cancel."""
+new log lines appended), its error or result, what the operator asked of it (params,
+reason, dry run, the run it re-runs), cancel, and re-run."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
 
 from maintd.admin_api.console.access import Access, Mutation
 from maintd.admin_api.console.engines import Engined
+from maintd.admin_api.console.forms import unprocessable
 from maintd.admin_api.console.page_route import PageRoute
 from maintd.admin_api.console.render import page
-from maintd.admin_api.interface import ENDED_STATUSES
+from maintd.admin_api.interface import ENDED_STATUSES, RerunIn
 
 RunId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 # The lines a run keeps are bounded (scheduler/run_logs.py): one page holds them.
@@ -58,5 +61,19 @@ def router(access: Access) -> APIRouter:
             return admitted
         await engines.admin.cancel_run(run_id, admitted.signed.actor)
         return RedirectResponse(f"/ui/runs/{run_id}", status_code=status.HTTP_303_SEE_OTHER)
+
+    @routes.post("/ui/runs/{run_id}/rerun")
+    async def rerun(request: Request, run_id: RunId, engines: Engined) -> Response:
+        admitted = await access.mutation(request, engines, "rerun", f"run:{run_id}")
+        if not isinstance(admitted, Mutation):
+            return admitted
+        # No reason typed: the run's own, as the engine keeps it.
+        reason = admitted.form.get("reason", "").strip() or None
+        try:
+            asked = RerunIn(reason=reason)
+        except ValidationError as exc:
+            raise unprocessable(exc) from None
+        started = await engines.admin.rerun(run_id, admitted.signed.actor, asked)
+        return RedirectResponse(f"/ui/runs/{started.run_id}", status_code=status.HTTP_303_SEE_OTHER)
 
     return routes
