@@ -98,11 +98,14 @@ class JobFamilies(Collector):
         self._made = made
 
     def collect(self) -> Iterator[Metric]:
-        made = self._made()
-        series: list[tuple[str, JobSeries]] = []
-        for job_id, registered_at in self._registered().items():
-            series.append((job_id, made.get(job_id) or JobSeries(created=registered_at)))
-        series += [(job_id, own) for job_id, own in made.items() if job_id not in self._registered()]
+        made, registered = self._made(), self._registered()
+        # Every unused series reads zeros: one blank serves them all, each with its job's registration time.
+        blank = JobSeries()
+        series: list[tuple[str, JobSeries, float]] = []
+        for job_id, registered_at in registered.items():
+            own = made.get(job_id)
+            series.append((job_id, own, own.created) if own is not None else (job_id, blank, registered_at))
+        series += [(job_id, own, own.created) for job_id, own in made.items() if job_id not in registered]
 
         runs = Metric("maintd_runs", "Runs that ended, by job and final status", "counter")
         durations = Metric("maintd_run_duration_seconds", "Duration of ended runs", "histogram")
@@ -118,13 +121,13 @@ class JobFamilies(Collector):
             "Unix time of the job's last successful run, on any replica",
             "gauge",
         )
-        for job_id, own in series:
+        for job_id, own, created in series:
             for status, count in own.runs.items():
-                _add_counter(runs, {"job_id": job_id, "status": status}, count, own.created)
-            _add_histogram(durations, {"job_id": job_id}, own.run_duration, own.created)
-            _add_histogram(lateness, {"job_id": job_id}, own.fire_lateness, own.created)
+                _add_counter(runs, {"job_id": job_id, "status": status}, count, created)
+            _add_histogram(durations, {"job_id": job_id}, own.run_duration, created)
+            _add_histogram(lateness, {"job_id": job_id}, own.fire_lateness, created)
             for outcome, count in own.fires.items():
-                _add_counter(fires, {"job_id": job_id, "outcome": outcome}, count, own.created)
+                _add_counter(fires, {"job_id": job_id, "outcome": outcome}, count, created)
             running.add_sample("maintd_running_runs", {"job_id": job_id}, own.running.value)
             last_success.add_sample("maintd_last_success_timestamp_seconds", {"job_id": job_id}, own.last_success.value)
         yield from (runs, durations, lateness, fires, running, last_success)
