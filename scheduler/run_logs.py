@@ -30,6 +30,8 @@ from typing import Any, NamedTuple
 import orjson
 import structlog
 
+from maintd.scheduler import json_text
+
 # Per run, at most this much is kept: enough for a batch job's story, small enough
 # that a run stuck in a logging loop costs well under 1 MB of memory and 1,001 rows.
 # Typical runs log a few lines (~1 KB): 90 days of a job firing every minute ~ 130 MB.
@@ -160,22 +162,13 @@ def line_from_event(seq: int, event_dict: Mapping[str, Any]) -> LogLine:
                 fields["exception"] = _cut(storable(rendered["exception"]))
         if event_dict.get("stack_info"):
             fields["stack"] = _cut(storable(str(event_dict["stack_info"])))
-        fields_json = _dumps(fields)
+        fields_json = json_text.dumps(fields)
         if len(fields_json) > MAX_LINE_BYTES:
             fields_json = json.dumps({"fields_cut": _cut(fields_json)})
     event = _cut(storable(str(event_dict.get("event", ""))))
     level = storable(str(event_dict.get("level", "info")))
     size = len(fields_json.encode()) + len(event.encode()) + 64  # + seq, time, level
     return LogLine(seq, _timestamp(event_dict.get("timestamp")), level, event, fields_json, size)
-
-
-def _dumps(safe: dict[str, Any]) -> str:
-    """JSON-safe fields as JSON: orjson (a run's result is in its last line), the stdlib
-    for what orjson refuses (an integer beyond 64 bits)."""
-    try:
-        return orjson.dumps(safe).decode()
-    except TypeError:
-        return json.dumps(safe)
 
 
 # Field values taken as they are (most lines hold only these); anything else is made
